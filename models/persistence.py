@@ -1,0 +1,78 @@
+"""The persistence forecaster: the next step equals this one.
+
+Its scale is the exponentially weighted root-mean-square of one-step changes
+(bias-corrected, so it is usable from the first change on). A change larger
+than ``clip`` current scales is learned as if it were ``clip`` scales, so one
+spike does not blow the interval up for the next hundred steps. Steps after a
+gap are not learned from: their change spans more than one step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from pipeline.types import ForecastChunk, StepChunk
+
+
+class PersistenceForecaster:
+    """Forecast ``mean = last value``, ``scale = EW RMS of one-step changes``.
+
+    >>> import numpy as np
+    >>> from pipeline.testing import chunk_of
+    >>> f = PersistenceForecaster()
+    >>> out = f.step(f.initial_state(1), chunk_of([[1.0, 2.0, 4.0]]))
+    >>> out.mean.tolist(), np.round(out.scale, 3).tolist()
+    ([[1.0, 2.0, 4.0]], [[nan, 1.0, 1.623]])
+    """
+
+    name = "persistence"
+    state_width = 3  # last value, EW mean of squared changes, its bias-correction weight
+    state_dtype = np.float64
+
+    def __init__(self, alpha: float = 0.05, clip: float = 4.0) -> None:
+        self.alpha = alpha
+        self.clip = clip
+
+    def __repr__(self) -> str:
+        return f"PersistenceForecaster(alpha={self.alpha!r}, clip={self.clip!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        return repr(self)
+
+    def initial_state(self, n: int) -> np.ndarray:
+        state = np.zeros((n, self.state_width), self.state_dtype)
+        state[:, 0] = math.nan
+        return state
+
+    def step(self, state: np.ndarray, chunk: StepChunk) -> ForecastChunk:
+        new_state = state.copy()
+        mean = np.full(chunk.shape, math.nan)
+        scale = np.full(chunk.shape, math.nan)
+        _persistence_kernel(
+            chunk.value, chunk.missing, chunk.length, self.alpha, self.clip, new_state, mean, scale
+        )
+        return ForecastChunk(mean=mean, scale=scale, state=new_state)
+
+
+@numba.njit(cache=True)
+def _persistence_kernel(value, missing, length, alpha, clip, state, mean, scale):
+    for b in range(value.shape[0]):
+        last, ew, weight = state[b, 0], state[b, 1], state[b, 2]
+        for j in range(length[b]):
+            x = value[b, j]
+            if last == last and missing[b, j] == 0:
+                change = x - last
+                if weight > 0.0:
+                    limit = clip * math.sqrt(ew / weight)
+                    change = min(max(change, -limit), limit)
+                ew = (1.0 - alpha) * ew + alpha * change * change
+                weight = (1.0 - alpha) * weight + alpha
+            last = x
+            mean[b, j] = x
+            if weight > 0.0:
+                scale[b, j] = math.sqrt(ew / weight)
+        state[b, 0], state[b, 1], state[b, 2] = last, ew, weight

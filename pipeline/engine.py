@@ -1,0 +1,331 @@
+"""The engine: readings in, verdicts out, one batched model call per tick.
+
+``Engine.process`` takes a ``ReadingBatch`` (a CSV chunk, or whatever an MQTT
+source drained in one tick) and runs it through every stage::
+
+    screen -> [lateness buffer] -> window -> gather -> forecast -> detect -> scatter
+
+All steps the batch produced, across all streams, are gathered into one
+``(B, T)`` chunk and go through the forecaster and the detector in one call
+each, then the new per-stream state is scattered back into the table. The
+same code serves replay (big chunks, long T) and the daemon (small ticks).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+from pipeline import reorder
+from pipeline.clock import Clock, SystemClock
+from pipeline.config import PipelineConfig
+from pipeline.errors import RejectedInput
+from pipeline.protocols import Detector, Forecaster
+from pipeline.snapshot import read_snapshot, write_snapshot
+from pipeline.state import StateTable
+from pipeline.types import (
+    DetectionChunk,
+    ForecastChunk,
+    ReadingBatch,
+    Reason,
+    Rejection,
+    StepChunk,
+    VerdictBatch,
+)
+from pipeline.window import Steps, apply_readings, close_windows, screen
+
+RejectionPolicy = Callable[[Rejection], None]
+
+
+def continue_on_reject(rejection: Rejection) -> None:
+    """The daemon's policy: the engine has counted it; carry on."""
+
+
+def raise_on_reject(rejection: Rejection) -> None:
+    """The tests' policy: any rejection is a failure."""
+    raise RejectedInput(rejection)
+
+
+@dataclass
+class EngineStats:
+    """Counters of every stage, ready for an exporter to read."""
+
+    readings: int = 0  # readings offered to the engine
+    missing: int = 0  # empty cells / sentinel codes seen by sources
+    steps: int = 0
+    anomalies: int = 0
+    ticks: int = 0  # process() calls that made at least one step
+    model_calls: int = 0
+    evicted: int = 0
+    snapshot_failures: int = 0
+    last_snapshot: float = 0.0  # wall time of the last good snapshot
+    dropped: Counter[str] = field(default_factory=Counter)  # reason label -> count
+    first_rejection: dict[str, Rejection] = field(default_factory=dict)
+    stage_seconds: Counter[str] = field(default_factory=Counter)
+
+    def count(self, rejection: Rejection) -> None:
+        label = rejection.reason.label
+        self.dropped[label] += rejection.count
+        self.first_rejection.setdefault(label, rejection)
+
+
+class Engine:
+    """Runs readings through windowing, the forecaster and the detector.
+
+    >>> from models.persistence import PersistenceForecaster
+    >>> from pipeline.detect import GaussianTailDetector
+    >>> from pipeline.testing import readings
+    >>> engine = Engine(PersistenceForecaster(), GaussianTailDetector())
+    >>> out = engine.process(readings("a/b/c", [(0, 1.0), (60, 2.0), (120, 4.0)]))
+    >>> out.forecast.tolist(), out.value.tolist()
+    ([nan, 1.0, 2.0], [1.0, 2.0, 4.0])
+    """
+
+    def __init__(
+        self,
+        forecaster: Forecaster,
+        detector: Detector,
+        config: PipelineConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        on_reject: RejectionPolicy = continue_on_reject,
+        capacity: int = 1024,
+    ) -> None:
+        self.forecaster = forecaster
+        self.detector = detector
+        self.config = config or PipelineConfig()
+        self.clock = clock or SystemClock()
+        self.on_reject = on_reject
+        self.table = StateTable(forecaster, detector, capacity, self.config.max_streams)
+        self.stats = EngineStats()
+        self._z = statistics.NormalDist().inv_cdf(0.5 + self.config.interval / 2)
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {
+            "model": self.forecaster.fingerprint,
+            "detector": self.detector.fingerprint,
+            "windowing": self.config.fingerprint,
+        }
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def process(self, batch: ReadingBatch) -> VerdictBatch:
+        """Apply one batch of readings; return the verdicts of every step it completed."""
+        started = time.perf_counter()
+        self.stats.readings += len(batch)
+        self.stats.missing += batch.missing
+        for rejection in batch.rejections:
+            self._reject(rejection)
+        if not len(batch):
+            return VerdictBatch.empty(self.forecaster.name)
+        slots = self.table.slots_for(batch.streams, self.clock.now())[batch.stream_index]
+        reasons = screen(slots, batch.timestamp, batch.value, self.config)
+        ok = reasons == 0
+        if self.config.lateness > 0:
+            reasons[ok] = reorder.hold(
+                self.table, slots[ok], batch.timestamp[ok], batch.value[ok], self.config.lateness
+            )
+            steps = self._release()
+        else:
+            reasons[ok], steps = apply_readings(
+                self.table, slots[ok], batch.timestamp[ok], batch.value[ok], self.config.window
+            )
+        self._report(batch, slots, reasons)
+        if len(batch.seq):
+            previous = self.table.positions.get(batch.partition, -1)
+            self.table.positions[batch.partition] = max(previous, int(batch.seq.max()))
+        self.stats.stage_seconds["window"] += time.perf_counter() - started
+        return self._predict(steps)
+
+    def _release(self, force: np.ndarray | None = None) -> Steps:
+        due, duplicates = reorder.release(
+            self.table, self.config.lateness, self.config.reorder_capacity, force
+        )
+        if duplicates:
+            self._reject(Rejection(Reason.DUPLICATE, "repeated while held back", count=duplicates))
+        reasons, steps = apply_readings(
+            self.table, due.slot, due.timestamp, due.value, self.config.window
+        )
+        for code, n in zip(*np.unique(reasons[reasons > 0], return_counts=True), strict=True):
+            self._reject(Rejection(Reason(int(code)), "after re-sorting", count=int(n)))
+        return steps
+
+    def _report(self, batch: ReadingBatch, slots: np.ndarray, reasons: np.ndarray) -> None:
+        """One folded rejection per reason, pointing at its first reading."""
+        dropped = np.flatnonzero(reasons)
+        if not len(dropped):
+            return
+        codes, first, counts = np.unique(reasons[dropped], return_index=True, return_counts=True)
+        for code, i, n in zip(codes.tolist(), dropped[first].tolist(), counts.tolist(), strict=True):
+            stream = batch.streams[batch.stream_index[i]]
+            detail = f"{stream} at t={batch.timestamp[i]!r} value={batch.value[i]!r}"
+            self._reject(
+                Rejection(Reason(code), detail, batch.partition, int(batch.seq[i]), stream, n)
+            )
+
+    def _reject(self, rejection: Rejection) -> None:
+        self.stats.count(rejection)
+        self.on_reject(rejection)
+
+    def _predict(self, steps: Steps) -> VerdictBatch:
+        if not len(steps):
+            return VerdictBatch.empty(self.forecaster.name)
+        started = time.perf_counter()
+        gathered = Gathered.of(steps)
+        chunk, table = gathered.chunk, self.table
+        forecast = self.forecaster.step(table.model_state[chunk.slots], chunk)
+        mean, scale = self._forecasts_for_steps(chunk, forecast.mean, forecast.scale)
+        detection = self.detector.step(table.detector_state[chunk.slots], chunk, mean, scale)
+        self._scatter(chunk, forecast, detection)
+        self.stats.model_calls += 1
+        self.stats.ticks += 1
+        self.stats.steps += len(steps)
+        verdicts = self._verdicts(steps, gathered, mean, scale, forecast, detection)
+        self.stats.anomalies += int(verdicts.is_anomaly.sum())
+        self.stats.stage_seconds["model"] += time.perf_counter() - started
+        return verdicts
+
+    def _forecasts_for_steps(
+        self, chunk: StepChunk, next_mean: np.ndarray, next_scale: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The forecast each step is judged by: the one made at the step before it."""
+        mean = np.empty_like(next_mean)  # (B, T)
+        scale = np.empty_like(next_scale)
+        mean[:, 0] = self.table.pred_mean[chunk.slots]
+        scale[:, 0] = self.table.pred_scale[chunk.slots]
+        mean[:, 1:] = next_mean[:, :-1]
+        scale[:, 1:] = next_scale[:, :-1]
+        return mean, scale
+
+    def _scatter(self, chunk: StepChunk, forecast: ForecastChunk, detection: DetectionChunk) -> None:
+        table, slots = self.table, chunk.slots
+        last = (np.arange(len(slots)), chunk.length - 1)
+        table.model_state[slots] = forecast.state
+        table.detector_state[slots] = detection.state
+        table.pred_mean[slots] = forecast.mean[last]
+        table.pred_scale[slots] = forecast.scale[last]
+        table.pred_t[slots] = chunk.next_timestamp[last]
+
+    def _verdicts(
+        self,
+        steps: Steps,
+        gathered: Gathered,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        forecast: ForecastChunk,
+        detection: DetectionChunk,
+    ) -> VerdictBatch:
+        flat = gathered.flatten
+        now_mean, now_scale = flat(mean), flat(scale)
+        next_mean, next_scale = flat(forecast.mean), flat(forecast.scale)
+        z = self._z
+        return VerdictBatch(
+            stream=self.table.key_array(steps.slot),
+            timestamp=steps.timestamp,
+            value=steps.value,
+            count=steps.count,
+            min=steps.min,
+            max=steps.max,
+            forecast=now_mean,
+            scale=now_scale,
+            lower=now_mean - z * now_scale,
+            upper=now_mean + z * now_scale,
+            anomaly_score=flat(detection.score),
+            is_anomaly=flat(detection.is_anomaly),
+            next_timestamp=steps.next_timestamp,
+            next_forecast=next_mean,
+            next_scale=next_scale,
+            next_lower=next_mean - z * next_scale,
+            next_upper=next_mean + z * next_scale,
+            dt=steps.dt,
+            missing=steps.missing,
+            model=self.forecaster.name,
+        )
+
+    # -- time-driven work --------------------------------------------------------------
+
+    def close_idle(self) -> VerdictBatch:
+        """Close windows (and let out held-back readings) of streams silent for idle_timeout."""
+        idle = self.table.idle_slots(self.clock.now() - self.config.idle_timeout)
+        return self._close(idle)
+
+    def flush(self) -> VerdictBatch:
+        """End of input: every held-back reading and every open window becomes a step."""
+        return self._close(self.table.active_slots())
+
+    def _close(self, slots: np.ndarray) -> VerdictBatch:
+        if not len(slots):
+            return VerdictBatch.empty(self.forecaster.name)
+        parts = []
+        if self.config.lateness > 0:
+            parts.append(self._predict(self._release(force=slots)))
+        if self.config.window > 0:
+            parts.append(self._predict(close_windows(self.table, slots, self.config.window)))
+        return VerdictBatch.concat(parts) if parts else VerdictBatch.empty(self.forecaster.name)
+
+    def evict_idle(self) -> int:
+        """Forget streams silent for stream_ttl (their open windows are closed first)."""
+        idle = self.table.idle_slots(self.clock.now() - self.config.stream_ttl)
+        if len(idle):
+            self._close(idle)
+            self.table.evict(idle)
+            self.stats.evicted += len(idle)
+        return len(idle)
+
+    # -- persistence -------------------------------------------------------------------
+
+    def snapshot(self, path: str | Path) -> int:
+        return write_snapshot(self.table, path, self.fingerprints)
+
+    def restore(self, path: str | Path) -> None:
+        read_snapshot(self.table, path, self.fingerprints, self.clock.now())
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """Flat steps grouped by stream into a padded ``(B, T)`` chunk, and the way back."""
+
+    chunk: StepChunk
+    order: np.ndarray  # (n,) permutation that sorts the flat steps by stream
+    rows: np.ndarray  # (n,) chunk row of each sorted step
+    cols: np.ndarray  # (n,) chunk column of each sorted step
+
+    @classmethod
+    def of(cls, steps: Steps) -> Gathered:
+        order = np.argsort(steps.slot, kind="stable")  # keeps each stream's time order
+        slots, first, length = np.unique(steps.slot[order], return_index=True, return_counts=True)
+        rows = np.repeat(np.arange(len(slots)), length)
+        cols = np.arange(len(order)) - first[rows]
+        shape = (len(slots), int(length.max()))
+
+        def grid(column: np.ndarray, fill: float = math.nan) -> np.ndarray:
+            out = np.full(shape, fill, column.dtype)  # (B, T)
+            out[rows, cols] = column[order]
+            return out
+
+        mask = np.zeros(shape, bool)
+        mask[rows, cols] = True
+        chunk = StepChunk(
+            slots=slots,
+            timestamp=grid(steps.timestamp),
+            value=grid(steps.value),
+            dt=grid(steps.dt),
+            missing=grid(steps.missing, 0),
+            next_timestamp=grid(steps.next_timestamp),
+            mask=mask,
+            length=length.astype(np.int64),
+        )
+        return cls(chunk, order, rows, cols)
+
+    def flatten(self, grid: np.ndarray) -> np.ndarray:
+        """``(B, T)`` back to ``(n,)`` in the order the steps were made."""
+        out = np.empty(len(self.order), grid.dtype)
+        out[self.order] = grid[self.rows, self.cols]
+        return out

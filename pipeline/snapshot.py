@@ -1,0 +1,194 @@
+"""Snapshots of the state table: atomic to write, all-or-nothing to read.
+
+A snapshot is a zip of ``.npy`` arrays (numpy's ``.npz``) holding the live
+streams' columns compacted to slots ``0..n-1``, the stream keys as one
+NUL-separated byte string, and ``meta.json``: schema version, the fingerprints
+of the model, the detector and the windowing settings, and the last source
+position per partition. Nothing is unpickled on load (``allow_pickle=False``).
+
+Writing goes to a temporary file in the same directory, is fsynced and then
+renamed over the old snapshot, so a crash leaves either the old or the new one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import SnapshotError
+from pipeline.state import PendingReadings, StateTable
+
+SCHEMA_VERSION = 1
+
+
+def write_snapshot(table: StateTable, path: str | Path, fingerprints: Mapping[str, str]) -> int:
+    """Write ``table`` to ``path`` atomically; return the bytes written."""
+    path = Path(path)
+    arrays = _arrays_of(table)
+    meta = {
+        "schema": SCHEMA_VERSION,
+        "fingerprints": dict(fingerprints),
+        "streams": len(table),
+        "positions": table.positions,
+        "written_at": time.time(),
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    data = buffer.getvalue()
+    _atomic_write(path, data)
+    return len(data)
+
+
+def read_snapshot(
+    table: StateTable, path: str | Path, fingerprints: Mapping[str, str], now: float
+) -> None:
+    """Load ``path`` into the empty ``table``, or raise SnapshotError and change nothing.
+
+    Restored streams count as seen at ``now`` (wall time): time the process was
+    down does not count towards idle close or eviction.
+    """
+    path = Path(path)
+    arrays, meta = _load(path)
+    _check_compatible(path, meta, fingerprints)
+    _fill(table, path, arrays, meta, now)
+
+
+def inspect_snapshot(path: str | Path) -> dict[str, Any]:
+    """What a snapshot holds, without a model: meta plus array shapes."""
+    arrays, meta = _load(Path(path))
+    meta["arrays"] = {name: list(a.shape) for name, a in arrays.items() if name != "keys"}
+    return meta
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def _arrays_of(table: StateTable) -> dict[str, np.ndarray]:
+    slots = table.active_slots()
+    arrays = {f"col_{name}": column[slots] for name, column in table.columns.items()}
+    arrays["keys"] = np.frombuffer("\0".join(table.index).encode(), np.uint8)
+    compact = np.full(table.capacity, -1, np.int64)
+    compact[slots] = np.arange(len(slots))
+    pending = table.pending
+    arrays["pending_slot"] = compact[pending.slot]
+    arrays["pending_timestamp"] = pending.timestamp
+    arrays["pending_value"] = pending.value
+    return arrays
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        msg = f"cannot write snapshot {path}: {exc.strerror or exc}"
+        raise SnapshotError(msg) from exc
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        meta = json.loads(arrays.pop("meta").tobytes())
+    except FileNotFoundError as exc:
+        msg = f"snapshot {path} does not exist"
+        raise SnapshotError(msg) from exc
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        msg = f"snapshot {path} is corrupt or truncated ({exc}); move it away to start cold"
+        raise SnapshotError(msg) from exc
+    if not isinstance(meta, dict):
+        msg = f"snapshot {path} has no valid meta record; move it away to start cold"
+        raise SnapshotError(msg)
+    return arrays, meta
+
+
+def _check_compatible(path: Path, meta: dict[str, Any], fingerprints: Mapping[str, str]) -> None:
+    schema = meta.get("schema")
+    if schema != SCHEMA_VERSION:
+        msg = (
+            f"snapshot {path} has schema {schema!r}, this sensorcast reads schema "
+            f"{SCHEMA_VERSION}; move it away to start cold"
+        )
+        raise SnapshotError(msg)
+    theirs = meta.get("fingerprints", {})
+    for part, ours in fingerprints.items():
+        if theirs.get(part) != ours:
+            msg = (
+                f"snapshot {path} was made with {part} {theirs.get(part)!r}, this pipeline "
+                f"runs {ours!r}; run with the same {part} or move the snapshot away to start cold"
+            )
+            raise SnapshotError(msg)
+
+
+def _fill(
+    table: StateTable, path: Path, arrays: dict[str, np.ndarray], meta: dict, now: float
+) -> None:
+    if len(table):
+        msg = "can only restore a snapshot into an empty state table"
+        raise SnapshotError(msg)
+    keys = arrays["keys"].tobytes().decode().split("\0") if meta["streams"] else []
+    columns = {name[4:]: a for name, a in arrays.items() if name.startswith("col_")}
+    _check_shapes(table, path, keys, columns)
+    if len(keys) > table.max_streams:
+        msg = f"snapshot {path} holds {len(keys)} streams, more than max_streams "
+        msg += f"{table.max_streams}; raise max_streams or move the snapshot away"
+        raise SnapshotError(msg)
+    while table.capacity < len(keys):
+        table._grow(table.capacity * 2)
+    slots = table.slots_for(keys, now=0.0)
+    for name, column in columns.items():
+        table.columns[name][slots] = column
+    table.columns["last_seen"][slots] = now
+    table.positions = {str(k): int(v) for k, v in meta.get("positions", {}).items()}
+    pending_slot = arrays["pending_slot"]
+    table.pending = PendingReadings(
+        slots[pending_slot], arrays["pending_timestamp"], arrays["pending_value"]
+    )
+
+
+def _check_shapes(
+    table: StateTable, path: Path, keys: list[str], columns: dict[str, np.ndarray]
+) -> None:
+    expected = {name: column for name, column in table.columns.items()}
+    if set(columns) != set(expected) or len(set(keys)) != len(keys):
+        msg = f"snapshot {path} does not hold this table's columns; move it away to start cold"
+        raise SnapshotError(msg)
+    for name, column in columns.items():
+        ours = expected[name]
+        if column.shape[1:] != ours.shape[1:] or column.dtype != ours.dtype or len(column) != len(
+            keys
+        ):
+            msg = f"snapshot {path}: column {name} has shape {column.shape}, expected rows of "
+            msg += f"{ours.shape[1:]} {ours.dtype}; move it away to start cold"
+            raise SnapshotError(msg)

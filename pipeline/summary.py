@@ -1,0 +1,102 @@
+"""What a run did, for people: per-stream accuracy and the end-of-run summary."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.engine import EngineStats
+from pipeline.types import VerdictBatch
+
+_SUMS = ("steps", "forecasts", "abs_error", "covered", "anomalies")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamScore:
+    stream: str
+    steps: int
+    forecasts: int  # steps that had a forecast with an interval
+    mae: float
+    coverage: float  # share of those steps inside the interval
+    anomalies: int
+
+
+class Scoreboard:
+    """A sink that keeps per-stream error and interval coverage of the forecasts."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, np.ndarray] = {}
+
+    def add(self, verdicts: VerdictBatch) -> None:
+        if not len(verdicts):
+            return
+        judged = np.isfinite(verdicts.lower)
+        error = np.where(judged, np.abs(verdicts.value - verdicts.forecast), 0.0)
+        inside = judged & (verdicts.value >= verdicts.lower) & (verdicts.value <= verdicts.upper)
+        frame = pd.DataFrame(
+            {
+                "stream": verdicts.stream,
+                "steps": 1,
+                "forecasts": judged.astype(np.int64),
+                "abs_error": error,
+                "covered": inside.astype(np.int64),
+                "anomalies": verdicts.is_anomaly.astype(np.int64),
+            }
+        )
+        for stream, sums in frame.groupby("stream", sort=False).sum().iterrows():
+            key = str(stream)
+            self._sums[key] = self._sums.get(key, 0.0) + sums.to_numpy(np.float64)
+
+    def flush(self) -> None:
+        """Nothing to deliver: the scores live in memory."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def scores(self) -> list[StreamScore]:
+        return [_score(stream, sums) for stream, sums in sorted(self._sums.items())]
+
+    def total(self) -> StreamScore:
+        sums = sum(self._sums.values(), np.zeros(len(_SUMS)))
+        return _score("all streams", sums)
+
+
+def _score(stream: str, sums: np.ndarray) -> StreamScore:
+    steps, forecasts, abs_error, covered, anomalies = sums.tolist()
+    return StreamScore(
+        stream=stream,
+        steps=int(steps),
+        forecasts=int(forecasts),
+        mae=abs_error / forecasts if forecasts else math.nan,
+        coverage=covered / forecasts if forecasts else math.nan,
+        anomalies=int(anomalies),
+    )
+
+
+def score_table(scores: list[StreamScore], interval: float) -> str:
+    """A plain-text table of per-stream scores."""
+    head = f"{'stream':<44} {'steps':>8} {'MAE':>10} {f'{interval:.0%} cover':>10} {'anomalies':>9}"
+    lines = [head, "-" * len(head)]
+    for s in scores:
+        lines.append(
+            f"{s.stream[-44:]:<44} {s.steps:>8} {s.mae:>10.4g} {s.coverage:>10.1%} {s.anomalies:>9}"
+        )
+    return "\n".join(lines)
+
+
+def run_summary(stats: EngineStats, streams: int, seconds: float) -> str:
+    """Streams, steps, rate, drops by reason (with where the first one was)."""
+    rate = stats.steps / seconds if seconds > 0 else math.nan
+    lines = [
+        f"streams {streams}  readings {stats.readings}  steps {stats.steps}  "
+        f"anomalies {stats.anomalies}  {seconds:.2f} s  {rate:,.0f} steps/s",
+    ]
+    if stats.missing:
+        lines.append(f"missing values (empty cells, sentinel codes) skipped: {stats.missing}")
+    for reason, count in sorted(stats.dropped.items()):
+        first = stats.first_rejection[reason]
+        lines.append(f"dropped {reason}: {count} (first: {first})")
+    return "\n".join(lines)

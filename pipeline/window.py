@@ -1,0 +1,215 @@
+"""Event-time windowing: readings in, steps out, per stream, in one pass.
+
+``screen`` drops readings that can never be used (no slot, bad time, non-finite
+or out-of-range value). ``apply_readings`` then walks the rest in arrival
+order in a compiled loop, updating each stream's columns in the state table:
+
+* a reading at or before the stream's newest applied reading is dropped, so
+  nothing is fed twice: ``duplicate`` when its time equals the newest one's,
+  ``late`` when it is older (the stream keeps no history, so a re-delivered old
+  reading is counted as late);
+* ``window == 0``: every reading is a step;
+* ``window > 0``: readings are summed into the stream's open tumbling window
+  ``[k*window, (k+1)*window)`` (epoch-aligned, labelled by its start); the
+  first reading of a later window closes it and emits its mean/min/max/count.
+
+Each step carries ``dt`` (seconds since the stream's previous step) and
+``missing``: windows skipped before it, or, when ``window == 0``, how many
+readings a gap swallowed judged against the stream's typical interval (an
+exponentially weighted mean of non-gap intervals). Allowed lateness is handled
+before this stage by ``pipeline.reorder``, which re-sorts readings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from pipeline.config import PipelineConfig
+from pipeline.state import StateTable
+from pipeline.types import Reason
+
+# Event times outside 1900-01-01 .. 2100-01-01 are treated as garbage.
+MIN_TIMESTAMP = -2_208_988_800.0
+MAX_TIMESTAMP = 4_102_444_800.0
+GAP_FACTOR = 1.5  # an interval this many times the typical one is a gap
+INTERVAL_ALPHA = 0.1  # weight of a new interval in the typical-interval estimate
+
+_ACCEPTED = 0
+_DUPLICATE = int(Reason.DUPLICATE)
+_LATE = int(Reason.LATE)
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """Steps as flat columns in the order they were made (per stream: time order)."""
+
+    slot: np.ndarray  # (n,) int64
+    timestamp: np.ndarray  # (n,) float64
+    value: np.ndarray
+    count: np.ndarray  # (n,) int64
+    min: np.ndarray
+    max: np.ndarray
+    dt: np.ndarray
+    missing: np.ndarray  # (n,) int32
+    next_timestamp: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.slot.shape[0])
+
+    @classmethod
+    def allocate(cls, n: int) -> Steps:
+        f = np.empty  # filled by the kernels
+        return cls(
+            f(n, np.int64), f(n), f(n), f(n, np.int64), f(n), f(n), f(n), f(n, np.int32), f(n)
+        )
+
+    def head(self, n: int) -> Steps:
+        return Steps(*(getattr(self, name)[:n] for name in self.__dataclass_fields__))
+
+
+def screen(slots: np.ndarray, t: np.ndarray, v: np.ndarray, config: PipelineConfig) -> np.ndarray:
+    """Reason code per reading for what can be judged without state (0 = fine)."""
+    reasons = np.zeros(len(t), np.uint8)
+    reasons[(v < config.value_min) | (v > config.value_max)] = Reason.OUT_OF_RANGE
+    reasons[~np.isfinite(v)] = Reason.NON_FINITE
+    bad_time = ~((t >= MIN_TIMESTAMP) & (t <= MAX_TIMESTAMP))  # also catches NaN
+    reasons[bad_time] = Reason.BAD_TIMESTAMP
+    reasons[slots < 0] = Reason.STREAM_LIMIT
+    return reasons
+
+
+def apply_readings(
+    table: StateTable, slots: np.ndarray, t: np.ndarray, v: np.ndarray, window: float
+) -> tuple[np.ndarray, Steps]:
+    """Feed screened readings in order; return a reason code per reading and the steps made."""
+    reasons = np.zeros(len(t), np.uint8)
+    steps = Steps.allocate(len(t))
+    c = table.columns
+    n = _apply_kernel(
+        slots, t, v, window, reasons, c["last_t"], c["last_step_t"], c["interval"],
+        c["win_start"], c["win_sum"], c["win_count"], c["win_min"], c["win_max"],
+        *_outputs(steps),
+    )
+    return reasons, steps.head(n)
+
+
+def close_windows(table: StateTable, slots: np.ndarray, window: float) -> Steps:
+    """Close the open windows of ``slots`` (idle or end of input); emit their steps."""
+    steps = Steps.allocate(len(slots))
+    c = table.columns
+    n = _close_kernel(
+        slots, window, c["last_step_t"], c["interval"], c["win_start"], c["win_sum"],
+        c["win_count"], c["win_min"], c["win_max"], *_outputs(steps),
+    )
+    return steps.head(n)
+
+
+def _outputs(steps: Steps) -> tuple[np.ndarray, ...]:
+    return (
+        steps.slot, steps.timestamp, steps.value, steps.count, steps.min, steps.max,
+        steps.dt, steps.missing, steps.next_timestamp,
+    )
+
+
+# -- compiled loops --------------------------------------------------------------------
+# Arguments are the state-table columns; ``o_*`` are the output step columns.
+
+
+@numba.njit(cache=True)
+def _apply_kernel(
+    slots, t, v, window, reasons, last_t, last_step_t, interval,
+    win_start, win_sum, win_count, win_min, win_max,
+    o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next,
+):
+    n_out = 0
+    for i in range(t.shape[0]):
+        s = slots[i]
+        ti = t[i]
+        if ti <= last_t[s]:  # False while last_t is NaN (a new stream)
+            reasons[i] = _DUPLICATE if ti == last_t[s] else _LATE
+            continue
+        x = v[i]
+        if window > 0.0:
+            start = np.floor(ti / window) * window
+            if start <= last_step_t[s]:  # that window was already closed (idle timeout)
+                reasons[i] = _LATE
+                continue
+        last_t[s] = ti
+        if window == 0.0:
+            n_out = _emit(
+                s, ti, x, 1, x, x, window, last_step_t, interval,
+                o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+            )
+            continue
+        if win_count[s] > 0 and start != win_start[s]:
+            n_out = _emit(
+                s, win_start[s], win_sum[s] / win_count[s], win_count[s], win_min[s],
+                win_max[s], window, last_step_t, interval,
+                o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+            )
+            win_count[s] = 0
+        if win_count[s] == 0:
+            win_start[s] = start
+            win_sum[s] = 0.0
+            win_min[s] = x
+            win_max[s] = x
+        win_sum[s] += x
+        win_count[s] += 1
+        win_min[s] = min(win_min[s], x)
+        win_max[s] = max(win_max[s], x)
+    return n_out
+
+
+@numba.njit(cache=True)
+def _close_kernel(
+    slots, window, last_step_t, interval, win_start, win_sum, win_count, win_min, win_max,
+    o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next,
+):
+    n_out = 0
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if win_count[s] == 0:
+            continue
+        n_out = _emit(
+            s, win_start[s], win_sum[s] / win_count[s], win_count[s], win_min[s], win_max[s],
+            window, last_step_t, interval,
+            o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+        )
+        win_count[s] = 0
+        win_start[s] = np.nan
+    return n_out
+
+
+@numba.njit(cache=True, inline="always")
+def _emit(
+    s, ts, value, count, vmin, vmax, window, last_step_t, interval,
+    o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+):
+    dt = ts - last_step_t[s]  # NaN at the stream's first step
+    missing = 0
+    if window > 0.0:
+        interval[s] = window
+        if dt == dt:
+            missing = int(np.round(dt / window)) - 1
+    elif dt == dt:
+        typical = interval[s]
+        if typical != typical:
+            interval[s] = dt
+        elif dt > GAP_FACTOR * typical:
+            missing = max(int(np.round(dt / typical)) - 1, 1)
+        else:
+            interval[s] = typical + INTERVAL_ALPHA * (dt - typical)
+    last_step_t[s] = ts
+    o_slot[n_out] = s
+    o_t[n_out] = ts
+    o_value[n_out] = value
+    o_count[n_out] = count
+    o_min[n_out] = vmin
+    o_max[n_out] = vmax
+    o_dt[n_out] = dt
+    o_missing[n_out] = missing
+    o_next[n_out] = ts + interval[s]
+    return n_out + 1

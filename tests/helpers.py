@@ -1,0 +1,24 @@
+"""Builders shared by the tests (importable: pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.persistence import PersistenceForecaster
+from pipeline.config import PipelineConfig
+from pipeline.detect import GaussianTailDetector
+from pipeline.engine import Engine, raise_on_reject
+from pipeline.testing import FakeClock
+
+
+def make_engine(clock: FakeClock | None = None, strict: bool = False, **config: Any) -> Engine:
+    """An engine on the default components and a fake clock; ``strict`` raises on rejections."""
+    policy = {"on_reject": raise_on_reject} if strict else {}
+    return Engine(
+        PersistenceForecaster(),
+        GaussianTailDetector(),
+        PipelineConfig(**config),
+        clock=clock or FakeClock(),
+        capacity=4,
+        **policy,
+    )
