@@ -165,7 +165,7 @@ class Engine:
         codes, first, counts = np.unique(reasons[dropped], return_index=True, return_counts=True)
         for code, i, n in zip(codes.tolist(), dropped[first].tolist(), counts.tolist(), strict=True):
             stream = batch.streams[batch.stream_index[i]]
-            detail = f"{stream} at t={batch.timestamp[i]!r} value={batch.value[i]!r}"
+            detail = f"{stream} at t={float(batch.timestamp[i])} value={float(batch.value[i])}"
             self._reject(
                 Rejection(Reason(code), detail, batch.partition, int(batch.seq[i]), stream, n)
             )

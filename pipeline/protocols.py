@@ -77,6 +77,8 @@ class Forecaster(StatefulComponent, Protocol):
 class Detector(StatefulComponent, Protocol):
     """Turns each step's value and its forecast into an anomaly score and flag."""
 
+    warmup: int  # scored steps of a stream before it may flag anything
+
     def step(
         self, state: np.ndarray, chunk: StepChunk, mean: np.ndarray, scale: np.ndarray
     ) -> DetectionChunk:

@@ -70,9 +70,11 @@ def _hold_kernel(slots, t, lateness, reasons, last_t, arrival_t):
     for i in range(t.shape[0]):
         s = slots[i]
         ti = t[i]
-        if ti <= last_t[s]:  # already applied up to here
-            reasons[i] = _DUPLICATE if ti == last_t[s] else _LATE
-        elif ti < arrival_t[s] - lateness:  # more than `lateness` behind the newest
+        # "Too late" is judged first: it depends only on arrivals, so the reason
+        # does not depend on how readings were split into batches.
+        if ti < arrival_t[s] - lateness:  # more than `lateness` behind the newest
             reasons[i] = _LATE
+        elif ti <= last_t[s]:  # already applied up to here
+            reasons[i] = _DUPLICATE if ti == last_t[s] else _LATE
         elif not ti <= arrival_t[s]:  # newer, or the stream's first
             arrival_t[s] = ti

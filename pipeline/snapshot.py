@@ -12,6 +12,7 @@ renamed over the old snapshot, so a crash leaves either the old or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -94,7 +95,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         msg = f"cannot write snapshot {path}: {exc.strerror or exc}"
         raise SnapshotError(msg) from exc
     _fsync_dir(path.parent)
@@ -118,7 +120,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         meta = json.loads(arrays.pop("meta").tobytes())
     except FileNotFoundError as exc:

@@ -1,0 +1,148 @@
+"""Event times for CSV replay: which columns hold the time, and vectorised parsing.
+
+A file's time is one of:
+
+* one column named ``timestamp``, ``datetime``, ``ts``, ``time`` or ``date`` (any case)
+  holding ISO 8601 text (``2013-12-02 21:15:00``, ``...T21:15:00Z``, ``...+01:00``)
+  or epoch numbers (seconds, or milliseconds when larger than 1e11);
+* split columns ``year, month, day, hour[, minute]`` (UCI Beijing) or NDBC's
+  ``YY MM DD hh [mm]`` (``#YY`` and ``YYYY`` too);
+* a ``Date`` + ``Time`` pair (``2017/12/22``, ``10:49:41``).
+
+Naive times are UTC unless a zone is given. Every parser works on whole columns
+and returns float64 seconds since the epoch, NaN where a row's time did not parse.
+
+>>> frame = pd.DataFrame({"time": ["2020-01-01T00:00:00Z", "1577836800000", "soon"]})
+>>> spec = settle(find(["time"]), frame)
+>>> spec.kind, parse(frame, spec).tolist()
+('iso', [1577836800.0, nan, nan])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+SINGLE_NAMES = ("timestamp", "datetime", "ts", "time", "date")
+EXPECTED = "expected ISO 8601, epoch seconds/ms, or split year/month/day/hour columns"
+MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (1e11 s is the year 5138)
+UNITS = ("year", "month", "day", "hour", "minute")
+_WORDS = {  # split-column names: plain words (any case) and NDBC's tokens (exact case)
+    "year": ({"year"}, {"YY", "#YY", "YYYY", "#YYYY"}),
+    "month": ({"month"}, {"MM"}),
+    "day": ({"day"}, {"DD"}),
+    "hour": ({"hour"}, {"hh"}),
+    "minute": ({"minute"}, {"mm"}),
+}
+_EPOCH = pd.Timestamp(0, tz="UTC")
+_OFFSET = r"(?:[zZ]|[+-]\d\d:?\d\d)\s*$"  # ISO text that carries its own zone
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSpec:
+    """Where a file keeps its event time and how to read it."""
+
+    kind: str  # "text" until settled, then "iso" | "epoch"; or "split" | "pair"
+    columns: tuple[str, ...]  # split: year, month, day, hour[, minute]; pair: date, time
+    two_digit_years: bool = False  # NDBC ``YY`` before 1999
+
+    @property
+    def label(self) -> str:
+        return "/".join(self.columns)
+
+
+def find(names: Sequence[str]) -> TimeSpec | None:
+    """The time columns among ``names``, or None when there are none."""
+    lower = {name.lower(): name for name in reversed(names)}
+    for word in SINGLE_NAMES[:3]:
+        if word in lower:
+            return TimeSpec("text", (lower[word],))
+    if "date" in lower and "time" in lower:
+        return TimeSpec("pair", (lower["date"], lower["time"]))
+    split = _split_columns(names)
+    if split is not None:
+        return split
+    for word in SINGLE_NAMES[3:]:
+        if word in lower:
+            return TimeSpec("text", (lower[word],))
+    return None
+
+
+def _split_columns(names: Sequence[str]) -> TimeSpec | None:
+    found: dict[str, str] = {}
+    for name in names:
+        for unit, (words, tokens) in _WORDS.items():
+            if unit not in found and (name.lower() in words or name in tokens):
+                found[unit] = name
+    if any(unit not in found for unit in UNITS[:4]):
+        return None
+    columns = tuple(found[unit] for unit in UNITS if unit in found)
+    return TimeSpec("split", columns, two_digit_years=found["year"].lstrip("#") == "YY")
+
+
+def settle(spec: TimeSpec, sample: pd.DataFrame) -> TimeSpec:
+    """Decide ISO text or epoch numbers for a single column, by what most sample cells are."""
+    if spec.kind != "text":
+        return spec
+    cells = sample[spec.columns[0]].dropna()
+    numeric = pd.to_numeric(cells, errors="coerce").notna()
+    kind = "epoch" if len(cells) and numeric.mean() >= 0.5 else "iso"
+    return replace(spec, kind=kind)
+
+
+def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> np.ndarray:
+    """Seconds since the epoch, UTC, for every row: (n,) float64, NaN where unreadable."""
+    if spec.kind == "epoch":
+        return _epoch(frame[spec.columns[0]])
+    if spec.kind == "split":
+        times = _split(frame, spec)
+        return _seconds(_in_zone(times, timezone) if timezone else times)
+    text = _pair_text(frame, spec) if spec.kind == "pair" else frame[spec.columns[0]]
+    times = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    if timezone is None:
+        return _seconds(times)
+    naive = ~text.astype("str").str.contains(_OFFSET, regex=True, na=False).to_numpy(bool)
+    return np.where(naive, _seconds(_in_zone(times, timezone)), _seconds(times))
+
+
+def text_of(frame: pd.DataFrame, spec: TimeSpec, row: int) -> str:
+    """The raw cells of one row's time, for an error message."""
+    cells = [frame[column].iloc[row] for column in spec.columns]
+    return " ".join("" if pd.isna(cell) else str(cell) for cell in cells)
+
+
+def _epoch(column: pd.Series) -> np.ndarray:
+    numbers = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    return np.where(np.abs(numbers) > MS_THRESHOLD, numbers / 1000.0, numbers)
+
+
+def _split(frame: pd.DataFrame, spec: TimeSpec) -> pd.Series:
+    parts = {
+        unit: pd.to_numeric(frame[column], errors="coerce")
+        for unit, column in zip(UNITS, spec.columns, strict=False)
+    }
+    if spec.two_digit_years:  # NDBC wrote 2-digit years until 1998
+        parts["year"] = parts["year"].where(parts["year"] >= 100, parts["year"] + 1900)
+    return pd.to_datetime(pd.DataFrame(parts), utc=True, errors="coerce")
+
+
+def _pair_text(frame: pd.DataFrame, spec: TimeSpec) -> pd.Series:
+    date, clock = (frame[column].astype("str") for column in spec.columns)
+    # ISO 8601 wants dashes; year-first dates with slashes are the common variant
+    return date.str.strip().str.replace("/", "-", regex=False) + " " + clock.str.strip()
+
+
+def _in_zone(times: pd.Series, timezone: str) -> pd.Series:
+    """Read wall times (parsed as if UTC) as wall times in ``timezone``.
+
+    The hour a DST change repeats or skips has no single answer: NaT, so rejected.
+    """
+    wall = times.dt.tz_localize(None)
+    return wall.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+
+
+def _seconds(times: pd.Series) -> np.ndarray:
+    return (times - _EPOCH).dt.total_seconds().to_numpy(np.float64, na_value=np.nan)

@@ -1,0 +1,212 @@
+"""The state table: slots, growth, eviction, the memory budget, snapshots."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from helpers import make_engine
+
+from models.persistence import PersistenceForecaster
+from pipeline.detect import GaussianTailDetector
+from pipeline.errors import SnapshotError
+from pipeline.snapshot import inspect_snapshot
+from pipeline.state import StateTable
+from pipeline.testing import FakeClock, readings
+from pipeline.types import VerdictBatch
+
+
+def new_table(capacity: int = 2, max_streams: int = 1_000) -> StateTable:
+    return StateTable(PersistenceForecaster(), GaussianTailDetector(), capacity, max_streams)
+
+
+def test_slots_are_stable_and_the_table_doubles():
+    table = new_table(capacity=2)
+    first = table.slots_for([f"s/{i}" for i in range(5)], now=0.0)
+    assert first.tolist() == [0, 1, 2, 3, 4]
+    assert table.capacity == 8
+    assert table.slots_for(["s/3", "s/0"], now=1.0).tolist() == [3, 0]
+
+
+def test_growth_keeps_every_column():
+    table = new_table(capacity=1)
+    table.slots_for(["a"], now=0.0)
+    table.model_state[0] = [5.0, 6.0, 7.0]
+    table.last_t[0] = 123.0
+    table.slots_for(["b", "c", "d"], now=0.0)
+    assert table.model_state[0].tolist() == [5.0, 6.0, 7.0]
+    assert table.last_t[0] == 123.0
+    assert np.isnan(table.last_t[1:4]).all()
+
+
+def test_evicted_slots_are_reused_with_fresh_state():
+    table = new_table()
+    table.slots_for(["a", "b"], now=0.0)
+    table.last_t[:2] = [10.0, 20.0]
+    table.evict(table.idle_slots(older_than=1.0))
+    assert len(table) == 0
+    slot = table.slots_for(["c"], now=2.0)[0]
+    assert slot in (0, 1)
+    assert np.isnan(table.last_t[slot]) and "a" not in table
+
+
+def test_idle_slots_are_judged_by_last_seen():
+    table = new_table()
+    table.slots_for(["a", "b"], now=0.0)
+    table.slots_for(["b"], now=100.0)
+    assert table.key_array(table.idle_slots(older_than=50.0)).tolist() == ["a"]
+
+
+def test_max_streams_refuses_new_streams_only():
+    table = new_table(max_streams=2)
+    assert table.slots_for(["a", "b", "c", "a"], now=0.0).tolist() == [0, 1, -1, 0]
+
+
+def test_engine_counts_streams_beyond_the_limit():
+    engine = make_engine(max_streams=1)
+    engine.process(readings("a/b/c", [(0, 1.0)]))
+    out = engine.process(readings("x/y/z", [(0, 1.0), (60, 2.0)]))
+    assert len(out) == 0 and engine.stats.dropped["stream_limit"] == 2
+
+
+def test_a_stream_costs_under_one_kib():
+    table = new_table(capacity=1024)
+    assert table.bytes_per_stream() < 1024
+    # keys and the dict count too: measure 100k real streams
+    before = table.nbytes()
+    keys = [f"site-{i % 100}/device-{i}/temperature" for i in range(100_000)]
+    import tracemalloc
+
+    tracemalloc.start()
+    table.slots_for(keys, now=0.0)
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    per_stream = (current + before) / len(keys)
+    assert per_stream < 1024, per_stream
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def replay_points(n: int = 40) -> list[tuple[float, float]]:
+    rng = np.random.default_rng(7)
+    return [(60.0 * i + rng.integers(0, 30), float(rng.normal())) for i in range(n)]
+
+
+def run_in_two_halves(tmp_path, **config) -> tuple[VerdictBatch, VerdictBatch]:
+    """Uninterrupted vs. (first half, snapshot, restore in a new engine, second half)."""
+    streams = ["a/b/c", "a/b/d", "x/y/z"]
+    batches = [readings(s, replay_points()[i::2], start_seq=i) for i in (0, 1) for s in streams]
+    whole = make_engine(**config)
+    expected = VerdictBatch.concat([*map(whole.process, batches), whole.flush()])
+    first = make_engine(**config)
+    head = [first.process(b) for b in batches[:3]]
+    first.snapshot(tmp_path / "state.snap")
+    second = make_engine(**config)
+    second.restore(tmp_path / "state.snap")
+    tail = [*map(second.process, batches[3:]), second.flush()]
+    return expected, VerdictBatch.concat(head + tail)
+
+
+@pytest.mark.parametrize("config", [{}, {"window": 120}, {"window": 120, "lateness": 90}])
+def test_snapshot_restore_continue_equals_uninterrupted(tmp_path, config):
+    expected, resumed = run_in_two_halves(tmp_path, **config)
+    assert len(resumed) == len(expected) > 0
+    for name in ("stream", "timestamp", "value", "forecast", "lower", "anomaly_score"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(expected, name))
+
+
+def test_snapshot_keeps_positions_and_is_inspectable(tmp_path):
+    engine = make_engine()
+    batch = readings("a/b/c", [(0, 1.0), (60, 2.0)], start_seq=10)
+    engine.process(batch)
+    engine.snapshot(tmp_path / "s.snap")
+    meta = inspect_snapshot(tmp_path / "s.snap")
+    assert meta["streams"] == 1 and meta["positions"] == {"": 11}
+    assert meta["fingerprints"]["model"] == "PersistenceForecaster(alpha=0.05, clip=4.0)"
+    assert meta["arrays"]["col_model_state"] == [1, 3]
+
+
+def test_snapshot_from_another_model_is_refused_whole(tmp_path):
+    engine = make_engine()
+    engine.process(readings("a/b/c", [(0, 1.0)]))
+    engine.snapshot(tmp_path / "s.snap")
+    other = make_engine()
+    other.forecaster = PersistenceForecaster(alpha=0.5)
+    with pytest.raises(SnapshotError, match="made with model .*alpha=0.05.*move the snapshot"):
+        other.restore(tmp_path / "s.snap")
+    assert len(other.table) == 0
+
+
+def test_snapshot_from_other_windowing_is_refused(tmp_path):
+    engine = make_engine(window=60)
+    engine.process(readings("a/b/c", [(0, 1.0)]))
+    engine.snapshot(tmp_path / "s.snap")
+    with pytest.raises(SnapshotError, match="windowing"):
+        make_engine(window=30).restore(tmp_path / "s.snap")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing"])
+def test_corrupt_snapshot_is_refused_with_a_clear_message(tmp_path, damage):
+    path = tmp_path / "s.snap"
+    engine = make_engine()
+    engine.process(readings("a/b/c", [(0, 1.0), (60, 2.0)]))
+    engine.snapshot(path)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(data[:100] + b"\xff" * 64 + data[164:])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+    fresh = make_engine()
+    with pytest.raises(SnapshotError, match=str(path)):
+        fresh.restore(path)
+    assert len(fresh.table) == 0
+
+
+def test_snapshot_with_a_foreign_schema_is_refused(tmp_path):
+    path = tmp_path / "s.snap"
+    make_engine().snapshot(path)
+    with np.load(path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = arrays["meta"].tobytes().replace(b'"schema": 1', b'"schema": 99')
+    arrays["meta"] = np.frombuffer(meta, np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(SnapshotError, match="schema 99"):
+        make_engine().restore(path)
+
+
+def test_failed_write_leaves_the_old_snapshot_in_place(tmp_path):
+    path = tmp_path / "s.snap"
+    engine = make_engine()
+    engine.process(readings("a/b/c", [(0, 1.0)]))
+    engine.snapshot(path)
+    old = path.read_bytes()
+    engine.process(readings("a/b/c", [(60, 2.0)]))
+    blocker = tmp_path / f".s.snap.{os.getpid()}.tmp"
+    blocker.mkdir()  # the temp file cannot be created: works even for root
+    with pytest.raises(SnapshotError, match="cannot write snapshot"):
+        engine.snapshot(path)
+    assert path.read_bytes() == old
+    blocker.rmdir()
+    engine.snapshot(path)
+    assert path.read_bytes() != old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.snap"]
+
+
+def test_restore_marks_streams_as_just_seen(tmp_path):
+    clock = FakeClock(start=1000.0)
+    engine = make_engine(clock, stream_ttl=60)
+    engine.process(readings("a/b/c", [(0, 1.0)]))
+    engine.snapshot(tmp_path / "s.snap")
+    clock.advance(3600)  # the process was down an hour
+    restored = make_engine(clock, stream_ttl=60)
+    restored.restore(tmp_path / "s.snap")
+    assert restored.evict_idle() == 0
