@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ def iso_times(seconds: np.ndarray) -> np.ndarray:
     """
     finite = np.isfinite(seconds)
     whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
-    unit = "s" if whole else "ms"
+    unit: Literal["s", "ms"] = "s" if whole else "ms"
     stamps = np.zeros(len(seconds), f"datetime64[{unit}]")
     stamps[finite] = np.round(seconds[finite] * (1 if whole else 1000)).astype(np.int64)
     text = np.datetime_as_string(stamps, unit=unit, timezone="UTC").astype(object)

@@ -30,7 +30,7 @@ class PersistenceForecaster:
 
     name = "persistence"
     state_width = 3  # last value, EW mean of squared changes, its bias-correction weight
-    state_dtype = np.float64
+    state_dtype: type[np.floating] = np.float64
 
     def __init__(self, alpha: float = 0.05, clip: float = 4.0) -> None:
         self.alpha = alpha

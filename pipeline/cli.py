@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import replay
+from pipeline import demo, replay
 from pipeline.errors import SnapshotError, UserError
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay.register(commands)
+    demo.register(commands)
     return parser
 
 

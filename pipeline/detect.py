@@ -25,7 +25,7 @@ class GaussianTailDetector:
 
     name = "gaussian-tail"
     state_width = 1  # scored steps so far
-    state_dtype = np.float64
+    state_dtype: type[np.floating] = np.float64
 
     def __init__(self, threshold: float = 0.999, warmup: int = 30) -> None:
         self.threshold = threshold
@@ -48,8 +48,15 @@ class GaussianTailDetector:
         score = np.zeros(chunk.shape)
         flag = np.zeros(chunk.shape, np.bool_)
         _tail_kernel(
-            chunk.value, chunk.length, mean, scale, self.threshold, self.warmup,
-            new_state, score, flag,
+            chunk.value,
+            chunk.length,
+            mean,
+            scale,
+            self.threshold,
+            self.warmup,
+            new_state,
+            score,
+            flag,
         )
         return DetectionChunk(score=score, is_anomaly=flag, state=new_state)
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from pipeline import reorder
@@ -67,7 +68,7 @@ class EngineStats:
     last_snapshot: float = 0.0  # wall time of the last good snapshot
     dropped: Counter[str] = field(default_factory=Counter)  # reason label -> count
     first_rejection: dict[str, Rejection] = field(default_factory=dict)
-    stage_seconds: Counter[str] = field(default_factory=Counter)
+    stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def count(self, rejection: Rejection) -> None:
         label = rejection.reason.label
@@ -163,7 +164,9 @@ class Engine:
         if not len(dropped):
             return
         codes, first, counts = np.unique(reasons[dropped], return_index=True, return_counts=True)
-        for code, i, n in zip(codes.tolist(), dropped[first].tolist(), counts.tolist(), strict=True):
+        for code, i, n in zip(
+            codes.tolist(), dropped[first].tolist(), counts.tolist(), strict=True
+        ):
             stream = batch.streams[batch.stream_index[i]]
             detail = f"{stream} at t={float(batch.timestamp[i])} value={float(batch.value[i])}"
             self._reject(
@@ -204,7 +207,9 @@ class Engine:
         scale[:, 1:] = next_scale[:, :-1]
         return mean, scale
 
-    def _scatter(self, chunk: StepChunk, forecast: ForecastChunk, detection: DetectionChunk) -> None:
+    def _scatter(
+        self, chunk: StepChunk, forecast: ForecastChunk, detection: DetectionChunk
+    ) -> None:
         table, slots = self.table, chunk.slots
         last = (np.arange(len(slots)), chunk.length - 1)
         table.model_state[slots] = forecast.state

@@ -40,8 +40,12 @@ def register(commands: Any) -> None:
         "(open windows then stay open for the next run)",
     )
     parser.add_argument("--scores", action="store_true", help="print per-stream accuracy")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar on stderr (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     parser.set_defaults(run=run_replay)
 
 
@@ -80,7 +84,10 @@ def csv_source(args: argparse.Namespace, paths: Sequence[str | Path]) -> Any:
 
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     return CsvSource(
-        paths, format=args.format, columns=columns, speed=parse_speed(args.speed),
+        paths,
+        format=args.format,
+        columns=columns,
+        speed=parse_speed(args.speed),
         timezone=args.timezone,
     )
 
@@ -151,8 +158,13 @@ def run_to_end(
     """Run the source dry; return the wall seconds it took."""
     bar = Progress(sys.stderr.isatty() if progress is None else progress)
     runner = Runner(
-        engine, source, sinks, max_items=REPLAY_CHUNK, schedule=Schedule(idle_check=0, eviction=0),
-        on_verdicts=bar.update, flush_at_end=flush_at_end,
+        engine,
+        source,
+        sinks,
+        max_items=REPLAY_CHUNK,
+        schedule=Schedule(idle_check=0, eviction=0),
+        on_verdicts=bar.update,
+        flush_at_end=flush_at_end,
     )
     started = time.perf_counter()
     try:

@@ -188,8 +188,10 @@ def _check_shapes(
         raise SnapshotError(msg)
     for name, column in columns.items():
         ours = expected[name]
-        if column.shape[1:] != ours.shape[1:] or column.dtype != ours.dtype or len(column) != len(
-            keys
+        if (
+            column.shape[1:] != ours.shape[1:]
+            or column.dtype != ours.dtype
+            or len(column) != len(keys)
         ):
             msg = f"snapshot {path}: column {name} has shape {column.shape}, expected rows of "
             msg += f"{ours.shape[1:]} {ours.dtype}; move it away to start cold"

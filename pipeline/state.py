@@ -91,7 +91,7 @@ class StateTable:
     def __getattr__(self, name: str) -> np.ndarray:
         # Only reached for names that are not real attributes: the columns.
         try:
-            return self.__dict__["columns"][name]  # type: ignore[no-any-return]
+            return self.__dict__["columns"][name]
         except KeyError:
             msg = f"{type(self).__name__} has no column {name!r}"
             raise AttributeError(msg) from None

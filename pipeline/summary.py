@@ -100,3 +100,45 @@ def run_summary(stats: EngineStats, streams: int, seconds: float) -> str:
         first = stats.first_rejection[reason]
         lines.append(f"dropped {reason}: {count} (first: {first})")
     return "\n".join(lines)
+
+
+class TopAnomalies:
+    """A sink that keeps the ``n`` flagged steps furthest outside their interval."""
+
+    def __init__(self, n: int = 10) -> None:
+        self.n = n
+        self._rows: list[tuple[float, str, float, float, float, float]] = []
+
+    def add(self, verdicts: VerdictBatch) -> None:
+        flagged = np.flatnonzero(verdicts.is_anomaly)
+        if not len(flagged):
+            return
+        z = np.abs(verdicts.value - verdicts.forecast)[flagged] / verdicts.scale[flagged]
+        for i, zi in zip(flagged.tolist(), z.tolist(), strict=True):
+            row = (
+                zi,
+                str(verdicts.stream[i]),
+                float(verdicts.timestamp[i]),
+                float(verdicts.value[i]),
+                float(verdicts.lower[i]),
+                float(verdicts.upper[i]),
+            )
+            self._rows.append(row)
+        self._rows = sorted(self._rows, reverse=True)[: self.n]
+
+    def flush(self) -> None:
+        """Nothing to deliver."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def table(self) -> str:
+        from connectors.file_sink import iso_times
+
+        head = f"{'stream':<44} {'time (UTC)':<20} {'value':>10}  {'interval':<23} {'z':>6}"
+        lines = [head, "-" * len(head)]
+        times = iso_times(np.array([r[2] for r in self._rows]))
+        for (z, stream, _, value, lower, upper), when in zip(self._rows, times, strict=True):
+            span = f"[{lower:.4g}, {upper:.4g}]"
+            lines.append(f"{stream[-44:]:<44} {when[:19]:<20} {value:>10.4g}  {span:<23} {z:>6.1f}")
+        return "\n".join(lines)

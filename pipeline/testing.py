@@ -84,7 +84,9 @@ class ListSink:
         return VerdictBatch.concat(self.batches)
 
 
-def readings(stream: str, points: Sequence[tuple[float, float]], start_seq: int = 0) -> ReadingBatch:
+def readings(
+    stream: str, points: Sequence[tuple[float, float]], start_seq: int = 0
+) -> ReadingBatch:
     """A batch of one stream's ``(timestamp, value)`` points."""
     key = StreamKey(stream)
     batch = ReadingBatch.from_readings([Reading(key, float(t), float(v)) for t, v in points])

@@ -307,10 +307,26 @@ class VerdictBatch:
     def empty(cls, model: str = "") -> VerdictBatch:
         f = _floats(0)
         return cls(
-            stream=np.empty(0, object), timestamp=f, value=f, count=np.zeros(0, np.int64),
-            min=f, max=f, forecast=f, scale=f, lower=f, upper=f, anomaly_score=f,
-            is_anomaly=np.zeros(0, bool), next_timestamp=f, next_forecast=f, next_scale=f,
-            next_lower=f, next_upper=f, dt=f, missing=np.zeros(0, np.int32), model=model,
+            stream=np.empty(0, object),
+            timestamp=f,
+            value=f,
+            count=np.zeros(0, np.int64),
+            min=f,
+            max=f,
+            forecast=f,
+            scale=f,
+            lower=f,
+            upper=f,
+            anomaly_score=f,
+            is_anomaly=np.zeros(0, bool),
+            next_timestamp=f,
+            next_forecast=f,
+            next_scale=f,
+            next_lower=f,
+            next_upper=f,
+            dt=f,
+            missing=np.zeros(0, np.int32),
+            model=model,
         )
 
     @classmethod
@@ -341,8 +357,12 @@ class VerdictBatch:
         )
         now = _forecast(self.timestamp, self.forecast, self.scale, self.lower, self.upper, i)
         nxt = _forecast(
-            self.next_timestamp, self.next_forecast, self.next_scale, self.next_lower,
-            self.next_upper, i,
+            self.next_timestamp,
+            self.next_forecast,
+            self.next_scale,
+            self.next_lower,
+            self.next_upper,
+            i,
         )
         return Verdict(
             step=step,

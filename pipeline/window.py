@@ -89,8 +89,19 @@ def apply_readings(
     steps = Steps.allocate(len(t))
     c = table.columns
     n = _apply_kernel(
-        slots, t, v, window, reasons, c["last_t"], c["last_step_t"], c["interval"],
-        c["win_start"], c["win_sum"], c["win_count"], c["win_min"], c["win_max"],
+        slots,
+        t,
+        v,
+        window,
+        reasons,
+        c["last_t"],
+        c["last_step_t"],
+        c["interval"],
+        c["win_start"],
+        c["win_sum"],
+        c["win_count"],
+        c["win_min"],
+        c["win_max"],
         *_outputs(steps),
     )
     return reasons, steps.head(n)
@@ -101,16 +112,31 @@ def close_windows(table: StateTable, slots: np.ndarray, window: float) -> Steps:
     steps = Steps.allocate(len(slots))
     c = table.columns
     n = _close_kernel(
-        slots, window, c["last_step_t"], c["interval"], c["win_start"], c["win_sum"],
-        c["win_count"], c["win_min"], c["win_max"], *_outputs(steps),
+        slots,
+        window,
+        c["last_step_t"],
+        c["interval"],
+        c["win_start"],
+        c["win_sum"],
+        c["win_count"],
+        c["win_min"],
+        c["win_max"],
+        *_outputs(steps),
     )
     return steps.head(n)
 
 
 def _outputs(steps: Steps) -> tuple[np.ndarray, ...]:
     return (
-        steps.slot, steps.timestamp, steps.value, steps.count, steps.min, steps.max,
-        steps.dt, steps.missing, steps.next_timestamp,
+        steps.slot,
+        steps.timestamp,
+        steps.value,
+        steps.count,
+        steps.min,
+        steps.max,
+        steps.dt,
+        steps.missing,
+        steps.next_timestamp,
     )
 
 
@@ -120,9 +146,28 @@ def _outputs(steps: Steps) -> tuple[np.ndarray, ...]:
 
 @numba.njit(cache=True)
 def _apply_kernel(
-    slots, t, v, window, reasons, last_t, last_step_t, interval,
-    win_start, win_sum, win_count, win_min, win_max,
-    o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next,
+    slots,
+    t,
+    v,
+    window,
+    reasons,
+    last_t,
+    last_step_t,
+    interval,
+    win_start,
+    win_sum,
+    win_count,
+    win_min,
+    win_max,
+    o_slot,
+    o_t,
+    o_value,
+    o_count,
+    o_min,
+    o_max,
+    o_dt,
+    o_missing,
+    o_next,
 ):
     n_out = 0
     for i in range(t.shape[0]):
@@ -140,15 +185,48 @@ def _apply_kernel(
         last_t[s] = ti
         if window == 0.0:
             n_out = _emit(
-                s, ti, x, 1, x, x, window, last_step_t, interval,
-                o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+                s,
+                ti,
+                x,
+                1,
+                x,
+                x,
+                window,
+                last_step_t,
+                interval,
+                o_slot,
+                o_t,
+                o_value,
+                o_count,
+                o_min,
+                o_max,
+                o_dt,
+                o_missing,
+                o_next,
+                n_out,
             )
             continue
         if win_count[s] > 0 and start != win_start[s]:
             n_out = _emit(
-                s, win_start[s], win_sum[s] / win_count[s], win_count[s], win_min[s],
-                win_max[s], window, last_step_t, interval,
-                o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+                s,
+                win_start[s],
+                win_sum[s] / win_count[s],
+                win_count[s],
+                win_min[s],
+                win_max[s],
+                window,
+                last_step_t,
+                interval,
+                o_slot,
+                o_t,
+                o_value,
+                o_count,
+                o_min,
+                o_max,
+                o_dt,
+                o_missing,
+                o_next,
+                n_out,
             )
             win_count[s] = 0
         if win_count[s] == 0:
@@ -165,8 +243,24 @@ def _apply_kernel(
 
 @numba.njit(cache=True)
 def _close_kernel(
-    slots, window, last_step_t, interval, win_start, win_sum, win_count, win_min, win_max,
-    o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next,
+    slots,
+    window,
+    last_step_t,
+    interval,
+    win_start,
+    win_sum,
+    win_count,
+    win_min,
+    win_max,
+    o_slot,
+    o_t,
+    o_value,
+    o_count,
+    o_min,
+    o_max,
+    o_dt,
+    o_missing,
+    o_next,
 ):
     n_out = 0
     for i in range(slots.shape[0]):
@@ -174,9 +268,25 @@ def _close_kernel(
         if win_count[s] == 0:
             continue
         n_out = _emit(
-            s, win_start[s], win_sum[s] / win_count[s], win_count[s], win_min[s], win_max[s],
-            window, last_step_t, interval,
-            o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+            s,
+            win_start[s],
+            win_sum[s] / win_count[s],
+            win_count[s],
+            win_min[s],
+            win_max[s],
+            window,
+            last_step_t,
+            interval,
+            o_slot,
+            o_t,
+            o_value,
+            o_count,
+            o_min,
+            o_max,
+            o_dt,
+            o_missing,
+            o_next,
+            n_out,
         )
         win_count[s] = 0
         win_start[s] = np.nan
@@ -185,8 +295,25 @@ def _close_kernel(
 
 @numba.njit(cache=True, inline="always")
 def _emit(
-    s, ts, value, count, vmin, vmax, window, last_step_t, interval,
-    o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, n_out,
+    s,
+    ts,
+    value,
+    count,
+    vmin,
+    vmax,
+    window,
+    last_step_t,
+    interval,
+    o_slot,
+    o_t,
+    o_value,
+    o_count,
+    o_min,
+    o_max,
+    o_dt,
+    o_missing,
+    o_next,
+    n_out,
 ):
     dt = ts - last_step_t[s]  # NaN at the stream's first step
     missing = 0

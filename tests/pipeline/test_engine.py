@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -69,9 +70,11 @@ def test_verdicts_come_out_in_the_order_steps_were_made():
 def test_each_step_is_judged_by_the_forecast_made_at_the_step_before():
     engine = make_engine()
     first = engine.process(interleaved(streams=2, per_stream=5))
-    second = engine.process(ReadingBatch.from_readings(
-        [Reading(StreamKey(f"site/dev-{s}/temp"), 600.0, 50.0) for s in range(2)]
-    ))  # fmt: skip
+    second = engine.process(
+        ReadingBatch.from_readings(
+            [Reading(StreamKey(f"site/dev-{s}/temp"), 600.0, 50.0) for s in range(2)]
+        )
+    )
     both = VerdictBatch.concat([first, second])
     for stream in set(both.stream.tolist()):
         rows = both.stream == stream
@@ -88,22 +91,32 @@ def test_interval_is_the_configured_central_gaussian_interval():
 
 
 points = st.lists(
-    st.tuples(st.sampled_from(["a/1/t", "b/2/t", "c/3/t"]), st.integers(0, 300),
-              st.floats(-50, 50, allow_nan=False)),
-    min_size=1, max_size=80,
-)  # fmt: skip
+    st.tuples(
+        st.sampled_from(["a/1/t", "b/2/t", "c/3/t"]),
+        st.integers(0, 300),
+        st.floats(-50, 50, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=80,
+)
 
 
-@given(items=points, cuts=st.lists(st.integers(1, 79), max_size=8),
-       config=st.sampled_from([{}, {"window": 30}, {"window": 30, "lateness": 45},
-                               {"lateness": 20}]))  # fmt: skip
+@given(
+    items=points,
+    cuts=st.lists(st.integers(1, 79), max_size=8),
+    config=st.sampled_from([{}, {"window": 30}, {"window": 30, "lateness": 45}, {"lateness": 20}]),
+)
 def test_any_batching_gives_the_same_verdicts(items, cuts, config):
     batch = [Reading(StreamKey(s), float(t), v) for s, t, v in items]
     whole = make_engine(**config)
-    expected = VerdictBatch.concat([whole.process(ReadingBatch.from_readings(batch)), whole.flush()])
+    expected = VerdictBatch.concat(
+        [whole.process(ReadingBatch.from_readings(batch)), whole.flush()]
+    )
     split = make_engine(**config)
     bounds = [0, *sorted(c for c in cuts if c < len(batch)), len(batch)]
-    parts = [split.process(ReadingBatch.from_readings(batch[a:b])) for a, b in zip(bounds, bounds[1:])]
+    parts = [
+        split.process(ReadingBatch.from_readings(batch[a:b])) for a, b in itertools.pairwise(bounds)
+    ]
     got = VerdictBatch.concat([*parts, split.flush()])
     for name in ("stream", "timestamp", "value", "forecast", "upper", "anomaly_score"):
         a, b = getattr(got, name), getattr(expected, name)
@@ -132,7 +145,9 @@ def test_other_streams_carry_on_when_one_sends_garbage():
     engine = make_engine()
     good = [Reading(StreamKey("good/1/t"), 60.0 * i, 1.0 + i) for i in range(5)]
     bad = [Reading(StreamKey("bad/1/t"), 60.0 * i, float("nan")) for i in range(5)]
-    out = engine.process(ReadingBatch.from_readings([x for pair in zip(good, bad) for x in pair]))
+    out = engine.process(
+        ReadingBatch.from_readings([x for pair in zip(good, bad, strict=True) for x in pair])
+    )
     assert out.stream.tolist() == ["good/1/t"] * 5
     assert engine.stats.dropped == {"non_finite": 5}
 
@@ -150,13 +165,19 @@ def test_eviction_closes_open_windows_first_and_counts():
 
 
 def many_readings(n: int) -> list[Reading]:
-    return [Reading(StreamKey(f"s/{i % 7}/t"), 60.0 * (i // 7), float(i % 11), "", i) for i in range(n)]
+    return [
+        Reading(StreamKey(f"s/{i % 7}/t"), 60.0 * (i // 7), float(i % 11), "", i) for i in range(n)
+    ]
 
 
 def test_runner_drains_the_source_in_ticks_and_flushes():
-    engine = Engine(PersistenceForecaster(), GaussianTailDetector(),
-                    PipelineConfig(window=120, max_batch=50), clock=FakeClock(),
-                    on_reject=raise_on_reject)  # fmt: skip
+    engine = Engine(
+        PersistenceForecaster(),
+        GaussianTailDetector(),
+        PipelineConfig(window=120, max_batch=50),
+        clock=FakeClock(),
+        on_reject=raise_on_reject,
+    )
     sink = ListSink()
     Runner(engine, ListSource(many_readings(700)), [sink]).run()
     assert engine.stats.readings == 700
@@ -172,8 +193,15 @@ def test_stop_keeps_windows_open_and_snapshots(tmp_path):
     def stop_after_first(verdicts: VerdictBatch) -> None:
         stop.set()
 
-    runner = Runner(engine, source, [ListSink()], max_items=35, stop=stop,
-                    snapshot_path=tmp_path / "s.snap", on_verdicts=stop_after_first)  # fmt: skip
+    runner = Runner(
+        engine,
+        source,
+        [ListSink()],
+        max_items=35,
+        stop=stop,
+        snapshot_path=tmp_path / "s.snap",
+        on_verdicts=stop_after_first,
+    )
     runner.run()
     assert (tmp_path / "s.snap").exists()
     assert engine.table.positions == {"list": 34}
@@ -191,7 +219,8 @@ def test_runner_schedules_idle_close_by_the_clock():
     engine = make_engine(clock, window=600, idle_timeout=0.2, max_delay=0.5)
     sink = ListSink()
     source = SlowSource(many_readings(7) + [Reading(StreamKey("s/0/t"), 10_000.0, 1.0, "", 7)])
-    Runner(engine, source, [sink], max_items=7, schedule=Schedule(idle_check=0.1),
-           flush_at_end=False).run()  # fmt: skip
+    Runner(
+        engine, source, [sink], max_items=7, schedule=Schedule(idle_check=0.1), flush_at_end=False
+    ).run()
     # the first seven windows closed for idleness before the last reading came
     assert len(sink.combined()) == 7

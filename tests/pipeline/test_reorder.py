@@ -20,8 +20,9 @@ def oracle(points: list[tuple[int, float]], window: int) -> pd.DataFrame:
     index = pd.to_datetime(frame["t"], unit="s")
     series = pd.Series(frame["v"].to_numpy(), index=index)
     out = series.resample(f"{window}s", origin="epoch").mean().dropna()
-    return pd.DataFrame({"mean": out.to_numpy()},
-                        index=(out.index - pd.Timestamp(0)) // pd.Timedelta(seconds=1))  # fmt: skip
+    return pd.DataFrame(
+        {"mean": out.to_numpy()}, index=(out.index - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+    )
 
 
 @st.composite
@@ -49,9 +50,11 @@ def test_within_lateness_the_result_equals_the_sorted_stream(case, window):
 def test_a_reading_beyond_the_lateness_is_late():
     engine = make_engine(lateness=30)
     out = VerdictBatch.concat(
-        [engine.process(readings("s/d/m", [(100, 1.0), (160, 2.0), (129, 9.0), (131, 3.0)])),
-         engine.flush()]
-    )  # fmt: skip
+        [
+            engine.process(readings("s/d/m", [(100, 1.0), (160, 2.0), (129, 9.0), (131, 3.0)])),
+            engine.flush(),
+        ]
+    )
     assert out.timestamp.tolist() == [100, 131, 160]
     assert dict(engine.stats.dropped) == {"late": 1}
 

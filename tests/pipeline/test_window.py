@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import make_engine
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import make_engine
-
 from pipeline.engine import Engine
-from pipeline.testing import FakeClock
-from pipeline.testing import readings
+from pipeline.testing import FakeClock, readings
 from pipeline.types import VerdictBatch
 
 # Streams of (time, value) with repeats and disorder: integer seconds make duplicates likely.
@@ -66,8 +65,9 @@ def open_window(engine: Engine, window: int) -> pd.DataFrame:
         return pd.DataFrame(columns=["mean", "min", "max", "count"])
     count = int(c["win_count"][slot])
     row = [c["win_sum"][slot] / count, c["win_min"][slot], c["win_max"][slot], count]
-    return pd.DataFrame([row], columns=["mean", "min", "max", "count"],
-                        index=[int(c["win_start"][slot])])  # fmt: skip
+    return pd.DataFrame(
+        [row], columns=["mean", "min", "max", "count"], index=[int(c["win_start"][slot])]
+    )
 
 
 @given(stream=points, window=st.sampled_from([1, 5, 7, 60]))
@@ -96,7 +96,7 @@ def test_window_zero_makes_every_accepted_reading_a_step(stream):
     # A repeat of the newest kept time is a duplicate; anything older is late (the
     # stream keeps no history to tell an old re-delivery from a late original).
     newest = [accepted(stream[:i])[-1][0] if i else None for i in range(len(stream))]
-    assert dropped["duplicate"] == sum(t == n for (t, _), n in zip(stream, newest))
+    assert dropped["duplicate"] == sum(t == n for (t, _), n in zip(stream, newest, strict=True))
 
 
 @given(stream=points, cuts=st.lists(st.integers(1, 59), max_size=6), window=st.sampled_from([0, 7]))
@@ -105,7 +105,7 @@ def test_batching_does_not_change_the_windows(stream, cuts, window):
     expected = VerdictBatch.concat([whole.process(readings("s/d/m", stream)), whole.flush()])
     pieces = make_engine(window=window)
     bounds = [0, *sorted(c for c in cuts if c < len(stream)), len(stream)]
-    parts = [pieces.process(readings("s/d/m", stream[a:b])) for a, b in zip(bounds, bounds[1:])]
+    parts = [pieces.process(readings("s/d/m", stream[a:b])) for a, b in itertools.pairwise(bounds)]
     got = VerdictBatch.concat([*parts, pieces.flush()])
     assert_same_windows(steps_frame(got), steps_frame(expected))
 
@@ -147,6 +147,8 @@ def test_idle_window_closes_on_timeout_and_late_reading_is_dropped():
     clock.advance(31)
     closed = engine.close_idle()
     assert closed.timestamp.tolist() == [0] and closed.value.tolist() == [2.0]
-    again = engine.process(readings("s/d/m", [(20, 5.0), (70, 6.0)]))  # 20 belongs to the closed window
+    again = engine.process(
+        readings("s/d/m", [(20, 5.0), (70, 6.0)])
+    )  # 20 belongs to the closed window
     assert len(again) == 0 and engine.stats.dropped["late"] == 1
     assert engine.flush().timestamp.tolist() == [60]
