@@ -2,8 +2,10 @@
 
 CSV columns start with exactly ``stream,timestamp,value,forecast,lower,upper,
 anomaly_score,is_anomaly`` and go on with the next-step forecast, the window
-aggregates and the model name. Times are ISO 8601 UTC (``...Z``); an unknown
-number (no forecast yet) is an empty cell in CSV and ``null`` in JSON.
+aggregates, the model name and ``dropped``: empty for a step, else the reason a
+reading was dropped (such rows carry no forecast or score). Times are ISO 8601
+UTC (``...Z``); an unknown number (no forecast yet) is an empty cell in CSV and
+``null`` in JSON.
 ``flush`` fsyncs, so a flushed row survives a crash.
 """
 
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ConfigError, SinkError
-from pipeline.types import VerdictBatch
+from pipeline.types import Reason, VerdictBatch
 
 CSV_COLUMNS = (
     "stream",
@@ -39,8 +41,11 @@ CSV_COLUMNS = (
     "min",
     "max",
     "model",
+    "dropped",
 )
 _TIME_COLUMNS = ("timestamp", "next_timestamp")
+# reason code -> label; "" for a step
+_REASON_LABELS = np.array(["", *(Reason(c).label for c in range(1, max(Reason) + 1))], object)
 
 
 def iso_times(seconds: np.ndarray) -> np.ndarray:
@@ -63,11 +68,12 @@ def iso_times(seconds: np.ndarray) -> np.ndarray:
 
 def verdict_frame(verdicts: VerdictBatch) -> pd.DataFrame:
     """The output columns of a batch, times as ISO strings."""
-    frame = pd.DataFrame({name: getattr(verdicts, name) for name in CSV_COLUMNS[:-1]})
+    frame = pd.DataFrame({name: getattr(verdicts, name) for name in CSV_COLUMNS[:-2]})
     frame["is_anomaly"] = verdicts.is_anomaly.astype(np.int8)
     for name in _TIME_COLUMNS:
         frame[name] = iso_times(getattr(verdicts, name))
     frame["model"] = verdicts.model
+    frame["dropped"] = _REASON_LABELS[verdicts.dropped]
     return frame
 
 
@@ -129,7 +135,7 @@ def _jsonable(record: dict) -> dict:
     for key, value in record.items():
         if isinstance(value, float) and math.isnan(value):
             value = None
-        elif key in _TIME_COLUMNS and value == "":
+        elif (key in _TIME_COLUMNS or key == "dropped") and value == "":
             value = None
         elif key == "is_anomaly":
             value = bool(value)

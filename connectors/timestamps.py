@@ -101,7 +101,9 @@ def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> n
         times = _split(frame, spec)
         return _seconds(_in_zone(times, timezone) if timezone else times)
     text = _pair_text(frame, spec) if spec.kind == "pair" else frame[spec.columns[0]]
-    times = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    # pandas reads "now" and "today" as the wall clock: never an event time
+    wall_clock = text.isin(("now", "today"))  # exactly these, pandas strips nothing
+    times = pd.to_datetime(text.mask(wall_clock), utc=True, format="ISO8601", errors="coerce")
     if timezone is None:
         return _seconds(times)
     naive = ~text.astype("str").str.contains(_OFFSET, regex=True, na=False).to_numpy(bool)

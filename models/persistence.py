@@ -25,7 +25,7 @@ class PersistenceForecaster:
     >>> f = PersistenceForecaster()
     >>> out = f.step(f.initial_state(1), chunk_of([[1.0, 2.0, 4.0]]))
     >>> out.mean.tolist(), np.round(out.scale, 3).tolist()
-    ([[1.0, 2.0, 4.0]], [[nan, 1.0, 1.623]])
+    ([[1.0, 2.0, 4.0]], [[nan, 1.0, 1.593]])
     """
 
     name = "persistence"

@@ -52,6 +52,8 @@ class PipelineConfig:
     max_batch:     readings drained from a source per engine tick
     max_delay:     how long a tick waits for readings before running anyway
     reorder_capacity: readings held back for lateness before the oldest are forced out
+    report_dropped: also return a row for every dropped reading (replay output accounts
+                   for every input row); the daemon counts and dead-letters them instead
     """
 
     window: float = 0.0
@@ -65,6 +67,7 @@ class PipelineConfig:
     max_batch: int = 8192
     max_delay: float = 0.05
     reorder_capacity: int = 1_000_000
+    report_dropped: bool = False
 
     def __post_init__(self) -> None:
         for key in ("window", "lateness", "idle_timeout", "stream_ttl", "max_delay"):

@@ -143,7 +143,34 @@ class Engine:
             previous = self.table.positions.get(batch.partition, -1)
             self.table.positions[batch.partition] = max(previous, int(batch.seq.max()))
         self.stats.stage_seconds["window"] += time.perf_counter() - started
-        return self._predict(steps)
+        verdicts = self._predict(steps)
+        if self.config.report_dropped and reasons.any():
+            made_by = np.flatnonzero(ok)[steps.source] if self.config.lateness == 0 else None
+            verdicts = self._with_dropped(batch, reasons, verdicts, made_by)
+        return verdicts
+
+    def _with_dropped(
+        self,
+        batch: ReadingBatch,
+        reasons: np.ndarray,
+        verdicts: VerdictBatch,
+        made_by: np.ndarray | None,
+    ) -> VerdictBatch:
+        """Add a row per dropped reading, in reading order (steps at their reading)."""
+        dropped = np.flatnonzero(reasons)
+        streams = np.asarray(batch.streams, dtype=object)[batch.stream_index[dropped]]
+        rows = VerdictBatch.of_dropped(
+            streams,
+            batch.timestamp[dropped],
+            batch.value[dropped],
+            reasons[dropped],
+            self.forecaster.name,
+        )
+        if made_by is None:  # steps released from the lateness buffer: after the batch
+            made_by = np.full(len(verdicts), len(batch))
+        position = np.concatenate([made_by, dropped])
+        order = np.argsort(position, kind="stable")
+        return VerdictBatch.concat([verdicts, rows]).take(order)
 
     def _release(self, force: np.ndarray | None = None) -> Steps:
         due, duplicates = reorder.release(
@@ -251,6 +278,7 @@ class Engine:
             next_upper=next_mean + z * next_scale,
             dt=steps.dt,
             missing=steps.missing,
+            dropped=np.zeros(len(steps), np.uint8),
             model=self.forecaster.name,
         )
 

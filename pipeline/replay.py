@@ -39,6 +39,12 @@ def register(commands: Any) -> None:
         help="resume from this snapshot if it exists, and write it at the end "
         "(open windows then stay open for the next run)",
     )
+    parser.add_argument(
+        "--dropped-rows",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write a row (with the reason, no forecast) for each dropped reading (default: on)",
+    )
     parser.add_argument("--scores", action="store_true", help="print per-stream accuracy")
     parser.add_argument(
         "--progress",
@@ -70,6 +76,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         window=parse_duration(args.window, "--window"),
         lateness=parse_duration(args.lateness, "--lateness"),
         interval=args.interval,
+        report_dropped=getattr(args, "dropped_rows", False),
     )
 
 

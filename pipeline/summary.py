@@ -39,7 +39,7 @@ class Scoreboard:
         frame = pd.DataFrame(
             {
                 "stream": verdicts.stream,
-                "steps": 1,
+                "steps": (verdicts.dropped == 0).astype(np.int64),
                 "forecasts": judged.astype(np.int64),
                 "abs_error": error,
                 "covered": inside.astype(np.int64),

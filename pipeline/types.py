@@ -10,6 +10,7 @@ Time is always event time in float seconds since the Unix epoch, UTC.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Iterator, Sequence
@@ -253,10 +254,6 @@ class DetectionChunk:
     state: np.ndarray  # (B, W)
 
 
-def _floats(n: int) -> np.ndarray:
-    return np.full(n, np.nan)
-
-
 @dataclass(frozen=True, slots=True)
 class VerdictBatch:
     """Verdicts as columns, in the order the steps were made."""
@@ -280,6 +277,7 @@ class VerdictBatch:
     next_upper: np.ndarray
     dt: np.ndarray  # seconds since the stream's previous step
     missing: np.ndarray  # (n,) int32, gap length before the step
+    dropped: np.ndarray  # (n,) uint8: 0 for a step, else the Reason a reading was dropped
     model: str = ""
 
     COLUMNS = (
@@ -304,29 +302,44 @@ class VerdictBatch:
         return int(self.timestamp.shape[0])
 
     @classmethod
+    def blank(cls, n: int, model: str = "") -> VerdictBatch:
+        """``n`` rows about which nothing is known yet: NaN numbers, no flags."""
+        columns: dict[str, np.ndarray] = {}
+        for name in cls.__dataclass_fields__:
+            columns[name] = np.full(n, np.nan)
+        columns.update(
+            stream=np.full(n, "", object),
+            count=np.zeros(n, np.int64),
+            is_anomaly=np.zeros(n, bool),
+            missing=np.zeros(n, np.int32),
+            dropped=np.zeros(n, np.uint8),
+        )
+        del columns["model"]
+        return cls(**columns, model=model)
+
+    @classmethod
     def empty(cls, model: str = "") -> VerdictBatch:
-        f = _floats(0)
-        return cls(
-            stream=np.empty(0, object),
-            timestamp=f,
-            value=f,
-            count=np.zeros(0, np.int64),
-            min=f,
-            max=f,
-            forecast=f,
-            scale=f,
-            lower=f,
-            upper=f,
-            anomaly_score=f,
-            is_anomaly=np.zeros(0, bool),
-            next_timestamp=f,
-            next_forecast=f,
-            next_scale=f,
-            next_lower=f,
-            next_upper=f,
-            dt=f,
-            missing=np.zeros(0, np.int32),
-            model=model,
+        return cls.blank(0, model)
+
+    @classmethod
+    def of_dropped(
+        cls,
+        stream: np.ndarray,
+        timestamp: np.ndarray,
+        value: np.ndarray,
+        reason: np.ndarray,
+        model: str = "",
+    ) -> VerdictBatch:
+        """Rows for dropped readings: what arrived, why it was dropped, nothing predicted."""
+        return dataclasses.replace(
+            cls.blank(len(stream), model),
+            stream=stream,
+            timestamp=timestamp,
+            value=value,
+            count=np.ones(len(stream), np.int64),
+            min=value,
+            max=value,
+            dropped=reason,
         )
 
     @classmethod
@@ -340,8 +353,13 @@ class VerdictBatch:
         columns = {n: np.concatenate([getattr(b, n) for b in batches]) for n in names}
         return cls(**columns, model=batches[0].model)
 
+    def take(self, index: np.ndarray) -> VerdictBatch:
+        names = [f for f in self.__dataclass_fields__ if f != "model"]
+        return VerdictBatch(**{n: getattr(self, n)[index] for n in names}, model=self.model)
+
     def rows(self) -> Iterator[Verdict]:
-        for i in range(len(self)):
+        """Verdicts of the steps (rows of dropped readings are skipped)."""
+        for i in np.flatnonzero(self.dropped == 0).tolist():
             yield self.row(i)
 
     def row(self, i: int) -> Verdict:

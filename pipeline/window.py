@@ -37,7 +37,6 @@ MAX_TIMESTAMP = 4_102_444_800.0
 GAP_FACTOR = 1.5  # an interval this many times the typical one is a gap
 INTERVAL_ALPHA = 0.1  # weight of a new interval in the typical-interval estimate
 
-_ACCEPTED = 0
 _DUPLICATE = int(Reason.DUPLICATE)
 _LATE = int(Reason.LATE)
 
@@ -55,19 +54,22 @@ class Steps:
     dt: np.ndarray
     missing: np.ndarray  # (n,) int32
     next_timestamp: np.ndarray
+    source: np.ndarray  # (n,) int64: index of the reading that made the step, -1 if none
 
     def __len__(self) -> int:
         return int(self.slot.shape[0])
 
     @classmethod
     def allocate(cls, n: int) -> Steps:
-        f = np.empty  # filled by the kernels
-        return cls(
-            f(n, np.int64), f(n), f(n), f(n, np.int64), f(n), f(n), f(n), f(n, np.int32), f(n)
-        )
+        i64, i32, f64 = np.int64, np.int32, np.float64
+        dtypes = (i64, f64, f64, i64, f64, f64, f64, i32, f64, i64)
+        return cls(*(np.empty(n, dtype) for dtype in dtypes))  # filled by the kernels
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return tuple(getattr(self, name) for name in self.__dataclass_fields__)
 
     def head(self, n: int) -> Steps:
-        return Steps(*(getattr(self, name)[:n] for name in self.__dataclass_fields__))
+        return Steps(*(column[:n] for column in self.columns()))
 
 
 def screen(slots: np.ndarray, t: np.ndarray, v: np.ndarray, config: PipelineConfig) -> np.ndarray:
@@ -87,88 +89,41 @@ def apply_readings(
     """Feed screened readings in order; return a reason code per reading and the steps made."""
     reasons = np.zeros(len(t), np.uint8)
     steps = Steps.allocate(len(t))
-    c = table.columns
-    n = _apply_kernel(
-        slots,
-        t,
-        v,
-        window,
-        reasons,
-        c["last_t"],
-        c["last_step_t"],
-        c["interval"],
-        c["win_start"],
-        c["win_sum"],
-        c["win_count"],
-        c["win_min"],
-        c["win_max"],
-        *_outputs(steps),
-    )
+    n = _apply_kernel(slots, t, v, window, reasons, _state(table), steps.columns())
     return reasons, steps.head(n)
 
 
 def close_windows(table: StateTable, slots: np.ndarray, window: float) -> Steps:
     """Close the open windows of ``slots`` (idle or end of input); emit their steps."""
     steps = Steps.allocate(len(slots))
-    c = table.columns
-    n = _close_kernel(
-        slots,
-        window,
-        c["last_step_t"],
-        c["interval"],
-        c["win_start"],
-        c["win_sum"],
-        c["win_count"],
-        c["win_min"],
-        c["win_max"],
-        *_outputs(steps),
-    )
+    n = _close_kernel(slots, window, _state(table), steps.columns())
     return steps.head(n)
 
 
-def _outputs(steps: Steps) -> tuple[np.ndarray, ...]:
-    return (
-        steps.slot,
-        steps.timestamp,
-        steps.value,
-        steps.count,
-        steps.min,
-        steps.max,
-        steps.dt,
-        steps.missing,
-        steps.next_timestamp,
-    )
+_STATE = (
+    "last_t",
+    "last_step_t",
+    "interval",
+    "win_start",
+    "win_sum",
+    "win_count",
+    "win_min",
+    "win_max",
+)
+
+
+def _state(table: StateTable) -> tuple[np.ndarray, ...]:
+    """The table columns the kernels read and write, in the order they unpack them."""
+    return tuple(table.columns[name] for name in _STATE)
 
 
 # -- compiled loops --------------------------------------------------------------------
-# Arguments are the state-table columns; ``o_*`` are the output step columns.
+# ``state`` is the tuple from _state(); ``out`` is Steps.columns() of the output.
 
 
 @numba.njit(cache=True)
-def _apply_kernel(
-    slots,
-    t,
-    v,
-    window,
-    reasons,
-    last_t,
-    last_step_t,
-    interval,
-    win_start,
-    win_sum,
-    win_count,
-    win_min,
-    win_max,
-    o_slot,
-    o_t,
-    o_value,
-    o_count,
-    o_min,
-    o_max,
-    o_dt,
-    o_missing,
-    o_next,
-):
+def _apply_kernel(slots, t, v, window, reasons, state, out):
+    last_t, last_step_t, _, win_start, win_sum, win_count, win_min, win_max = state
     n_out = 0
     for i in range(t.shape[0]):
         s = slots[i]
@@ -184,48 +139,21 @@ def _apply_kernel(
                 continue
         last_t[s] = ti
         if window == 0.0:
-            n_out = _emit(
-                s,
-                ti,
-                x,
-                1,
-                x,
-                x,
-                window,
-                last_step_t,
-                interval,
-                o_slot,
-                o_t,
-                o_value,
-                o_count,
-                o_min,
-                o_max,
-                o_dt,
-                o_missing,
-                o_next,
-                n_out,
-            )
+            n_out = _emit(s, ti, x, 1, x, x, i, window, state, out, n_out)
             continue
         if win_count[s] > 0 and start != win_start[s]:
+            mean = win_sum[s] / win_count[s]
             n_out = _emit(
                 s,
                 win_start[s],
-                win_sum[s] / win_count[s],
+                mean,
                 win_count[s],
                 win_min[s],
                 win_max[s],
+                i,
                 window,
-                last_step_t,
-                interval,
-                o_slot,
-                o_t,
-                o_value,
-                o_count,
-                o_min,
-                o_max,
-                o_dt,
-                o_missing,
-                o_next,
+                state,
+                out,
                 n_out,
             )
             win_count[s] = 0
@@ -242,50 +170,25 @@ def _apply_kernel(
 
 
 @numba.njit(cache=True)
-def _close_kernel(
-    slots,
-    window,
-    last_step_t,
-    interval,
-    win_start,
-    win_sum,
-    win_count,
-    win_min,
-    win_max,
-    o_slot,
-    o_t,
-    o_value,
-    o_count,
-    o_min,
-    o_max,
-    o_dt,
-    o_missing,
-    o_next,
-):
+def _close_kernel(slots, window, state, out):
+    _, _, _, win_start, win_sum, win_count, win_min, win_max = state
     n_out = 0
     for i in range(slots.shape[0]):
         s = slots[i]
         if win_count[s] == 0:
             continue
+        mean = win_sum[s] / win_count[s]
         n_out = _emit(
             s,
             win_start[s],
-            win_sum[s] / win_count[s],
+            mean,
             win_count[s],
             win_min[s],
             win_max[s],
+            -1,
             window,
-            last_step_t,
-            interval,
-            o_slot,
-            o_t,
-            o_value,
-            o_count,
-            o_min,
-            o_max,
-            o_dt,
-            o_missing,
-            o_next,
+            state,
+            out,
             n_out,
         )
         win_count[s] = 0
@@ -294,27 +197,10 @@ def _close_kernel(
 
 
 @numba.njit(cache=True, inline="always")
-def _emit(
-    s,
-    ts,
-    value,
-    count,
-    vmin,
-    vmax,
-    window,
-    last_step_t,
-    interval,
-    o_slot,
-    o_t,
-    o_value,
-    o_count,
-    o_min,
-    o_max,
-    o_dt,
-    o_missing,
-    o_next,
-    n_out,
-):
+def _emit(s, ts, value, count, vmin, vmax, source, window, state, out, n_out):
+    """Write one step; update the stream's typical interval and last step time."""
+    _, last_step_t, interval = state[0], state[1], state[2]
+    o_slot, o_t, o_value, o_count, o_min, o_max, o_dt, o_missing, o_next, o_source = out
     dt = ts - last_step_t[s]  # NaN at the stream's first step
     missing = 0
     if window > 0.0:
@@ -339,4 +225,5 @@ def _emit(
     o_dt[n_out] = dt
     o_missing[n_out] = missing
     o_next[n_out] = ts + interval[s]
+    o_source[n_out] = source
     return n_out + 1

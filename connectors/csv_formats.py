@@ -1,0 +1,393 @@
+"""What a CSV log looks like: separator, header, prelude lines, format and columns.
+
+``inspect`` reads the first lines and a fixed sample of rows (not the whole file)
+and returns a ``Layout`` that says how to read every chunk. Formats:
+
+* ``nab``  -- exactly ``timestamp,value``: one stream, named after the file.
+* ``long`` -- a time column, a stream column (``stream``/``key``/``sensor``/``series``)
+  and ``value``: one reading per row, the row names its stream.
+* ``wide`` -- a time column (or split time columns) and one stream per value column,
+  named ``{station}/{column}`` when a text ``station``/``station_id``/``site``/``device``
+  column says whose row it is, else ``{file stem}/{column}``.
+
+Quirks handled: whitespace-separated NDBC stdmet files (``YY MM DD hh mm ...`` or
+``#YY``, and their ``99``/``999``/``9999`` missing-value codes), an ERDDAP units row
+as line 2, and UCI files whose rows carry one more field (a row id) than the header.
+Decisions that depend on the data (ISO or epoch time, which columns are numeric)
+use the first ``SAMPLE_ROWS`` rows, so they do not depend on the chunk size.
+``expand`` turns path arguments into files; the ``*_problem`` helpers word rejections.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from connectors import timestamps
+from connectors.timestamps import TimeSpec
+from pipeline.errors import InputFileError
+from pipeline.types import stream_key_problem
+
+FORMATS = ("auto", "long", "wide", "nab")
+SAMPLE_ROWS = 1000
+WHITESPACE = r"\s+"
+ROW_ID = "<row id>"  # the unnamed leading field of UCI occupancy rows
+STREAM_NAMES = ("stream", "key", "sensor", "series")
+KEY_NAMES = ("station", "station_id", "site", "device")
+INDEX_NAMES = frozenset({"no", "id", "index", "unnamed: 0", ROW_ID.lower()})
+NDBC_MISSING = {  # NDBC stdmet missing-value codes, per column (older files: WD, BAR)
+    **dict.fromkeys(("WSPD", "GST", "WVHT", "DPD", "APD", "VIS", "TIDE"), 99.0),
+    **dict.fromkeys(("WDIR", "WD", "MWD", "ATMP", "WTMP", "DEWP"), 999.0),
+    **dict.fromkeys(("PRES", "BAR"), 9999.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How to read one file, decided once when it is opened."""
+
+    path: Path
+    sep: str
+    names: tuple[str, ...]  # every column as read, a leading ROW_ID included
+    skip: int  # lines before the first data row: the header, maybe a units row
+    format: str  # nab | long | wide
+    time: TimeSpec
+    values: tuple[str, ...]  # the value columns, one stream each (per key)
+    key: str | None = None  # long: the stream column; wide: the station column
+    prefix: str = ""  # nab: the stream name; wide without key: the first level
+    sentinels: tuple[float, ...] = ()  # NDBC only: missing-value code per value column
+
+    @property
+    def first_line(self) -> int:
+        return self.skip + 1
+
+    def read_options(self) -> dict[str, Any]:
+        """Arguments for ``pd.read_csv``; blank lines kept so row n is line first_line + n."""
+        text = [*self.time.columns] if self.time.kind != "split" else []
+        text += [self.key] if self.key else []
+        return {
+            "sep": self.sep,
+            "header": None,
+            "names": list(self.names),
+            "skiprows": self.skip,
+            "dtype": dict.fromkeys(text, "str"),
+            "skip_blank_lines": False,
+            "low_memory": False,  # else pandas guesses dtypes per block and warns
+        }
+
+    def stream_names(self, keys: Sequence[str]) -> list[str]:
+        """Names for every (key, value column) pair, key-major: index = key * C + column."""
+        if self.format == "nab":
+            return [self.prefix for _ in keys]
+        if self.format == "long":
+            return list(keys)
+        return [f"{key or self.prefix}/{column}" for key in keys for column in self.values]
+
+
+def inspect(
+    path: Path, *, format: str = "auto", columns: Sequence[str] | None = None, name: str = ""
+) -> Layout:
+    """Read the head of ``path`` and decide how to replay it; InputFileError if unusable.
+
+    ``name`` is the stream name a nab file gets (its stem, or its path under a directory).
+    """
+    lines = _head(path)
+    sep = "," if "," in lines[0] else WHITESPACE
+    names = _clean_names(_fields(lines[0], sep))
+    time = timestamps.find(names)
+    skip = 2 if time and _is_units_row(lines[1:], names, sep, time) else 1
+    if len(lines) > skip and len(_fields(lines[skip], sep)) == len(names) + 1:
+        names = [ROW_ID, *names]
+    sample = _sample(path, sep, names, skip)
+    chosen = _detect(names) if format == "auto" else format
+    if time is None:
+        raise _missing(path, "a time column", chosen, names)
+    spec = _check_time(path, timestamps.settle(time, sample), sample, skip + 1)
+    base = {"path": path, "sep": sep, "names": tuple(names), "skip": skip, "time": spec}
+    if chosen == "wide":
+        return _wide(base, sample, columns)
+    if columns is not None:
+        msg = f"{path}: columns= picks value columns of wide files, but this file is {chosen}"
+        raise InputFileError(msg)
+    return _nab(base, sample, name) if chosen == "nab" else _long(base, sample)
+
+
+def expand(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """Files to replay with the stream name a nab file gets: its stem, or its path below
+    the directory it was found in (without the suffix, ``/``-separated)."""
+    files: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.csv") if p.is_file())
+            if not found:
+                msg = f"{path}: directory has no *.csv files; give a CSV file or a folder of them"
+                raise InputFileError(msg)
+            files += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in found]
+        elif path.is_file():
+            files.append((path, path.stem))
+        else:
+            msg = f"{path}: no such file or directory; check the path"
+            raise InputFileError(msg)
+    return files
+
+
+def _head(path: Path, count: int = 3) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as file:
+            lines = [line.rstrip("\r\n") for _, line in zip(range(count), file, strict=False)]
+    except UnicodeDecodeError as exc:
+        raise read_error(path, exc) from exc
+    if not lines or not lines[0].strip():
+        msg = f"{path}: file is empty; expected a header line and data rows"
+        raise InputFileError(msg)
+    return lines
+
+
+def _fields(line: str, sep: str) -> list[str]:
+    if sep == WHITESPACE:
+        return line.split()
+    return next(csv.reader([line]), [])
+
+
+def _cells(line: str, sep: str, width: int) -> list[str]:
+    """A raw row's fields under the header's names (a leading row id dropped)."""
+    fields = _fields(line, sep)
+    return fields[1:] if len(fields) == width + 1 else fields[:width]
+
+
+def _clean_names(raw: Sequence[str]) -> list[str]:
+    """Header names as pandas would make them: stripped, unnamed ones numbered, unique."""
+    names: list[str] = []
+    for i, name in enumerate(raw):
+        name = name.strip() or f"Unnamed: {i}"
+        base, n = name, 0
+        while name in names:
+            n += 1
+            name = f"{base}.{n}"
+        names.append(name)
+    return names
+
+
+def _is_units_row(rows: Sequence[str], names: Sequence[str], sep: str, time: TimeSpec) -> bool:
+    """ERDDAP's units line: its time fails, the next row's parses, and no cell is a number."""
+    if len(rows) < 2:
+        return False
+    cells = [_cells(row, sep, len(names)) for row in rows[:2]]
+    padded = [row + [""] * (len(names) - len(row)) for row in cells]
+    frame = pd.DataFrame(padded, columns=list(names), dtype="str").replace("", np.nan)
+    times = timestamps.parse(frame, timestamps.settle(time, frame.iloc[1:]))
+    numbers = pd.to_numeric(frame.iloc[0].dropna(), errors="coerce")
+    return bool(np.isnan(times[0]) and not np.isnan(times[1]) and numbers.isna().all())
+
+
+def _sample(path: Path, sep: str, names: Sequence[str], skip: int) -> pd.DataFrame:
+    text = [n for n in names if n.lower() in {*timestamps.SINGLE_NAMES, *STREAM_NAMES, *KEY_NAMES}]
+    try:
+        sample = pd.read_csv(
+            path,
+            sep=sep,
+            header=None,
+            names=list(names),
+            skiprows=skip,
+            nrows=SAMPLE_ROWS,
+            dtype=dict.fromkeys(text, "str"),
+            low_memory=False,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise read_error(path, exc) from exc
+    if sample.dropna(how="all").empty:
+        msg = f"{path}: has no data rows (only a header); add rows or drop the file"
+        raise InputFileError(msg)
+    return sample
+
+
+def _detect(names: Sequence[str]) -> str:
+    lower = [n.lower() for n in names if n != ROW_ID]
+    if lower == ["timestamp", "value"]:
+        return "nab"
+    if _named(names, STREAM_NAMES) and _named(names, ("value",)):
+        return "long"
+    return "wide"
+
+
+def _named(names: Sequence[str], wanted: Sequence[str]) -> str | None:
+    """The first column whose lower-cased name is in ``wanted`` (in ``wanted``'s order)."""
+    lower = {n.lower(): n for n in reversed(names)}
+    return next((lower[w] for w in wanted if w in lower), None)
+
+
+def _missing(path: Path, what: str, format: str, names: Sequence[str]) -> InputFileError:
+    found = ", ".join(n for n in names if n != ROW_ID)
+    hint = {
+        "nab": "a nab file has exactly the columns timestamp,value",
+        "long": "a long file has a time column, a stream column (stream/key/sensor/series) "
+        "and value",
+        "wide": "name the time column timestamp/time/ts/date/datetime or use split "
+        "year,month,day,hour columns",
+    }[format]
+    return InputFileError(f"{path}: no {what} (columns found: {found}); {hint}")
+
+
+def _check_time(path: Path, spec: TimeSpec, sample: pd.DataFrame, first_line: int) -> TimeSpec:
+    """A time column where no sample row parses is the wrong column or format: stop early."""
+    if not np.isnan(timestamps.parse(sample, spec)).all():
+        return spec
+    rows = np.flatnonzero(sample[list(spec.columns)].notna().any(axis=1).to_numpy())
+    row = int(rows[0]) if len(rows) else 0
+    text = timestamps.text_of(sample, spec, row)
+    msg = (
+        f"{path}: line {first_line + row}, column '{spec.label}': cannot read {text!r} "
+        f"as a time; {timestamps.EXPECTED}"
+    )
+    raise InputFileError(msg)
+
+
+def _nab(base: dict[str, Any], sample: pd.DataFrame, name: str) -> Layout:
+    path, names = base["path"], base["names"]
+    value = _named(names, ("value",))
+    if value is None:
+        raise _missing(path, "column 'value'", "nab", names)
+    _check_numbers(path, sample, value)
+    _check_stream(path, name, "")
+    return Layout(format="nab", values=(value,), prefix=name, **base)
+
+
+def _long(base: dict[str, Any], sample: pd.DataFrame) -> Layout:
+    path, names = base["path"], base["names"]
+    stream, value = _named(names, STREAM_NAMES), _named(names, ("value",))
+    if stream is None or value is None:
+        what = "stream column" if stream is None else "column 'value'"
+        raise _missing(path, what, "long", names)
+    _check_numbers(path, sample, value)
+    return Layout(format="long", values=(value,), key=stream, **base)
+
+
+def _wide(base: dict[str, Any], sample: pd.DataFrame, picked: Sequence[str] | None) -> Layout:
+    path, names, time = base["path"], base["names"], base["time"]
+    key = _named(names, KEY_NAMES)
+    if picked is None:
+        skip = {*time.columns, key}
+        values = [n for n in names if n not in skip and n.lower() not in INDEX_NAMES]
+        values = [n for n in values if _has_numbers(sample[n])]
+    else:
+        values = [_picked(path, sample, column) for column in picked]
+    if not values:
+        raise _missing(path, "numeric value column", "wide", names)
+    for column in values:
+        _check_stream(path, f"{'k' if key else path.stem}/{column}", column)
+    sentinels = _sentinels(base["sep"], time, values)
+    return Layout(
+        format="wide",
+        values=tuple(values),
+        key=key,
+        prefix=path.stem,
+        sentinels=sentinels,
+        **base,
+    )
+
+
+def _picked(path: Path, sample: pd.DataFrame, column: str) -> str:
+    if column not in sample.columns:
+        found = ", ".join(n for n in sample.columns if n != ROW_ID)
+        msg = f"{path}: no column {column!r} to replay (columns found: {found}); fix columns="
+        raise InputFileError(msg)
+    _check_numbers(path, sample, column)
+    return column
+
+
+def _has_numbers(column: pd.Series) -> bool:
+    """Numeric dtype, or text where some non-empty cell reads as a number."""
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return True
+    cells = _written(column)
+    return bool(cells.empty or pd.to_numeric(cells, errors="coerce").notna().any())
+
+
+def _written(column: pd.Series) -> pd.Series:
+    """The cells that hold some text (blank ones are missing values, not text)."""
+    cells = column.dropna().astype("str").str.strip()
+    return cells[cells != ""]
+
+
+def _check_numbers(path: Path, sample: pd.DataFrame, column: str) -> None:
+    if not _has_numbers(sample[column]):
+        first = str(_written(sample[column]).iloc[0])
+        msg = (
+            f"{path}: column {column!r} holds no numbers (first: {first!r}); "
+            "pick a numeric value column"
+        )
+        raise InputFileError(msg)
+
+
+def _check_stream(path: Path, name: str, column: str) -> None:
+    problem = stream_key_problem(name)
+    if problem:
+        where = f"column {column!r} " if column else ""
+        msg = f"{path}: {where}cannot name a stream: {problem}; rename the file or column"
+        raise InputFileError(msg)
+
+
+def _sentinels(sep: str, time: TimeSpec, values: Sequence[str]) -> tuple[float, ...]:
+    """NDBC missing-value codes; other formats have none (99 is a fine temperature there)."""
+    ndbc = (
+        sep == WHITESPACE
+        and time.kind == "split"
+        and time.columns[0].lstrip("#")
+        in (
+            "YY",
+            "YYYY",
+        )
+    )
+    if not ndbc:
+        return ()
+    return tuple(NDBC_MISSING.get(column, math.nan) for column in values)
+
+
+def read_error(path: Path, exc: Exception) -> InputFileError:
+    """Translate what pandas or the codec raised into a one-line message with the fix."""
+    if isinstance(exc, UnicodeDecodeError):
+        msg = f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+        return InputFileError(msg)
+    detail = re.sub(r"^Error tokenizing data\. C error: ", "", str(exc).strip())
+    line = re.search(r"\bline (\d+)", detail)
+    where = f"line {line.group(1)}: " if line else ""
+    msg = f"{path}: {where}pandas cannot read it ({detail}); fix or remove the malformed row"
+    return InputFileError(msg)
+
+
+def cell_text(frame: pd.DataFrame, column: str, row: int) -> str:
+    """One raw cell as text, for a rejection's detail."""
+    cell = frame[column].iloc[row]
+    return "" if pd.isna(cell) else str(cell)
+
+
+def time_problem(layout: Layout, frame: pd.DataFrame, row: int, zone: str | None) -> str:
+    """Why a row's time was rejected, naming the column and its text."""
+    spec = layout.time
+    text = timestamps.text_of(frame, spec, row)
+    if not text.strip():
+        return f"column {spec.label!r}: no time"
+    if zone and spec.kind != "epoch":
+        dst = "or a DST change skips or repeats that hour"
+        return f"column {spec.label!r}: cannot read {text!r} as a time in {zone} ({dst})"
+    return f"column {spec.label!r}: cannot read {text!r} as a time; {timestamps.EXPECTED}"
+
+
+def stream_problem(layout: Layout, frame: pd.DataFrame, row: int) -> str:
+    """Why a row's stream name was rejected."""
+    column = layout.key or ""
+    key = cell_text(frame, column, row).strip()
+    if not key:
+        return f"column {column!r}: no stream name"
+    names = layout.stream_names([key])
+    problem = next((p for p in map(stream_key_problem, names) if p), f"bad stream {key!r}")
+    return f"column {column!r}: {problem}"

@@ -1,0 +1,427 @@
+"""Replay CSV sensor logs as ``ReadingBatch``es: the CSV implementation of ``Source``.
+
+Files are read with pandas in chunks of ``chunk_rows`` rows (memory stays flat on a
+multi-GB log) and replayed one after another; a directory stands for every ``*.csv``
+below it, sorted. Three formats are recognised from the header (``format=`` forces
+one), see ``connectors.csv_formats``:
+
+* ``nab``  -- ``timestamp,value``; the stream is the file's stem (or its path under
+  a directory argument, e.g. ``realKnownCause/machine_temperature_system_failure``);
+* ``long`` -- time, ``stream`` (or ``key``/``sensor``/``series``) and ``value`` columns;
+* ``wide`` -- time column(s) and one stream per numeric column, ``{station}/{column}``
+  or ``{file stem}/{column}``.
+
+Times may be ISO 8601, epoch seconds or milliseconds, split year/month/day/hour
+columns or a Date + Time pair; see ``connectors.timestamps``.
+
+Every reading carries ``partition`` = the file's path and ``seq`` = its physical line
+number (the header is line 1), so ``seek`` resumes after a snapshot and every
+rejection names its line. Empty cells and NDBC missing-value codes are counted in
+``ReadingBatch.missing``; unreadable times, values and stream names become
+``Rejection``s folded per reason and column, pointing at the first line. Line numbers
+assume no quoted field spans several lines.
+
+>>> import pathlib, tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = pathlib.Path(folder, "room.csv")
+...     text = "timestamp,value\\n2020-01-01T00:00:00Z,21.5\\n2020-01-01T00:01:00Z,\\n"
+...     _ = path.write_text(text)
+...     source = CsvSource([path])
+...     batch = source.poll(100, timeout=0.0)
+...     end = source.poll(100, timeout=0.0)
+>>> batch.streams, batch.timestamp.tolist(), batch.value.tolist(), batch.seq.tolist()
+(('room',), [1577836800.0], [21.5], [2])
+>>> batch.missing, end
+(1, None)
+"""
+
+from __future__ import annotations
+
+import math
+import zoneinfo
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import pandas as pd
+
+from connectors import timestamps
+from connectors.csv_formats import (
+    FORMATS,
+    Layout,
+    cell_text,
+    expand,
+    inspect,
+    read_error,
+    stream_problem,
+    time_problem,
+)
+from pipeline.clock import Clock, SystemClock
+from pipeline.errors import ConfigError
+from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
+
+TIME, KEY = -1, -2  # problem fields that are not value columns (which count from 0)
+
+
+class CsvSource:
+    """Replays CSV files in order; see the module docstring for formats and positions.
+
+    ``columns`` picks a wide file's value columns; ``timezone`` is the zone of naive
+    times (default UTC); ``speed=N`` releases readings as event time advances N times
+    faster than ``clock`` time, from each file's first reading (None: no pacing).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        format: str = "auto",
+        columns: Sequence[str] | None = None,
+        chunk_rows: int = 65_536,
+        speed: float | None = None,
+        timezone: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.paths = paths
+        self.format = format
+        self.columns = columns
+        self.chunk_rows = chunk_rows
+        self.speed = speed
+        self.timezone = timezone
+        self.clock = clock
+        _validate(self)
+        self._clock = clock or SystemClock()
+        # every file is inspected now, so a bad file fails before any replay starts
+        self._layouts = [
+            inspect(path, format=format, columns=columns, name=name) for path, name in expand(paths)
+        ]
+        self._index = 0
+        self._file: _FileReader | None = None
+        self._positions: dict[str, int] = {}
+        self._anchor: tuple[float, float] | None = None  # (monotonic, event time) at start
+
+    @property
+    def files(self) -> list[Path]:
+        return [layout.path for layout in self._layouts]
+
+    def poll(self, max_items: int, timeout: float) -> ReadingBatch | None:
+        """Up to ``max_items`` readings of one file (whole rows), or None when all are done.
+
+        A row is never split across batches, so a resumed replay cannot lose half of
+        one; a single row wider than ``max_items`` comes alone.
+        """
+        while (file := self._current()) is not None:
+            batch = self._take(file, max(max_items, 1), timeout)
+            if batch is None:
+                self._next_file()
+            elif len(batch) or batch.rejections or batch.missing or self.speed:
+                return batch
+        return None
+
+    def seek(self, positions: Mapping[str, int]) -> None:
+        """Skip every row whose line is at or before ``positions[partition]``."""
+        self._positions.update(positions)
+        if self._file is not None:
+            self._file.seek(self._positions.get(self._file.partition, -1))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+        self._index = len(self._layouts)
+
+    def __enter__(self) -> CsvSource:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _current(self) -> _FileReader | None:
+        if self._file is None and self._index < len(self._layouts):
+            self._file = _FileReader(self._layouts[self._index], self.chunk_rows, self.timezone)
+            self._file.seek(self._positions.get(self._file.partition, -1))
+        return self._file
+
+    def _next_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+        self._index += 1
+        self._anchor = None  # each file's replay starts at its own first reading
+
+    def _take(self, file: _FileReader, max_items: int, timeout: float) -> ReadingBatch | None:
+        if self.speed is None:
+            return file.take(max_items, math.inf)
+        upcoming = file.next_time()
+        if upcoming is None:
+            return None
+        if self._anchor is None and not math.isnan(upcoming):
+            self._anchor = (self._clock.monotonic(), upcoming)
+        if upcoming > self._due():  # nothing due yet: wait for it, at most `timeout`
+            self._clock.sleep(min(timeout, (upcoming - self._due()) / self.speed))
+        return file.take(max_items, self._due())
+
+    def _due(self) -> float:
+        """The event time that is due now: event time runs ``speed`` times wall time."""
+        if self._anchor is None or self.speed is None:
+            return math.inf
+        started, first = self._anchor
+        return first + (self._clock.monotonic() - started) * self.speed
+
+
+def _validate(source: CsvSource) -> None:
+    problem = None
+    if source.format not in FORMATS:
+        problem = f"format={source.format!r} is not one of {', '.join(FORMATS)}"
+    elif isinstance(source.columns, str):
+        problem = f"columns={source.columns!r} must be a list of column names"
+    elif not isinstance(source.chunk_rows, int) or source.chunk_rows < 1:
+        problem = f"chunk_rows={source.chunk_rows} must be at least 1"
+    elif source.speed is not None and not (0 < source.speed < math.inf):
+        problem = f"speed={source.speed} must be a positive factor (or None: no pacing)"
+    elif isinstance(source.paths, str | Path) or not source.paths:
+        problem = "paths must be a non-empty list of CSV files or directories"
+    elif source.timezone is not None and not _known_zone(source.timezone):
+        problem = f"timezone={source.timezone!r} is not an IANA zone such as 'Europe/Dublin'"
+    if problem:
+        raise ConfigError(problem)
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+class _FileReader:
+    """One file being replayed: its pandas chunk reader and the parsed chunk being served."""
+
+    def __init__(self, layout: Layout, chunk_rows: int, timezone: str | None) -> None:
+        self.layout = layout
+        self.partition = str(layout.path)
+        self.timezone = timezone
+        self._frames = _chunks(layout, chunk_rows)
+        self._next_line = layout.first_line
+        self._chunk: Chunk | None = None
+        self._cursor = 0  # next row of the chunk to hand out
+        self._skip_to = -1
+
+    def seek(self, position: int) -> None:
+        self._skip_to = position
+        if self._chunk is not None:
+            after = int(np.searchsorted(self._chunk.seq, position, "right"))
+            self._cursor = max(self._cursor, after)
+
+    def next_time(self) -> float | None:
+        """Event time of the next row (NaN if it has none); None at the end of the file."""
+        chunk = self._current()
+        return None if chunk is None else float(chunk.time[self._cursor])
+
+    def take(self, max_items: int, due: float) -> ReadingBatch | None:
+        chunk = self._current()
+        if chunk is None:
+            return None
+        start, self._cursor = self._cursor, chunk.cut(self._cursor, max_items, due)
+        return chunk.batch(start, self._cursor, self.partition)
+
+    def close(self) -> None:
+        self._frames.close()  # leaves the `with` in _chunks: the file is closed
+        self._chunk = None
+
+    def _current(self) -> Chunk | None:
+        """The chunk with rows left to serve, reading on as needed; None at the end."""
+        while self._chunk is None or self._cursor >= len(self._chunk.seq):
+            frame = next(self._frames, None)
+            if frame is None:
+                self._chunk = None
+                return None
+            first, self._next_line = self._next_line, self._next_line + len(frame)
+            if self._next_line - 1 <= self._skip_to:
+                continue  # wholly before the seek position: not even parsed
+            self._chunk = parse_chunk(self.layout, frame, first, self.timezone)
+            self._cursor = int(np.searchsorted(self._chunk.seq, self._skip_to, "right"))
+        return self._chunk
+
+
+def _chunks(layout: Layout, chunk_rows: int) -> Generator[pd.DataFrame, None, None]:
+    """The file's rows in chunks, with pandas' and the codec's errors translated."""
+    try:
+        with pd.read_csv(layout.path, chunksize=chunk_rows, **layout.read_options()) as reader:
+            yield from reader
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise read_error(layout.path, exc) from exc
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One parsed block of rows; batches are cut from it at row boundaries.
+
+    Readings are in row-major order (row, then value column); problems are in row
+    order. ``field`` is a value column's index, or TIME / KEY.
+    """
+
+    layout: Layout
+    timezone: str | None
+    frame: pd.DataFrame  # the raw rows, for the text of rejection details
+    seq: np.ndarray  # (R,) int64 line number of each row
+    time: np.ndarray  # (R,) float64 event time, NaN where unreadable
+    key_code: np.ndarray  # (R,) int64 index into the row keys, -1 for none
+    streams: list[str]  # stream name of each code: key * C + value column
+    row: np.ndarray  # (n,) int64 row of each reading, ascending
+    code: np.ndarray  # (n,) int64 stream code of each reading
+    timestamp: np.ndarray  # (n,) float64
+    value: np.ndarray  # (n,) float64
+    missing_row: np.ndarray  # (m,) int64 row of each missing cell, ascending
+    problem_row: np.ndarray  # (p,) int64, ascending
+    problem_reason: np.ndarray  # (p,) int64 Reason
+    problem_field: np.ndarray  # (p,) int64
+
+    def cut(self, start: int, max_items: int, due: float = math.inf) -> int:
+        """End of the next batch: whole rows, at most ``max_items`` readings (at least one
+        row), and only rows whose event time is due."""
+        first = int(np.searchsorted(self.row, start))
+        if first + max_items >= len(self.row):
+            stop = len(self.seq)
+        else:
+            stop = max(int(self.row[first + max_items]), start + 1)
+        late = np.flatnonzero(self.time[start:stop] > due)  # NaN times never wait
+        return start + int(late[0]) if len(late) else stop
+
+    def batch(self, start: int, stop: int, partition: str) -> ReadingBatch:
+        lo, hi = np.searchsorted(self.row, [start, stop])
+        index, codes = pd.factorize(self.code[lo:hi])
+        missing = np.searchsorted(self.missing_row, [start, stop])
+        return ReadingBatch(
+            streams=tuple(self.streams[int(c)] for c in codes),
+            stream_index=index.astype(np.int32),
+            timestamp=self.timestamp[lo:hi].copy(),
+            value=self.value[lo:hi].copy(),
+            seq=self.seq[self.row[lo:hi]],
+            partition=partition,
+            rejections=self._rejections(start, stop, partition),
+            missing=int(missing[1] - missing[0]),
+        )
+
+    def _rejections(self, start: int, stop: int, partition: str) -> tuple[Rejection, ...]:
+        """One rejection per (reason, column) among rows [start, stop), at its first line."""
+        lo, hi = np.searchsorted(self.problem_row, [start, stop])
+        if lo == hi:
+            return ()
+        pairs = np.stack([self.problem_reason[lo:hi], self.problem_field[lo:hi]], axis=1)
+        _, first, counts = np.unique(pairs, axis=0, return_index=True, return_counts=True)
+        order = np.argsort(first)
+        return tuple(self._rejection(lo + int(first[i]), int(counts[i]), partition) for i in order)
+
+    def _rejection(self, i: int, count: int, partition: str) -> Rejection:
+        row, field = int(self.problem_row[i]), int(self.problem_field[i])
+        reason = Reason(int(self.problem_reason[i]))
+        where = f"{self.layout.path}: line {self.seq[row]}"
+        stream = None
+        if reason is Reason.BAD_TIMESTAMP:
+            detail = f"{where}, {time_problem(self.layout, self.frame, row, self.timezone)}"
+        elif reason is Reason.BAD_STREAM:
+            detail = f"{where}, {stream_problem(self.layout, self.frame, row)}"
+        else:
+            column = self.layout.values[field]
+            text = cell_text(self.frame, column, row)
+            detail = f"{where}, column {column!r}: cannot read {text!r} as a number"
+            stream = self._stream_of(row, field)
+        return Rejection(reason, detail, partition, int(self.seq[row]), stream, count)
+
+    def _stream_of(self, row: int, field: int) -> str:
+        key = int(self.key_code[row])
+        return self.streams[key * len(self.layout.values) + field]
+
+
+def parse_chunk(
+    layout: Layout, frame: pd.DataFrame, first_line: int, timezone: str | None
+) -> Chunk:
+    """Turn raw rows into readings, missing cells and problems, all column-wise."""
+    seq = np.arange(first_line, first_line + len(frame), dtype=np.int64)
+    # empty lines: neither readings nor problems
+    blank = np.asarray(frame.isna().to_numpy().all(axis=1))
+    time = timestamps.parse(frame, layout.time, timezone)
+    key_code, keys = _keys(layout, frame)
+    streams = layout.stream_names(keys)
+    key_ok = np.append(_valid_keys(streams, len(keys)), False)[key_code]  # -1: no key
+    values, bad = _values(layout, frame)  # (R, C)
+    absent = np.isnan(values)
+    if layout.sentinels:
+        absent |= values == np.asarray(layout.sentinels)
+    live = ~blank & ~np.isnan(time) & key_ok  # rows whose cells are readings or missing
+    rows, columns = np.nonzero(live[:, None] & ~absent)
+    problems = _problems(blank, time, key_ok, live[:, None] & bad)
+    return Chunk(
+        layout,
+        timezone,
+        frame,
+        seq,
+        time,
+        key_code,
+        streams,
+        row=rows.astype(np.int64),
+        code=key_code[rows] * len(layout.values) + columns,
+        timestamp=time[rows],
+        value=values[rows, columns],
+        missing_row=np.nonzero(live[:, None] & absent & ~bad)[0].astype(np.int64),
+        problem_row=problems[0],
+        problem_reason=problems[1],
+        problem_field=problems[2],
+    )
+
+
+def _keys(layout: Layout, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Each row's key (long: its stream; wide: its station) as a code into the key list."""
+    if layout.key is None:
+        return np.zeros(len(frame), np.int64), [""]
+    codes, uniques = pd.factorize(frame[layout.key])  # empty cells get -1
+    # strip the few distinct keys rather than every cell; " a" and "a" become one key
+    stripped = pd.Series(uniques, dtype="str").str.strip()
+    merged, keys = pd.factorize(stripped.mask(stripped == ""))
+    mapped = np.append(merged, -1)[codes]  # code -1 picks the appended -1
+    return mapped.astype(np.int64), [str(key) for key in keys]
+
+
+def _valid_keys(streams: Sequence[str], keys: int) -> np.ndarray:
+    """(K,) bool: whether every stream name of key k is a valid stream key."""
+    width = len(streams) // max(keys, 1)
+    bad = {i // width for i, name in enumerate(streams) if stream_key_problem(name)}
+    return np.array([k not in bad for k in range(keys)], dtype=bool)
+
+
+def _values(layout: Layout, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(R, C) float64 values, NaN when empty or unreadable, and (R, C) bool unreadable."""
+    pairs = [_numbers(frame[column]) for column in layout.values]
+    return np.column_stack([v for v, _ in pairs]), np.column_stack([b for _, b in pairs])
+
+
+def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.to_numpy(np.float64, na_value=np.nan), np.zeros(len(column), bool)
+    numbers = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    text = column.astype("str").str.strip()
+    written = (text.notna() & (text != "")).to_numpy(bool)
+    return numbers, np.isnan(numbers) & written
+
+
+def _problems(
+    blank: np.ndarray, time: np.ndarray, key_ok: np.ndarray, bad: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with no time, rows with no valid stream, unreadable value cells: in row order."""
+    no_time = np.flatnonzero(~blank & np.isnan(time))
+    no_key = np.flatnonzero(~blank & ~np.isnan(time) & ~key_ok)
+    bad_rows, bad_columns = np.nonzero(bad)
+    rows = np.concatenate([no_time, no_key, bad_rows]).astype(np.int64)
+    reasons = np.repeat(
+        [Reason.BAD_TIMESTAMP, Reason.BAD_STREAM, Reason.BAD_VALUE],
+        [len(no_time), len(no_key), len(bad_rows)],
+    ).astype(np.int64)
+    fields = np.concatenate([np.full(len(no_time), TIME), np.full(len(no_key), KEY), bad_columns])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], reasons[order], fields[order].astype(np.int64)

@@ -1,0 +1,129 @@
+"""`sensorcast replay` end to end: real files in, output files and exit codes out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE = ROOT / "data/nab/realKnownCause/machine_temperature_system_failure.csv"
+LEADING = ["stream", "timestamp", "value", "forecast", "lower", "upper", "anomaly_score",
+           "is_anomaly"]  # fmt: skip
+
+
+def test_nab_file_replays_to_one_row_per_reading(tmp_path):
+    out = tmp_path / "out.csv"
+    command = [sys.executable, "-m", "pipeline.cli", "replay", str(MACHINE), "--format", "nab",
+               "--window", "0", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(out)
+    assert len(frame) == 22_695
+    assert list(frame.columns[: len(LEADING)]) == LEADING
+    assert frame["stream"].unique().tolist() == ["machine_temperature_system_failure"]
+    assert frame["timestamp"].iloc[0] == "2013-12-02T21:15:00Z"
+    assert frame["forecast"].isna().tolist()[:2] == [True, False]
+    inside = (frame["value"] >= frame["lower"]) & (frame["value"] <= frame["upper"])
+    assert 0.8 < inside[frame["lower"].notna()].mean() < 0.99
+    # The log repeats an hour (lines 10151-10162): those readings are dropped, not fed
+    # twice, and still get a row that says why.
+    dropped = frame[frame["dropped"].notna()]
+    assert dropped.index.tolist() == list(range(10_149, 10_161))
+    assert dropped["dropped"].value_counts().to_dict() == {"late": 11, "duplicate": 1}
+    assert dropped["anomaly_score"].isna().all()
+    steps = frame[frame["dropped"].isna()]
+    assert steps["anomaly_score"].between(0, 1).all()
+    assert "streams 1  readings 22695  steps 22683" in done.stdout
+
+
+def test_jsonl_output_is_the_output_message(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(MACHINE), "--window", "1h", "--out", str(out)]) == 0
+    every = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [r for r in every if r["dropped"] is None]
+    assert len(records) == len({r["timestamp"] for r in records}) == 1891  # a step per hour
+    assert {r["dropped"] for r in every} == {None, "late", "duplicate"}
+    first, second = records[0], records[1]
+    assert first["forecast"] is None and isinstance(second["forecast"], float)
+    assert second["forecast"] == first["next_forecast"]
+    assert set(first) >= {"stream", "timestamp", "value", "forecast", "lower", "upper",
+                          "anomaly_score", "is_anomaly", "next_timestamp", "next_forecast",
+                          "next_lower", "next_upper", "model"}  # fmt: skip
+
+
+def test_resuming_from_state_equals_one_run(tmp_path, capsys):
+    rows = MACHINE.read_text().splitlines(keepends=True)
+    log = tmp_path / "machine.csv"
+    log.write_text("".join(rows))
+    assert main(["replay", str(log), "--out", str(tmp_path / "whole.csv")]) == 0
+    state = tmp_path / "state.snap"
+    log.write_text("".join(rows[:10_001]))  # the log so far
+    assert main(["replay", str(log), "--state", str(state), "--out", str(tmp_path / "a.csv")]) == 0
+    log.write_text("".join(rows))  # the log grew
+    assert main(["replay", str(log), "--state", str(state), "--out", str(tmp_path / "b.csv")]) == 0
+    whole = pd.read_csv(tmp_path / "whole.csv")
+    parts = pd.concat([pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")])
+    # (check_dtype: a part whose "dropped" column is all empty reads back as floats)
+    pd.testing.assert_frame_equal(parts.reset_index(drop=True), whole, check_dtype=False)
+
+
+def test_row_level_problems_are_counted_and_reported(tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,abc\n"
+        "not a time,3\n2024-01-01 00:10:00,4\n2024-01-01 00:10:00,5\n2024-01-01 00:02:00,6\n"
+    )
+    assert main(["replay", str(log), "--out", str(tmp_path / "o.csv")]) == 0
+    summary = capsys.readouterr().out
+    assert "steps 2" in summary
+    assert f"dropped bad_value: 1 (first: bad_value at {log}:3" in summary
+    assert f"dropped bad_timestamp: 1 (first: bad_timestamp at {log}:4" in summary
+    assert "dropped duplicate: 1" in summary and "dropped late: 1" in summary
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "flags", "expected"),
+    [
+        (lambda d: d / "nope.csv", [], "nope.csv"),
+        (lambda d: write(d / "empty.csv", ""), [], "empty.csv"),
+        (lambda d: write(d / "head.csv", "timestamp,value\n"), [], "no data rows"),
+        (lambda d: write(d / "cols.csv", "when,value\n1,2\n"), ["--format", "nab"], "timestamp"),
+        (lambda d: write(d / "t.csv", "timestamp,value\nxx,1\nyy,2\n"), [], "cannot read 'xx'"),
+        (lambda d: write(d / "v.csv", "timestamp,value\n2024-01-01,a\n"), [], "holds no numbers"),
+        (lambda d: MACHINE, ["--window", "soon"], "--window: 'soon' is not a duration"),
+        (lambda d: MACHINE, ["--speed", "fast"], "--speed: 'fast'"),
+        (lambda d: MACHINE, ["--model", "gpt"], "--model: unknown model 'gpt'"),
+        (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.csv"))], "cannot write"),
+        (lambda d: MACHINE, ["--out", "o.txt"], "must end in .csv or .jsonl"),
+        (lambda d: MACHINE, ["--state", "/dev/null"], "snapshot /dev/null is corrupt"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_2(tmp_path, capsys, make, flags, expected):
+    path = make(tmp_path)
+    assert main(["replay", str(path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sensorcast: error: ")
+    assert expected in err and "Traceback" not in err
+
+
+def test_a_directory_replays_every_file_as_its_own_stream(tmp_path, capsys):
+    folder = tmp_path / "corpus" / "realKnownCause"
+    folder.mkdir(parents=True)
+    shutil.copy(MACHINE, folder / "a.csv")
+    (folder / "b.csv").write_text("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,2\n")
+    assert main(["replay", str(tmp_path / "corpus"), "--out", str(tmp_path / "o.csv")]) == 0
+    streams = pd.read_csv(tmp_path / "o.csv")["stream"].value_counts().to_dict()
+    assert streams == {"realKnownCause/a": 22_695, "realKnownCause/b": 2}
