@@ -1,10 +1,13 @@
 """The persistence forecaster: the next step equals this one.
 
 Its scale is the exponentially weighted root-mean-square of one-step changes
-(bias-corrected, so it is usable from the first change on). A change larger
-than ``clip`` current scales is learned as if it were ``clip`` scales, so one
-spike does not blow the interval up for the next hundred steps. Steps after a
-gap are not learned from: their change spans more than one step.
+(bias-corrected, so it is usable from the first change on), never below half
+the stream's resolution (its smallest non-zero change seen), so a sensor that
+sat still for hours does not call its next quantisation step a 10^30-sigma
+event. A change larger than ``clip`` current scales is learned as if it were
+``clip`` scales, so one spike does not blow the interval up for the next
+hundred steps. Steps after a gap are not learned from: their change spans
+more than one step.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class PersistenceForecaster:
     """
 
     name = "persistence"
-    state_width = 3  # last value, EW mean of squared changes, its bias-correction weight
+    # last value, EW mean of squared changes, its bias-correction weight, resolution
+    state_width = 4
     state_dtype: type[np.floating] = np.float64
 
     def __init__(self, alpha: float = 0.05, clip: float = 4.0) -> None:
@@ -46,6 +50,7 @@ class PersistenceForecaster:
     def initial_state(self, n: int) -> np.ndarray:
         state = np.zeros((n, self.state_width), self.state_dtype)
         state[:, 0] = math.nan
+        state[:, 3] = math.inf  # no non-zero change seen yet
         return state
 
     def step(self, state: np.ndarray, chunk: StepChunk) -> ForecastChunk:
@@ -61,18 +66,28 @@ class PersistenceForecaster:
 @numba.njit(cache=True)
 def _persistence_kernel(value, missing, length, alpha, clip, state, mean, scale):
     for b in range(value.shape[0]):
-        last, ew, weight = state[b, 0], state[b, 1], state[b, 2]
+        last, ew, weight, resolution = state[b, 0], state[b, 1], state[b, 2], state[b, 3]
         for j in range(length[b]):
             x = value[b, j]
             if last == last and missing[b, j] == 0:
                 change = x - last
-                if weight > 0.0:
-                    limit = clip * math.sqrt(ew / weight)
+                limit = clip * _scale(ew, weight, resolution)
+                if limit > 0.0:
                     change = min(max(change, -limit), limit)
+                if change != 0.0:
+                    resolution = min(resolution, abs(change))
                 ew = (1.0 - alpha) * ew + alpha * change * change
                 weight = (1.0 - alpha) * weight + alpha
             last = x
             mean[b, j] = x
             if weight > 0.0:
-                scale[b, j] = math.sqrt(ew / weight)
-        state[b, 0], state[b, 1], state[b, 2] = last, ew, weight
+                scale[b, j] = _scale(ew, weight, resolution)
+        state[b, 0], state[b, 1], state[b, 2], state[b, 3] = last, ew, weight, resolution
+
+
+@numba.njit(cache=True, inline="always")
+def _scale(ew, weight, resolution):
+    """The RMS change, floored at half the resolution; 0 while nothing is known."""
+    rms = math.sqrt(ew / weight) if weight > 0.0 else 0.0
+    floor = 0.5 * resolution if resolution < math.inf else 0.0
+    return max(rms, floor)

@@ -35,7 +35,11 @@ def register(commands: Any) -> None:
 
 
 def demo_logs(folder: Path) -> list[Path]:
-    logs = sorted(p for p in folder.rglob("*") if p.suffix in (".csv", ".txt", ".dat"))
+    logs = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix in (".csv", ".txt", ".dat") and not p.name.startswith(("LICENSE", "README"))
+    )
     if not logs:
         msg = f"{folder}: no .csv/.txt/.dat logs here; pass --data with a folder of sensor logs"
         raise InputFileError(msg)

@@ -33,10 +33,10 @@ def test_slots_are_stable_and_the_table_doubles():
 def test_growth_keeps_every_column():
     table = new_table(capacity=1)
     table.slots_for(["a"], now=0.0)
-    table.model_state[0] = [5.0, 6.0, 7.0]
+    table.model_state[0] = [5.0, 6.0, 7.0, 8.0]
     table.last_t[0] = 123.0
     table.slots_for(["b", "c", "d"], now=0.0)
-    assert table.model_state[0].tolist() == [5.0, 6.0, 7.0]
+    assert table.model_state[0].tolist() == [5.0, 6.0, 7.0, 8.0]
     assert table.last_t[0] == 123.0
     assert np.isnan(table.last_t[1:4]).all()
 
@@ -126,7 +126,7 @@ def test_snapshot_keeps_positions_and_is_inspectable(tmp_path):
     meta = inspect_snapshot(tmp_path / "s.snap")
     assert meta["streams"] == 1 and meta["positions"] == {"": 11}
     assert meta["fingerprints"]["model"] == "PersistenceForecaster(alpha=0.05, clip=4.0)"
-    assert meta["arrays"]["col_model_state"] == [1, 3]
+    assert meta["arrays"]["col_model_state"] == [1, 4]
 
 
 def test_snapshot_from_another_model_is_refused_whole(tmp_path):
