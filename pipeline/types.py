@@ -33,6 +33,8 @@ class Reason(enum.IntEnum):
     BAD_VALUE = 7  # a value that is not a number
     DECODE_ERROR = 8  # a payload no decoder understands
     BAD_STREAM = 9  # a stream key that is empty or malformed
+    BAD_TOPIC = 10  # an MQTT topic the topic template does not match
+    TOO_LARGE = 11  # a payload over the size limit
 
     @property
     def label(self) -> str:
@@ -109,6 +111,7 @@ class Rejection:
     stream: str | None = None
     count: int = 1
     raw: bytes | None = None
+    topic: str | None = None  # the MQTT topic it came on, for the dead-letter message
 
     def __str__(self) -> str:
         where = f"{self.partition}:{self.seq}" if self.partition else f"#{self.seq}"
