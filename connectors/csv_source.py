@@ -126,6 +126,13 @@ class CsvSource:
         if self._file is not None:
             self._file.seek(self._positions.get(self._file.partition, -1))
 
+    def commit(self) -> None:
+        """Nothing to confirm: a file's position lives in the snapshot."""
+
+    def pause(self) -> None:
+        """Stop the replay here: the next poll returns None."""
+        self.close()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -11,70 +11,17 @@ UTC (``...Z``); an unknown number (no forecast yet) is an empty cell in CSV and
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
-import numpy as np
-import pandas as pd
-
+from connectors.records import verdict_frame, verdict_records
 from pipeline.errors import ConfigError, SinkError
-from pipeline.types import Reason, VerdictBatch
-
-CSV_COLUMNS = (
-    "stream",
-    "timestamp",
-    "value",
-    "forecast",
-    "lower",
-    "upper",
-    "anomaly_score",
-    "is_anomaly",
-    "next_timestamp",
-    "next_forecast",
-    "next_lower",
-    "next_upper",
-    "count",
-    "min",
-    "max",
-    "model",
-    "dropped",
-)
-_TIME_COLUMNS = ("timestamp", "next_timestamp")
-# reason code -> label; "" for a step
-_REASON_LABELS = np.array(["", *(Reason(c).label for c in range(1, max(Reason) + 1))], object)
-
-
-def iso_times(seconds: np.ndarray) -> np.ndarray:
-    """Epoch seconds as ISO 8601 UTC strings, ``''`` for NaN.
-
-    >>> iso_times(np.array([0.0, 1.5, np.nan])).tolist()
-    ['1970-01-01T00:00:00.000Z', '1970-01-01T00:00:01.500Z', '']
-    >>> iso_times(np.array([60.0])).tolist()
-    ['1970-01-01T00:01:00Z']
-    """
-    finite = np.isfinite(seconds)
-    whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
-    unit: Literal["s", "ms"] = "s" if whole else "ms"
-    stamps = np.zeros(len(seconds), f"datetime64[{unit}]")
-    stamps[finite] = np.round(seconds[finite] * (1 if whole else 1000)).astype(np.int64)
-    text = np.datetime_as_string(stamps, unit=unit, timezone="UTC").astype(object)
-    text[~finite] = ""
-    return text
-
-
-def verdict_frame(verdicts: VerdictBatch) -> pd.DataFrame:
-    """The output columns of a batch, times as ISO strings."""
-    frame = pd.DataFrame({name: getattr(verdicts, name) for name in CSV_COLUMNS[:-2]})
-    frame["is_anomaly"] = verdicts.is_anomaly.astype(np.int8)
-    for name in _TIME_COLUMNS:
-        frame[name] = iso_times(getattr(verdicts, name))
-    frame["model"] = verdicts.model
-    frame["dropped"] = _REASON_LABELS[verdicts.dropped]
-    return frame
+from pipeline.types import VerdictBatch
 
 
 class _FileSink:
@@ -90,14 +37,19 @@ class _FileSink:
             msg = f"--out: cannot write {path}: {exc.strerror}"
             raise ConfigError(msg) from exc
 
-    def flush(self) -> None:
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
         try:
+            yield
+        except OSError as exc:
+            msg = f"cannot write {self.path}: {exc.strerror or exc}"
+            raise SinkError(msg) from exc
+
+    def flush(self) -> None:
+        with self._writing():
             self._file.flush()
             if self._file is not sys.stdout:
                 os.fsync(self._file.fileno())
-        except OSError as exc:
-            msg = f"cannot write {self.path}: {exc.strerror}"
-            raise SinkError(msg) from exc
 
     def close(self) -> None:
         self.flush()
@@ -115,7 +67,9 @@ class CsvFileSink(_FileSink):
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
-        verdict_frame(verdicts).to_csv(self._file, header=self._header, index=False, na_rep="")
+        with self._writing():
+            frame = verdict_frame(verdicts)
+            frame.to_csv(self._file, header=self._header, index=False, na_rep="")
         self._header = False
 
 
@@ -125,24 +79,8 @@ class JsonlFileSink(_FileSink):
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
-        frame = verdict_frame(verdicts)
-        for record in frame.to_dict("records"):
-            self._file.write(json.dumps(_jsonable(record)) + "\n")
-
-
-def _jsonable(record: dict) -> dict:
-    out = {}
-    for key, value in record.items():
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        elif (key in _TIME_COLUMNS or key == "dropped") and value == "":
-            value = None
-        elif key == "is_anomaly":
-            value = bool(value)
-        elif isinstance(value, np.integer):
-            value = int(value)
-        out[key] = value
-    return out
+        with self._writing():
+            self._file.writelines(json.dumps(r) + "\n" for r in verdict_records(verdicts))
 
 
 def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink:

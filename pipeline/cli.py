@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import demo, replay
-from pipeline.errors import SnapshotError, UserError
+from pipeline import check_config, daemon, demo, replay
+from pipeline.errors import SensorcastError, SnapshotError, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    daemon.register(commands)
     replay.register(commands)
     demo.register(commands)
+    check_config.register(commands)
     return parser
 
 
@@ -39,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, SnapshotError) as exc:
         print(f"sensorcast: error: {exc}", file=sys.stderr)
         return 2
+    except SensorcastError as exc:  # not the user's doing: a disk, a broker
+        print(f"sensorcast: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

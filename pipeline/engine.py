@@ -65,6 +65,7 @@ class EngineStats:
     model_calls: int = 0
     evicted: int = 0
     snapshot_failures: int = 0
+    sink_failures: int = 0
     last_snapshot: float = 0.0  # wall time of the last good snapshot
     dropped: Counter[str] = field(default_factory=Counter)  # reason label -> count
     first_rejection: dict[str, Rejection] = field(default_factory=dict)

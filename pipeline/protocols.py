@@ -30,6 +30,14 @@ class Source(Protocol):
         """Skip everything at or before ``positions[partition]`` (resume after a snapshot)."""
         ...
 
+    def commit(self) -> None:
+        """The pipeline has applied everything polled so far (e.g. acknowledge it)."""
+        ...
+
+    def pause(self) -> None:
+        """Take no new input; ``poll`` returns what was already received, then None."""
+        ...
+
     def close(self) -> None: ...
 
 

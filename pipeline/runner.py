@@ -1,11 +1,15 @@
 """The micro-batch loop: poll a source, run the engine, hand verdicts to sinks.
 
 Each tick drains up to ``max_items`` readings (waiting at most ``max_delay``
-for them), runs them through the engine in one batch and adds the verdicts to
-every sink. Between ticks, on its own schedule, it closes idle windows,
-evicts silent streams and writes snapshots. It stops when the source is
-exhausted (then every open window is flushed) or when ``stop`` is set (then
-open windows stay open, in the snapshot, for the next run).
+for them), runs them through the engine in one batch, adds the verdicts to
+every sink and commits the source (acknowledges what was applied). Between
+ticks, on its own schedule, it closes idle windows, evicts silent streams,
+flushes sinks and writes snapshots.
+
+It ends when the source is exhausted (then every open window is flushed) or
+when ``stop`` is set: then it stops taking input, drains what was already
+received, flushes the sinks, writes a snapshot and commits; open windows stay
+open, in the snapshot, for the next run.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.engine import Engine
-from pipeline.errors import SnapshotError
+from pipeline.errors import SinkError, SnapshotError
 from pipeline.protocols import Sink, Source
 from pipeline.types import VerdictBatch
 
@@ -44,11 +48,12 @@ class Runner:
     snapshot_path: Path | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     on_verdicts: Callable[[VerdictBatch], None] | None = None  # progress, live tables
+    on_tick: Callable[[], None] | None = None  # liveness (watchdogs), once per tick
     flush_at_end: bool = True  # close open windows when the source runs dry
     _last_run: dict[str, float] = field(default_factory=dict)
 
     def run(self) -> None:
-        """Loop until the source is exhausted or ``stop`` is set; flush sinks either way."""
+        """Loop until the source is exhausted or ``stop`` is set."""
         try:
             while not self.stop.is_set():
                 if not self._tick():
@@ -56,19 +61,33 @@ class Runner:
                         self._emit(self.engine.flush())
                     break
                 self._housekeeping()
+            else:
+                self._drain()
         finally:
-            for sink in self.sinks:
-                sink.flush()
-            if self.snapshot_path is not None and self.stop.is_set():
-                self.write_snapshot()
+            self._finish()
 
     def _tick(self) -> bool:
         config = self.engine.config
         batch = self.source.poll(self.max_items or config.max_batch, config.max_delay)
+        if self.on_tick is not None:
+            self.on_tick()
         if batch is None:
             return False
         self._emit(self.engine.process(batch))
+        self.source.commit()
         return True
+
+    def _drain(self) -> None:
+        """Stopping: take no new input, but apply everything already received."""
+        self.source.pause()
+        while self._tick():
+            pass
+
+    def _finish(self) -> None:
+        self.flush_sinks()
+        if self.snapshot_path is not None:
+            self.write_snapshot()
+        self.source.commit()
 
     def _emit(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
@@ -85,8 +104,7 @@ class Runner:
         if self._due("evict", schedule.eviction):
             self.engine.evict_idle()
         if self._due("flush", schedule.sink_flush):
-            for sink in self.sinks:
-                sink.flush()
+            self.flush_sinks()
         if self.snapshot_path is not None and self._due("snapshot", schedule.snapshot):
             self.write_snapshot()
 
@@ -99,6 +117,18 @@ class Runner:
             return False
         self._last_run[job] = now
         return True
+
+    def flush_sinks(self) -> bool:
+        """Flush every sink; a failure is logged and counted, and the loop goes on."""
+        ok = True
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except SinkError as exc:
+                log.error("%s", exc)
+                self.engine.stats.sink_failures += 1
+                ok = False
+        return ok
 
     def write_snapshot(self) -> bool:
         """Snapshot the engine; a failure is logged and counted, never fatal."""

@@ -133,7 +133,7 @@ class TopAnomalies:
         """Nothing to release."""
 
     def table(self) -> str:
-        from connectors.file_sink import iso_times
+        from connectors.records import iso_times
 
         head = f"{'stream':<44} {'time (UTC)':<20} {'value':>10}  {'interval':<23} {'z':>6}"
         lines = [head, "-" * len(head)]

@@ -41,6 +41,7 @@ class ListSource:
     def __init__(self, items: Iterable[Reading], name: str = "list") -> None:
         self.items = list(items)
         self.name = name
+        self.committed = 0  # items the pipeline confirmed it applied
         self._next = 0
 
     def poll(self, max_items: int, timeout: float) -> ReadingBatch | None:
@@ -53,6 +54,12 @@ class ListSource:
 
     def seek(self, positions: Mapping[str, int]) -> None:
         self._next = max(self._next, positions.get(self.name, -1) + 1)
+
+    def commit(self) -> None:
+        self.committed = self._next
+
+    def pause(self) -> None:
+        self._next = len(self.items)
 
     def close(self) -> None:
         self._next = len(self.items)

@@ -1,11 +1,26 @@
-"""Hypothesis profiles: `pytest` runs the default one; HYPOTHESIS_PROFILE=long runs many more."""
+"""Shared fixtures: hypothesis profiles and real brokers.
+
+`pytest` runs the default hypothesis profile; HYPOTHESIS_PROFILE=long runs many more cases.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+from brokers import Mosquitto
 from hypothesis import settings
 
 settings.register_profile("default", deadline=None, max_examples=100)
 settings.register_profile("long", deadline=None, max_examples=5_000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free port, persistence in tmp_path, stopped afterwards."""
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()

@@ -1,0 +1,175 @@
+"""One place that turns connection settings into a connected paho client.
+
+Both the source (subscriber) and the sink (publisher) use it, each with its own
+connection: the subscriber's network thread may block on a full queue
+(backpressure), which must never stall the publisher's acknowledgements.
+
+paho errors are translated here: a broker that cannot be reached at start is
+logged and retried with exponential backoff (paho's own reconnect loop); a
+broker that refuses our credentials or certificate is a user mistake and ends
+in ``ConfigError`` with the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY = 7 * 24 * 3600  # seconds the broker keeps our session (and queue) while we are away
+RECEIVE_MAXIMUM = 65535  # QoS 1 messages we accept un-acknowledged (MQTT 5)
+_REFUSED_CREDENTIALS = {"Bad user name or password", "Not authorized", "Not authorised"}
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where and how to connect. ``password`` is kept out of repr."""
+
+    host: str
+    port: int
+    client_id: str
+    protocol: str = "5"  # "5" or "3.1.1"
+    keepalive: float = 30.0
+    username: str = ""
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    persistent: bool = True  # keep the session (subscriptions, queued QoS 1) across restarts
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        secret = "***" if self.password else None
+        return (
+            f"Connection(host={self.host!r}, port={self.port}, client_id={self.client_id!r}, "
+            f"protocol={self.protocol!r}, username={self.username!r}, tls={self.tls}, "
+            f"password={secret!r})"
+        )
+
+    @property
+    def url(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+class Session:
+    """A paho client with logging, backoff and a 'connected' event.
+
+    ``on_connected`` runs on every (re)connection, e.g. to subscribe.
+    """
+
+    def __init__(self, connection: Connection, manual_ack: bool = False) -> None:
+        self.connection = connection
+        self.connected = threading.Event()
+        self.refused: str | None = None  # why the broker refused us, if it did
+        self.on_connected: list[Any] = []
+        self.client = _client(connection, manual_ack)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+
+    def start(self, wait: float = 10.0) -> None:
+        """Connect, or keep trying in the background if the broker is unreachable.
+
+        Raises ConfigError when the broker refuses our credentials or certificate.
+        """
+        c = self.connection
+        try:
+            self.client.connect(c.host, c.port, int(c.keepalive), **_connect_options(c))
+        except ssl.SSLError as exc:
+            msg = f"mqtt.broker: TLS with {c.url} failed ({exc.reason or exc}); check mqtt.tls_ca"
+            msg += ", mqtt.tls_cert and mqtt.tls_key"
+            raise ConfigError(msg) from exc
+        except OSError as exc:
+            log.warning("cannot reach broker %s (%s); retrying with backoff", c.url, _why(exc))
+            self.client.connect_async(c.host, c.port, int(c.keepalive), **_connect_options(c))
+        self.client.loop_start()
+        self.connected.wait(wait)
+        if self.refused is not None:
+            self.stop()
+            msg = f"mqtt: broker {c.url} refused the connection: {self.refused}; "
+            msg += "check mqtt.username and the password (mqtt.password_file or "
+            msg += "SENSORCAST_MQTT_PASSWORD)"
+            raise ConfigError(msg)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            if str(reason) in _REFUSED_CREDENTIALS:
+                self.refused = str(reason)
+                self.connected.set()  # wake start(): it reports the refusal
+            log.error("broker %s refused the connection: %s", self.connection.url, reason)
+            return
+        self.refused = None
+        log.info("connected to %s as %s", self.connection.url, self.connection.client_id)
+        for callback in self.on_connected:
+            callback(client)
+        self.connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning("lost %s (%s); reconnecting with backoff", self.connection.url, reason)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("cannot reach broker %s; retrying with backoff", self.connection.url)
+
+
+def _client(c: Connection, manual_ack: bool) -> mqtt.Client:
+    v5 = c.protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=c.client_id,
+        clean_session=None if v5 else not c.persistent,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        manual_ack=manual_ack,
+    )
+    client.reconnect_delay_set(min_delay=1, max_delay=60)
+    client.max_queued_messages_set(0)  # our own sink bounds what it hands paho
+    client.max_inflight_messages_set(1000)
+    if c.username:
+        client.username_pw_set(c.username, c.password)
+    if c.tls:
+        _set_tls(client, c)
+    return client
+
+
+def _set_tls(client: mqtt.Client, c: Connection) -> None:
+    try:
+        client.tls_set(
+            ca_certs=c.tls_ca or None, certfile=c.tls_cert or None, keyfile=c.tls_key or None
+        )
+    except (OSError, ssl.SSLError) as exc:
+        msg = f"mqtt.tls_*: cannot load the TLS files ({exc}); check the paths and formats"
+        raise ConfigError(msg) from exc
+
+
+def _connect_options(c: Connection) -> dict[str, Any]:
+    if c.protocol != "5":
+        return {}
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = SESSION_EXPIRY if c.persistent else 0
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    return {"clean_start": not c.persistent, "properties": properties}
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__

@@ -1,0 +1,149 @@
+"""Verdicts to MQTT: a forecast message per step, an event per anomaly, dead letters.
+
+Topics are ``{prefix}/forecast/{stream}``, ``{prefix}/anomaly/{stream}`` and
+``{prefix}/deadletter``; stream levels are escaped so a key can never become a
+wildcard or an illegal topic (see ``connectors.topics.escape_level``).
+``add`` hands messages to paho; ``flush`` waits until the broker has
+acknowledged every one of them (QoS 1) and raises ``SinkError`` on timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.mqtt_client import Connection, Session
+from connectors.records import verdict_records
+from connectors.topics import stream_topic
+from pipeline.errors import SinkError
+from pipeline.types import Rejection, VerdictBatch
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_PAYLOAD_BYTES = 1024  # of the original payload, kept in a dead letter
+
+
+@dataclass
+class SinkCounters:
+    forecasts: int = 0
+    anomalies: int = 0
+    deadletters: int = 0
+    failed_flushes: int = 0
+
+
+class MqttSink:
+    """Publishes verdicts under ``prefix`` with ``qos``."""
+
+    def __init__(
+        self, connection: Connection, prefix: str, *, qos: int = 1, flush_timeout: float = 10.0
+    ) -> None:
+        self.connection = connection
+        self.prefix = prefix
+        self.qos = qos
+        self.flush_timeout = flush_timeout
+        self.counters = SinkCounters()
+        self.session = Session(connection)
+        self.session.client.on_publish = self._on_publish
+        self._lock = threading.Lock()
+        self._unacked: set[int] = set()  # mids published, broker's PUBACK not seen yet
+        self._early: set[int] = set()  # PUBACKs that beat publish() returning
+
+    def start(self) -> None:
+        self.session.start()
+
+    def add(self, verdicts: VerdictBatch) -> None:
+        for record in verdict_records(verdicts):
+            if record.pop("dropped", None) is not None:
+                continue  # dropped readings are counted and dead-lettered, not forecast
+            payload = json.dumps(record)
+            self._publish(stream_topic(self.prefix, "forecast", record["stream"]), payload)
+            self.counters.forecasts += 1
+            if record["is_anomaly"]:
+                self._publish(stream_topic(self.prefix, "anomaly", record["stream"]), payload)
+                self.counters.anomalies += 1
+
+    def dead_letter(self, rejection: Rejection) -> None:
+        """Publish a rejected input with its reason and original topic."""
+        self._publish(f"{self.prefix}/deadletter", json.dumps(dead_letter_record(rejection)))
+        self.counters.deadletters += 1
+
+    def _publish(self, topic: str, payload: str) -> None:
+        # While the broker is away paho keeps QoS 1 messages and sends them on reconnect.
+        info = self.session.client.publish(topic, payload, qos=self.qos)
+        if self.qos == 0:
+            return
+        with self._lock:
+            if info.mid in self._early:
+                self._early.remove(info.mid)
+            else:
+                self._unacked.add(info.mid)
+
+    def _on_publish(self, client: object, userdata: object, mid: int, *rest: object) -> None:
+        with self._lock:
+            if mid in self._unacked:
+                self._unacked.remove(mid)
+            else:
+                self._early.add(mid)
+
+    @property
+    def unconfirmed(self) -> int:
+        with self._lock:
+            return len(self._unacked)
+
+    def flush(self) -> None:
+        """Wait until the broker acknowledged everything published so far.
+
+        Raises SinkError when ``flush_timeout`` passes first; the messages stay
+        queued (paho re-sends them once the broker is back) for the next flush.
+        """
+        deadline = time.monotonic() + self.flush_timeout
+        while self.unconfirmed and time.monotonic() < deadline:
+            time.sleep(0.005)
+        waiting = self.unconfirmed
+        if waiting:
+            self.counters.failed_flushes += 1
+            msg = f"{waiting} messages to {self.connection.url} not acknowledged "
+            msg += f"within {self.flush_timeout} s; they stay queued"
+            raise SinkError(msg)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except SinkError as exc:
+            log.error("closing with unconfirmed messages: %s", exc)
+        self.session.stop()
+
+
+def dead_letter_record(rejection: Rejection) -> dict[str, Any]:
+    """The dead-letter message: why, where from, and (the start of) what arrived."""
+    record: dict[str, Any] = {
+        "reason": rejection.reason.label,
+        "detail": rejection.detail,
+        "topic": rejection.topic,
+        "stream": rejection.stream,
+        "partition": rejection.partition,
+        "seq": rejection.seq,
+        "count": rejection.count,
+    }
+    if rejection.raw is not None:
+        record.update(_payload_fields(rejection.raw))
+    return record
+
+
+def _payload_fields(raw: bytes) -> dict[str, Any]:
+    head = raw[:DEADLETTER_PAYLOAD_BYTES]
+    try:
+        text, encoding = head.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(head).decode("ascii"), "base64"
+    return {
+        "payload": text,
+        "payload_encoding": encoding,
+        "payload_bytes": len(raw),
+        "payload_truncated": len(raw) > len(head),
+    }

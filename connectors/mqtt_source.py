@@ -1,0 +1,204 @@
+"""Readings from MQTT: subscribe, enqueue on the network thread, decode on the engine's.
+
+The paho callback only puts ``(topic, payload, received, mid, qos)`` on a
+bounded queue. When the queue is full it waits (counting the wait), which
+stops paho reading the socket: the broker then holds the messages, which is
+backpressure rather than loss. Decoding, topic matching and validation happen
+in ``poll`` on the engine thread.
+
+Messages are acknowledged manually, only once ``commit`` is called, after the
+pipeline has applied them: a daemon that dies before that gets them again from
+its persistent session.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from connectors.mqtt_client import Connection, Session
+from connectors.payloads import Decoder, PayloadError
+from connectors.topics import TopicTemplate
+from pipeline.clock import Clock, SystemClock
+from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
+
+log = logging.getLogger(__name__)
+
+PARTITION = "mqtt"
+_Item = tuple[str | None, bytes, float, int, int]  # topic, payload, received, mid, qos
+
+
+@dataclass
+class SourceCounters:
+    messages: int = 0  # taken off the queue
+    queue_full: int = 0  # messages that had to wait for room in the queue
+
+
+@dataclass
+class _Decoded:
+    """Readings and rejections of one poll, built up message by message."""
+
+    keys: dict[str, int] = field(default_factory=dict)
+    codes: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def add(self, key: str, timestamp: float, value: float, seq: int) -> None:
+        self.codes.append(self.keys.setdefault(key, len(self.keys)))
+        self.times.append(timestamp)
+        self.values.append(value)
+        self.seqs.append(seq)
+
+    def batch(self) -> ReadingBatch:
+        return ReadingBatch(
+            streams=tuple(self.keys),
+            stream_index=np.asarray(self.codes, np.int32),
+            timestamp=np.asarray(self.times, np.float64),
+            value=np.asarray(self.values, np.float64),
+            seq=np.asarray(self.seqs, np.int64),
+            partition=PARTITION,
+            rejections=tuple(self.rejections),
+        )
+
+
+class MqttSource:
+    """Subscribes to ``subscribe`` filters; topics become stream keys through ``template``."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        subscribe: tuple[str, ...],
+        template: TopicTemplate,
+        decoder: Decoder,
+        *,
+        qos: int = 1,
+        max_payload: int = 65_536,
+        queue_size: int = 100_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self.connection = connection
+        self.subscribe = subscribe
+        self.template = template
+        self.decoder = decoder
+        self.qos = qos
+        self.max_payload = max_payload
+        self.queue_size = queue_size
+        self.clock = clock or SystemClock()
+        self.counters = SourceCounters()
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
+        self._paused = False
+        self._seq = 0
+        self._unacked: list[tuple[int, int]] = []
+        self.session = Session(connection, manual_ack=True)
+        self.session.on_connected.append(self._subscribe)
+        self.session.client.on_message = self._on_message
+
+    # -- network thread ----------------------------------------------------------------
+
+    def _subscribe(self, client: object) -> None:
+        for topic_filter in self.subscribe:
+            self.session.client.subscribe(topic_filter, qos=self.qos)
+
+    def _on_message(self, client: object, userdata: object, message: object) -> None:
+        if self._paused:
+            return  # not acknowledged: the broker delivers it again next session
+        try:
+            topic: str | None = message.topic  # type: ignore[attr-defined]
+        except UnicodeDecodeError:
+            topic = None
+        item = (topic, message.payload, self.clock.now(), message.mid, message.qos)  # type: ignore[attr-defined]
+        waited = False
+        while not self._paused:
+            try:
+                self._queue.put(item, timeout=0.25)
+                return
+            except queue.Full:
+                if not waited:
+                    self.counters.queue_full += 1
+                    waited = True
+
+    # -- engine thread -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.session.start()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def poll(self, max_items: int, timeout: float) -> ReadingBatch | None:
+        items = self._drain(max_items, timeout)
+        if not items:
+            return None if self._paused else ReadingBatch.empty(PARTITION)
+        decoded = _Decoded()
+        for topic, payload, received, mid, qos in items:
+            self._decode(decoded, topic, payload, received)
+            if qos > 0:
+                self._unacked.append((mid, qos))
+        self.counters.messages += len(items)
+        return decoded.batch()
+
+    def _drain(self, max_items: int, timeout: float) -> list[_Item]:
+        try:
+            items = [self._queue.get(timeout=0 if self._paused else timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < max_items:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _decode(self, out: _Decoded, topic: str | None, payload: bytes, received: float) -> None:
+        seq, self._seq = self._seq, self._seq + 1
+
+        def reject(reason: Reason, detail: str) -> None:
+            out.rejections.append(
+                Rejection(reason, detail, PARTITION, seq, raw=payload, topic=topic)
+            )
+
+        if topic is None:
+            return reject(Reason.BAD_TOPIC, "topic is not valid UTF-8")
+        parts = self.template.stream_parts(topic)
+        if parts is None:
+            return reject(Reason.BAD_TOPIC, f"topic {topic!r} does not match the template")
+        if len(payload) > self.max_payload:
+            return reject(Reason.TOO_LARGE, f"{len(payload)} bytes > {self.max_payload}")
+        try:
+            readings = self.decoder(payload, received)
+        except PayloadError as exc:
+            return reject(exc.reason, exc.detail)
+        for reading in readings:
+            key = "/".join((*parts, reading.name) if reading.name else parts)
+            problem = stream_key_problem(key)
+            if problem:
+                reject(Reason.BAD_STREAM, problem)
+                continue
+            when = received if reading.timestamp is None else reading.timestamp
+            out.add(key, when, reading.value, seq)
+        return None
+
+    def commit(self) -> None:
+        """Acknowledge every message polled so far: their effect is in the pipeline."""
+        client = self.session.client
+        for mid, qos in self._unacked:
+            client.ack(mid, qos)
+        self._unacked.clear()
+
+    def seek(self, positions: Mapping[str, int]) -> None:
+        """Nothing to skip: the broker re-delivers only what was never acknowledged."""
+
+    def pause(self) -> None:
+        """Take no more messages; ``poll`` returns what was queued, then None."""
+        self._paused = True
+
+    def close(self) -> None:
+        self._paused = True
+        self.session.stop()

@@ -1,0 +1,87 @@
+"""Verdicts as the rows and messages users see: column order, ISO times, JSON values.
+
+The CSV file sink, the JSONL file sink and the MQTT sink all take their rows
+from here, so every output speaks the same format.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from pipeline.types import Reason, VerdictBatch
+
+CSV_COLUMNS = (
+    "stream",
+    "timestamp",
+    "value",
+    "forecast",
+    "lower",
+    "upper",
+    "anomaly_score",
+    "is_anomaly",
+    "next_timestamp",
+    "next_forecast",
+    "next_lower",
+    "next_upper",
+    "count",
+    "min",
+    "max",
+    "model",
+    "dropped",
+)
+_TIME_COLUMNS = ("timestamp", "next_timestamp")
+# reason code -> label; "" for a step
+_REASON_LABELS = np.array(["", *(Reason(c).label for c in range(1, max(Reason) + 1))], object)
+
+
+def iso_times(seconds: np.ndarray) -> np.ndarray:
+    """Epoch seconds as ISO 8601 UTC strings, ``''`` for NaN.
+
+    >>> iso_times(np.array([0.0, 1.5, np.nan])).tolist()
+    ['1970-01-01T00:00:00.000Z', '1970-01-01T00:00:01.500Z', '']
+    >>> iso_times(np.array([60.0])).tolist()
+    ['1970-01-01T00:01:00Z']
+    """
+    finite = np.isfinite(seconds)
+    whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
+    unit: Literal["s", "ms"] = "s" if whole else "ms"
+    stamps = np.zeros(len(seconds), f"datetime64[{unit}]")
+    stamps[finite] = np.round(seconds[finite] * (1 if whole else 1000)).astype(np.int64)
+    text = np.datetime_as_string(stamps, unit=unit, timezone="UTC").astype(object)
+    text[~finite] = ""
+    return text
+
+
+def verdict_frame(verdicts: VerdictBatch) -> pd.DataFrame:
+    """The output columns of a batch, times as ISO strings."""
+    frame = pd.DataFrame({name: getattr(verdicts, name) for name in CSV_COLUMNS[:-2]})
+    frame["is_anomaly"] = verdicts.is_anomaly.astype(np.int8)
+    for name in _TIME_COLUMNS:
+        frame[name] = iso_times(getattr(verdicts, name))
+    frame["model"] = verdicts.model
+    frame["dropped"] = _REASON_LABELS[verdicts.dropped]
+    return frame
+
+
+def verdict_records(verdicts: VerdictBatch) -> list[dict[str, Any]]:
+    """One JSON-able dict per row: NaN and empty text become None, flags booleans."""
+    return [_jsonable(record) for record in verdict_frame(verdicts).to_dict("records")]
+
+
+def _jsonable(record: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        elif (key in _TIME_COLUMNS or key == "dropped") and value == "":
+            value = None
+        elif key == "is_anomaly":
+            value = bool(value)
+        elif isinstance(value, np.integer):
+            value = int(value)
+        out[key] = value
+    return out

@@ -1,0 +1,159 @@
+"""``sensorcast run``: the long-running daemon, MQTT in, forecasts out.
+
+Wires the settings into an MQTT source, the engine, an MQTT sink and the
+metrics endpoint, restores the last snapshot, and runs the micro-batch loop
+until SIGTERM or SIGINT: then it stops consuming, drains what it already
+received, flushes its publishes, writes a snapshot and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from pipeline.detect import GaussianTailDetector
+from pipeline.engine import Engine
+from pipeline.errors import SnapshotError
+from pipeline.runner import Runner, Schedule
+from pipeline.settings import Settings, add_flags, load_settings, overrides
+
+log = logging.getLogger("sensorcast")
+
+SNAPSHOT_FILE = "state.snap"
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run the daemon: MQTT readings in, forecasts and anomaly flags out",
+        description="Subscribe to sensor readings over MQTT and publish a forecast with an "
+        "interval and an anomaly flag for every step. Flags override the config file, which "
+        "overrides defaults; every setting also reads SENSORCAST_<SECTION>_<KEY>.",
+    )
+    add_daemon_arguments(parser)
+    parser.set_defaults(run=run_daemon)
+
+
+def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML settings [env: SENSORCAST_CONFIG]")
+    add_flags(parser)
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, os.environ, overrides(args))
+    logging.getLogger().setLevel(settings.log_level.upper())
+    log.info("settings: %s", json.dumps(settings.redacted()))
+    daemon = Daemon(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: daemon.request_stop())
+    daemon.run()
+    return 0
+
+
+class Daemon:
+    """The wired pipeline. ``run`` blocks until ``request_stop``."""
+
+    def __init__(self, settings: Settings) -> None:
+        from connectors.mqtt_sink import MqttSink
+        from models import load_forecaster
+
+        self.settings = settings
+        self.stop = threading.Event()
+        mqtt = settings.mqtt
+        self.sink = MqttSink(connection(settings, "-pub", persistent=False), mqtt.prefix,
+                             qos=mqtt.qos)  # fmt: skip
+        policy = self.sink.dead_letter if mqtt.deadletter else (lambda rejection: None)
+        self.engine = Engine(
+            load_forecaster(settings.model), GaussianTailDetector(), settings.pipeline,
+            on_reject=policy,
+        )  # fmt: skip
+        self.source = mqtt_source(settings)
+        self.metrics: Any = None
+
+    @property
+    def snapshot_path(self) -> Path | None:
+        directory = self.settings.state.dir
+        return directory / SNAPSHOT_FILE if directory is not None else None
+
+    def request_stop(self) -> None:
+        log.info("stopping: draining, flushing, snapshotting")
+        self.stop.set()
+
+    def run(self) -> None:
+        self._restore()
+        self._serve_metrics()
+        try:
+            self.sink.start()
+            self.source.start()
+            self._runner().run()
+        finally:
+            self.source.close()
+            self.sink.close()
+            if self.metrics is not None:
+                self.metrics.close()
+        log.info("stopped: %d readings, %d steps", self.engine.stats.readings,
+                 self.engine.stats.steps)  # fmt: skip
+
+    def _runner(self) -> Runner:
+        schedule = Schedule(snapshot=self.settings.state.snapshot_interval)
+        return Runner(
+            self.engine, self.source, [self.sink], schedule=schedule,
+            snapshot_path=self.snapshot_path, stop=self.stop, flush_at_end=False,
+        )  # fmt: skip
+
+    def _restore(self) -> None:
+        path = self.snapshot_path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            log.info("no snapshot at %s: starting cold", path)
+            return
+        try:
+            self.engine.restore(path)
+        except SnapshotError as exc:
+            log.error("%s; starting cold", exc)
+            self.engine.stats.snapshot_failures += 1
+            return
+        log.info("restored %d streams from %s", len(self.engine.table), path)
+
+    def _serve_metrics(self) -> None:
+        metrics = self.settings.metrics
+        if not metrics.port:
+            return
+        from connectors.prometheus import PipelineCollector, serve_metrics
+
+        collector = PipelineCollector(self.engine, self.source, self.sink)
+        self.metrics = serve_metrics(collector, metrics.address, metrics.port)
+        log.info("metrics on http://%s:%d/metrics", metrics.address, self.metrics.port)
+
+
+def connection(settings: Settings, suffix: str = "", persistent: bool = True) -> Any:
+    from connectors.mqtt_client import Connection
+
+    mqtt = settings.mqtt
+    return Connection(
+        host=mqtt.host, port=mqtt.port, client_id=mqtt.client_id + suffix,
+        protocol=mqtt.protocol, keepalive=mqtt.keepalive, username=mqtt.username,
+        tls=mqtt.tls, tls_ca=mqtt.tls_ca, tls_cert=mqtt.tls_cert, tls_key=mqtt.tls_key,
+        persistent=persistent, password=settings.password(),
+    )  # fmt: skip
+
+
+def mqtt_source(settings: Settings) -> Any:
+    from connectors.mqtt_source import MqttSource
+    from connectors.payloads import make_decoder
+    from connectors.topics import TopicTemplate
+
+    mqtt = settings.mqtt
+    decoder = make_decoder(mqtt.payload, mqtt.json_value_field, mqtt.json_time_field)
+    return MqttSource(
+        connection(settings), mqtt.subscribe, TopicTemplate(mqtt.topic_template), decoder,
+        qos=mqtt.qos, max_payload=mqtt.max_payload, queue_size=mqtt.queue_size,
+    )  # fmt: skip

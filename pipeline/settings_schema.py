@@ -1,0 +1,478 @@
+"""The settings keys: section, name, type, default, flag, help and check of each.
+
+One table, ``KEYS``, drives the TOML reader, the ``SENSORCAST_<SECTION>_<KEY>``
+environment variables, the command-line flags, the example config's test and
+``sensorcast check-config``. A raw value travels as a ``Given`` that remembers
+where the user wrote it, so every error names the key the way the user wrote it.
+
+>>> KEY["mqtt.max_payload"].env, KEY["state.dir"].flag
+('SENSORCAST_MQTT_MAX_PAYLOAD', '--state-dir')
+>>> size = KEY["mqtt.max_payload"]
+>>> convert(size, Given("1MiB", size.dotted, "env", size.env))
+1048576
+>>> convert(size, Given(True, size.dotted, "file", "sc.toml"))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+pipeline.errors.ConfigError: mqtt.max_payload (sc.toml): True is true/false, not a size; ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pipeline.config import parse_duration
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "SENSORCAST_"
+PASSWORD_ENV = "SENSORCAST_MQTT_PASSWORD"
+CONFIG_ENV = "SENSORCAST_CONFIG"
+OTHER_ENV = (PASSWORD_ENV, CONFIG_ENV, "SENSORCAST_DATA")  # ours, but not keys
+PASSWORD_HINT = f"put the password in a file named by mqtt.password_file, or in {PASSWORD_ENV}"
+BUILTIN_MODELS = ("default", "persistence")
+MQTT_MAX_PACKET = 268_435_455  # bytes: the largest packet MQTT can frame
+
+Check = Callable[[Any], str | None]  # converted value -> "what is wrong; the fix", or None
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One setting. ``default`` is written as in deploy/sensorcast.toml."""
+
+    section: str
+    name: str
+    kind: str  # text | int | number | bool | list | duration | size
+    default: object
+    help: str
+    check: Check | None = None
+    flag_name: str = ""
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"{ENV_PREFIX}{self.section}_{self.name}".upper()
+
+    @property
+    def flag(self) -> str:
+        return self.flag_name or "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """A raw value and where the user wrote it: a layer (default, file, env, flag) and
+    its origin there (the file's path, the variable, the flag)."""
+
+    raw: object
+    dotted: str
+    layer: str = "default"
+    origin: str = ""
+
+    @property
+    def label(self) -> str:
+        """How an error names this value: as the user wrote it."""
+        if self.layer == "file":
+            return f"{self.dotted} ({self.origin})"
+        return self.origin if self.layer in ("env", "flag") else self.dotted
+
+    @property
+    def textual(self) -> bool:
+        """Text to convert (environment, flags) rather than a typed TOML value."""
+        return self.layer in ("env", "flag") and isinstance(self.raw, str)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def suggest(word: object, candidates: Iterable[str]) -> str:
+    """``"; did you mean X?"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(str(word), list(candidates), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def one_of(*choices: str, fold: bool = False) -> Check:
+    def check(value: str) -> str | None:
+        if (value.lower() if fold else value) in choices:
+            return None
+        return f"is not one of {', '.join(choices)}{suggest(value, choices)}"
+
+    return check
+
+
+def not_empty(example: str) -> Check:
+    def check(value: str) -> str | None:
+        if value and "\0" not in value:
+            return None
+        return f"must be non-empty text without NUL characters, e.g. {example}"
+
+    return check
+
+
+def in_range(low: int, high: int, fix: str) -> Check:
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"is out of range; {fix}"
+
+    return check
+
+
+def check_qos(value: int) -> str | None:
+    if value in (0, 1):
+        return None
+    if value == 2:
+        return (
+            "is not supported: QoS 2 costs two more round trips per message, and the "
+            "pipeline already drops QoS 1 redeliveries as duplicates; use 1"
+        )
+    return "is not a QoS level; use 1 (at least once) or 0 (at most once)"
+
+
+def check_keepalive(seconds: float) -> str | None:
+    if seconds == int(seconds) and 0 <= seconds <= 65_535:
+        return None
+    return "must be whole seconds from 0 (off) to 65535, e.g. 30s"
+
+
+def check_readable(path: str) -> str | None:
+    """An empty path means 'not set'; anything else must be a file we can read."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return f"cannot be read ({why}); give the path of a readable file"
+    return None
+
+
+def check_model(spec: str) -> str | None:
+    if spec in BUILTIN_MODELS or (spec and Path(spec).exists()):
+        return None
+    return "is neither default, persistence nor an existing checkpoint path; fix the path"
+
+
+def check_state_dir(path: str) -> str | None:
+    if not path or not Path(path).exists() or Path(path).is_dir():
+        return None
+    return "is a file, not a directory; give a directory for snapshots (created if missing)"
+
+
+def check_positive(seconds: float) -> str | None:
+    return None if seconds > 0 else "must be positive, e.g. 60s"
+
+
+# ---------------------------------------------------------------- topics
+
+
+def _topics() -> ModuleType | None:
+    """connectors.topics, whose checks are the real ones, once it exists."""
+    try:
+        return importlib.import_module("connectors.topics")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("connectors", "connectors.topics"):
+            return None
+        raise
+
+
+def _basic_topic_problem(text: str) -> str | None:
+    # Fallback for when connectors/topics.py is absent (it exists as of this writing, being
+    # written alongside). TODO(lead): delete this once connectors/topics.py is committed.
+    if not text:
+        return "it is empty"
+    return "it contains a NUL character" if "\0" in text else None
+
+
+def _without_value(problem: str, value: str, name: str = "") -> str:
+    """``problem`` without connectors.topics' leading ``name: 'value':`` (shown already)."""
+    problem = problem.removeprefix(f"{name}: ") if name else problem
+    for shown in (f"{value!r}: ", f"{value[:60]!r}: ", f"{value!r} "):
+        if problem.startswith(shown):
+            return problem.removeprefix(shown)
+    return problem
+
+
+def check_filters(filters: tuple[str, ...]) -> str | None:
+    if not filters:
+        return 'is empty; subscribe to at least one topic filter, e.g. ["sensors/#"]'
+    check_filter = getattr(_topics(), "check_filter", None)
+    for topic_filter in filters:
+        if check_filter is not None:
+            problem = check_filter(topic_filter)
+            if problem:
+                problem = _without_value(problem, topic_filter)
+                return f"holds an invalid topic filter {topic_filter!r}: {problem}"
+        elif problem := _basic_topic_problem(topic_filter):
+            return f"holds an invalid topic filter {topic_filter!r}: {problem}; write e.g. a/#"
+    return None
+
+
+def check_template(template: str) -> str | None:
+    factory = getattr(_topics(), "TopicTemplate", None)
+    if factory is None:
+        problem = _basic_topic_problem(template)
+        fix = "write e.g. sensors/{site}/{device}/{measurement}"
+        return f"is not a topic template: {problem}; {fix}" if problem else None
+    try:
+        factory(template)
+    except ConfigError as exc:
+        return _without_value(str(exc), template, "topic_template")
+    return None
+
+
+def check_prefix(prefix: str) -> str | None:
+    check = getattr(_topics(), "check_prefix", None)
+    if check is not None:
+        problem = check(prefix)
+        problem = _without_value(problem, prefix) if problem else None
+    elif not (problem := _basic_topic_problem(prefix)) and ("+" in prefix or "#" in prefix):
+        problem = "it contains a wildcard"
+    return f"is not a topic prefix: {problem}; write e.g. sensorcast" if problem else None
+
+
+# ---------------------------------------------------------------- broker URL
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """``mqtt[s]://[user@]host[:port]``, taken apart; ``port`` is None when not given."""
+
+    scheme: str
+    host: str
+    port: int | None
+    username: str
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (everything up to the last ``@``).
+
+    >>> redact_url("mqtt://ann:s3cr@t@broker:1883"), redact_url("mqtt://broker")
+    ('mqtt://ann:***@broker:1883', 'mqtt://broker')
+    """
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, userinfo = head.partition("://")
+    if not sep:
+        scheme, userinfo = "", head
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:***@{tail}" if colon else url
+
+
+def parse_broker(url: str) -> BrokerUrl:
+    """Raises ValueError saying what is wrong and how to fix it (never echoing a password)."""
+    if redact_url(url) != url:
+        msg = f"embeds a password; remove it from the URL and {PASSWORD_HINT}"
+        raise ValueError(msg)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        msg = "has a bad host or port; write e.g. mqtt://localhost:1883 (ports 1-65535)"
+        raise ValueError(msg) from None
+    if parts.scheme not in ("mqtt", "mqtts") or not url.startswith(f"{parts.scheme}://"):
+        msg = "must start with mqtt:// (or mqtts:// for TLS), e.g. mqtt://localhost:1883"
+        raise ValueError(msg)
+    if not parts.hostname:
+        msg = "has no host; write e.g. mqtt://broker.example:1883"
+        raise ValueError(msg)
+    if port == 0:
+        msg = "has port 0; use a port from 1 to 65535, e.g. mqtt://localhost:1883"
+        raise ValueError(msg)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        msg = "must be only mqtt[s]://[user@]host[:port], with no path or query"
+        raise ValueError(msg)
+    return BrokerUrl(parts.scheme, parts.hostname, port, unquote(parts.username or ""))
+
+
+def check_broker(url: str) -> str | None:
+    try:
+        parse_broker(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# ---------------------------------------------------------------- the table
+
+_M, _P = "mqtt", "pipeline"
+KEYS: tuple[Key, ...] = (
+    Key(_M, "broker", "text", "mqtt://localhost:1883", "mqtt[s]://[user@]host[:port]",
+        check_broker),
+    Key(_M, "subscribe", "list", ["sensors/#"], "topic filters to subscribe to", check_filters),
+    Key(_M, "topic_template", "text", "sensors/{site}/{device}/{measurement}",
+        "maps topics to stream keys", check_template),
+    Key(_M, "payload", "text", "auto", "payload format",
+        one_of("auto", "number", "json", "senml", "influx")),
+    Key(_M, "json_value_field", "text", "value", "JSON field holding the value",
+        not_empty("value")),
+    Key(_M, "json_time_field", "text", "ts", "JSON field holding the time", not_empty("ts")),
+    Key(_M, "prefix", "text", "sensorcast", "prefix of the output topics", check_prefix),
+    Key(_M, "qos", "int", 1, "QoS of subscriptions and publishes (0 or 1)", check_qos),
+    Key(_M, "client_id", "text", "sensorcast", "fixed client id (persistent session)",
+        not_empty("sensorcast")),
+    Key(_M, "protocol", "text", "5", "MQTT version: 5 or 3.1.1", one_of("5", "3.1.1")),
+    Key(_M, "keepalive", "duration", "30s", "MQTT keepalive", check_keepalive),
+    Key(_M, "username", "text", "", "user name (or user@ in the broker URL)"),
+    Key(_M, "password_file", "text", "", "file whose first line is the password",
+        check_readable),
+    Key(_M, "tls_ca", "text", "", "CA file; any tls_* turns TLS on", check_readable),
+    Key(_M, "tls_cert", "text", "", "client certificate (needs tls_key)", check_readable),
+    Key(_M, "tls_key", "text", "", "client certificate's key", check_readable),
+    Key(_M, "max_payload", "size", "64KiB", "larger payloads are rejected",
+        in_range(1, MQTT_MAX_PACKET, f"use 1 to {MQTT_MAX_PACKET} bytes, e.g. 64KiB")),
+    Key(_M, "queue_size", "int", 100_000, "bounded queue from network to engine",
+        in_range(1, 2**31, "use a positive whole number, e.g. 100000")),
+    Key(_M, "deadletter", "bool", True, "publish rejected input to {prefix}/deadletter"),
+    Key(_P, "window", "duration", "0", "tumbling window; 0 = every reading is a step"),
+    Key(_P, "lateness", "duration", "0", "allowed out-of-order lateness"),
+    Key(_P, "idle_timeout", "duration", "2m", "close a silent stream's window after"),
+    Key(_P, "max_streams", "int", 1_000_000, "streams tracked at once"),
+    Key(_P, "stream_ttl", "duration", "1d", "evict a stream silent this long"),
+    Key(_P, "interval", "number", 0.9, "forecast interval coverage, in (0, 1)"),
+    Key(_P, "max_batch", "int", 8192, "readings per engine tick"),
+    Key(_P, "max_delay", "duration", "50ms", "longest wait before a tick runs"),
+    Key(_P, "model", "text", "default", "default, persistence or a checkpoint path", check_model),
+    Key("state", "dir", "text", "", "snapshot directory; empty = no snapshots", check_state_dir,
+        "--state-dir"),
+    Key("state", "snapshot_interval", "duration", "60s", "time between snapshots",
+        check_positive),
+    Key("metrics", "address", "text", "127.0.0.1", "address of /metrics",
+        not_empty("127.0.0.1"), "--metrics-address"),
+    Key("metrics", "port", "int", 9108, "port of /metrics; 0 = off",
+        in_range(0, 65_535, "use 0 (off) to 65535, e.g. 9108"), "--metrics-port"),
+    Key("log", "level", "text", "info", "debug, info, warning or error",
+        one_of("debug", "info", "warning", "error", fold=True), "--log-level"),
+)  # fmt: skip
+KEY = {key.dotted: key for key in KEYS}
+SECTIONS = tuple(dict.fromkeys(key.section for key in KEYS))
+
+
+# ---------------------------------------------------------------- conversion
+
+_KINDS = {
+    "text": "text",
+    "int": "a whole number",
+    "number": "a number",
+    "bool": "true or false",
+    "list": "a list of text",
+    "duration": "a duration",
+    "size": "a size",
+}
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2}
+
+
+def toml_value(value: object) -> str:
+    """``value`` written as TOML.
+
+    >>> print(toml_value(["a", 'say "hi"']), toml_value(True), toml_value(0.5))
+    ["a", "say \\"hi\\""] true 0.5
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return '"' + "".join(_toml_char(c) for c in str(value)) + '"'
+
+
+def _toml_char(char: str) -> str:
+    if char in '"\\':
+        return "\\" + char
+    return f"\\u{ord(char):04x}" if ord(char) < 0x20 or ord(char) == 0x7F else char
+
+
+def _shown(key: Key, raw: object) -> str:
+    return repr(redact_url(raw)) if key.name == "broker" and isinstance(raw, str) else repr(raw)
+
+
+def _type_of(raw: object) -> str:
+    for kind, name in ((bool, "true/false"), (str, "text"), (int, "a whole number"),
+                       (float, "a number"), (list, "a list"), (dict, "a table")):  # fmt: skip
+        if isinstance(raw, kind):
+            return name
+    return "a date or time"
+
+
+def _wrong(key: Key, raw: object, textual: bool) -> ValueError:
+    if textual:
+        plain = ",".join(key.default) if isinstance(key.default, list) else key.default
+        return ValueError(f"is not {_KINDS[key.kind]}; write e.g. {plain}")
+    example = f"{key.name} = {toml_value(key.default)}"
+    return ValueError(f"is {_type_of(raw)}, not {_KINDS[key.kind]}; write e.g. {example}")
+
+
+def _parse(key: Key, raw: object, textual: bool) -> Any:
+    kind = key.kind
+    if kind == "text" and isinstance(raw, str):
+        return raw
+    if textual and isinstance(raw, str):
+        return _parse_text(key, raw)
+    if kind == "list" and isinstance(raw, list | tuple) and all(isinstance(s, str) for s in raw):
+        return tuple(raw)
+    if kind in ("int", "size") and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if kind == "number" and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if kind == "bool" and isinstance(raw, bool):
+        return raw
+    if kind == "size" and isinstance(raw, str):
+        return _parse_size(raw)
+    if kind == "duration" and isinstance(raw, str | int | float) and not isinstance(raw, bool):
+        return _parse_duration(raw)
+    raise _wrong(key, raw, textual)
+
+
+def _parse_text(key: Key, text: str) -> Any:
+    try:
+        if key.kind == "list":
+            return tuple(item.strip() for item in text.split(",") if item.strip())
+        if key.kind == "int":
+            return int(text)
+        if key.kind == "number":
+            return float(text)
+        if key.kind == "bool":
+            return _BOOLS[text.strip().lower()]
+    except (ValueError, KeyError):
+        raise _wrong(key, text, textual=True) from None
+    return _parse_size(text) if key.kind == "size" else _parse_duration(text)
+
+
+def _parse_size(text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        msg = "is not a size; write e.g. 64KiB, 1MiB, 512B or a number of bytes"
+        raise ValueError(msg)
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+
+
+def _parse_duration(raw: str | int | float) -> float:
+    try:
+        return parse_duration(raw, "")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix(f": {raw!r} ")) from None
+
+
+def convert(key: Key, given: Given) -> Any:
+    """The typed, checked value of ``given``; a ConfigError naming where it was written."""
+    try:
+        value = _parse(key, given.raw, given.textual)
+    except ValueError as exc:
+        msg = f"{given.label}: {_shown(key, given.raw)} {exc}"
+        raise ConfigError(msg) from None
+    problem = key.check(value) if key.check else None
+    if problem:
+        msg = f"{given.label}: {_shown(key, given.raw)} {problem}"
+        raise ConfigError(msg)
+    return value

@@ -1,0 +1,90 @@
+"""Run the real daemon against a real broker, and talk to that broker, in tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pipeline.daemon import Daemon
+from pipeline.settings import load_settings
+
+
+def settings_for(url: str, **overrides: Any) -> Any:
+    given = {"mqtt.broker": url, "metrics.port": 0, "pipeline.max_delay": "20ms"}
+    given.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return load_settings(env={}, overrides=given)
+
+
+@contextmanager
+def running(settings: Any) -> Iterable[Daemon]:
+    """The daemon in a thread; stopped (drain, flush, snapshot) on the way out."""
+    daemon = Daemon(settings)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: daemon.source.session.connected.is_set() or bool(errors), 10)
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    if errors:
+        raise errors[0]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+def client(port: int, client_id: str = "", persistent: bool = False) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+class Collector:
+    """Subscribes to ``topic`` and keeps (topic, decoded JSON) of every message."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, Any]] = []
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        self._subscribed.wait(5)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.messages.append((message.topic, json.loads(message.payload)))
+
+    def wait_for(self, n: int, timeout: float = 20) -> list[tuple[str, Any]]:
+        wait_until(lambda: len(self.messages) >= n, timeout)
+        return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
