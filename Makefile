@@ -8,9 +8,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit clean
+# Programs the integration tests run for real (they start their own instances).
+SYSTEM_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl
+SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl
+
+.PHONY: setup system-deps demo test lint typecheck unit clean
 
 setup: $(STAMP)
+
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do \
+	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages: $(SYSTEM_PACKAGES))"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(SYSTEM_PACKAGES) \
+	    || { echo "cannot install$$missing: install $(SYSTEM_PACKAGES) yourself"; exit 1; }; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +35,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/sensorcast demo
+	$(BIN)/sensorcast demo $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -28,7 +43,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -70,7 +70,8 @@ class CsvSource:
 
     ``columns`` picks a wide file's value columns; ``timezone`` is the zone of naive
     times (default UTC); ``speed=N`` releases readings as event time advances N times
-    faster than ``clock`` time, from each file's first reading (None: no pacing).
+    faster than ``clock`` time, from each file's first reading (None: no pacing);
+    ``start``/``end`` (epoch seconds) keep only readings in that span of event time.
     """
 
     def __init__(
@@ -82,6 +83,8 @@ class CsvSource:
         chunk_rows: int = 65_536,
         speed: float | None = None,
         timezone: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.paths = paths
@@ -90,6 +93,8 @@ class CsvSource:
         self.chunk_rows = chunk_rows
         self.speed = speed
         self.timezone = timezone
+        self.start = start
+        self.end = end
         self.clock = clock
         _validate(self)
         self._clock = clock or SystemClock()
@@ -161,16 +166,28 @@ class CsvSource:
         self._anchor = None  # each file's replay starts at its own first reading
 
     def _take(self, file: _FileReader, max_items: int, timeout: float) -> ReadingBatch | None:
-        if self.speed is None:
-            return file.take(max_items, math.inf)
         upcoming = file.next_time()
-        if upcoming is None:
-            return None
+        if upcoming is None or (self.end is not None and upcoming > self.end):
+            return None  # the file is done, or the rest is after `end`
+        if self.start is not None and upcoming < self.start:
+            return self._within(file.take(max_items, self.start))  # skipped, never paced
+        if self.speed is None:
+            return self._within(file.take(max_items, math.inf))
         if self._anchor is None and not math.isnan(upcoming):
             self._anchor = (self._clock.monotonic(), upcoming)
         if upcoming > self._due():  # nothing due yet: wait for it, at most `timeout`
             self._clock.sleep(min(timeout, (upcoming - self._due()) / self.speed))
-        return file.take(max_items, self._due())
+        return self._within(file.take(max_items, self._due()))
+
+    def _within(self, batch: ReadingBatch | None) -> ReadingBatch | None:
+        """Only the readings between ``start`` and ``end`` (event time)."""
+        if batch is None or (self.start is None and self.end is None):
+            return batch
+        t = batch.timestamp
+        keep = (t >= (self.start if self.start is not None else -math.inf)) & (
+            t <= (self.end if self.end is not None else math.inf)
+        )
+        return batch if keep.all() else batch.take(keep)
 
     def _due(self) -> float:
         """The event time that is due now: event time runs ``speed`` times wall time."""
@@ -188,6 +205,8 @@ def _validate(source: CsvSource) -> None:
         problem = f"columns={source.columns!r} must be a list of column names"
     elif not isinstance(source.chunk_rows, int) or source.chunk_rows < 1:
         problem = f"chunk_rows={source.chunk_rows} must be at least 1"
+    elif source.start is not None and source.end is not None and source.start > source.end:
+        problem = f"start={source.start} is after end={source.end}"
     elif source.speed is not None and not (0 < source.speed < math.inf):
         problem = f"speed={source.speed} must be a positive factor (or None: no pacing)"
     elif isinstance(source.paths, str | Path) or not source.paths:

@@ -53,6 +53,8 @@ class EmbeddedBroker:
             future.result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -173,3 +173,23 @@ def _connect_options(c: Connection) -> dict[str, Any]:
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+def plain_client(url: str, client_id: str) -> mqtt.Client:
+    """A connected, looping paho client for ``mqtt://host:port`` (simulators, the demo)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        msg = f"--to: {url!r} is not a broker URL; write mqtt://host:1883"
+        raise ConfigError(msg)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    try:
+        client.connect(parts.hostname, parts.port or 1883)
+    except OSError as exc:
+        msg = f"--to: cannot reach broker {url} ({_why(exc)}); is it running?"
+        raise ConfigError(msg) from exc
+    client.loop_start()
+    return client

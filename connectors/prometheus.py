@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.types import Reason
 
 
-@dataclass
+@dataclass(eq=False)  # the registry keys collectors by identity
 class PipelineCollector(Collector):
     """Metrics of one running pipeline; ``source`` and ``sink`` are optional."""
 

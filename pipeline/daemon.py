@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pipeline.engine import Engine
 from pipeline.errors import SnapshotError
 from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
+from pipeline.types import VerdictBatch
 
 log = logging.getLogger("sensorcast")
 
@@ -59,11 +61,14 @@ def run_daemon(args: argparse.Namespace) -> int:
 class Daemon:
     """The wired pipeline. ``run`` blocks until ``request_stop``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_verdicts: Callable[[VerdictBatch], None] | None = None
+    ) -> None:
         from connectors.mqtt_sink import MqttSink
         from models import load_forecaster
 
         self.settings = settings
+        self.on_verdicts = on_verdicts
         self.stop = threading.Event()
         mqtt = settings.mqtt
         self.sink = MqttSink(connection(settings, "-pub", persistent=False), mqtt.prefix,
@@ -105,6 +110,7 @@ class Daemon:
         return Runner(
             self.engine, self.source, [self.sink], schedule=schedule,
             snapshot_path=self.snapshot_path, stop=self.stop, flush_at_end=False,
+            on_verdicts=self.on_verdicts,
         )  # fmt: skip
 
     def _restore(self) -> None:

@@ -1,9 +1,11 @@
-"""``sensorcast demo``: the bundled real logs through the default pipeline.
+"""``sensorcast demo``: the whole daemon on real sensor logs, with nothing to set up.
 
-No set-up beyond the install: it replays every bundled log (thermostats, a
-weather station, an ocean buoy, an industrial machine) through the same
-engine the daemon runs and prints per-stream accuracy and the most striking
-anomalies it flagged.
+It starts an embedded MQTT broker (unless ``--broker`` names one), replays the
+bundled logs into it at ``--speed`` times real time (one publisher per log, all
+at once, each from its own start, for ``--duration`` seconds), runs the daemon
+against it exactly as ``sensorcast run`` would, serves ``/metrics``, and shows
+a live table of the streams. It ends by itself when the logs are replayed, or
+on Ctrl-C, with per-stream accuracy and the most striking anomalies.
 """
 
 from __future__ import annotations
@@ -11,52 +13,260 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputFileError
-from pipeline.replay import add_pipeline_arguments, build_engine, csv_source, run_to_end
+from pipeline.live import CLEAR, LiveTable
 from pipeline.summary import Scoreboard, TopAnomalies, run_summary, score_table
+from pipeline.types import VerdictBatch
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
+ROOT = "demo"  # readings go to demo/<stream>; forecasts to sensorcast/forecast/<stream>
+
+
+@dataclass(frozen=True, slots=True)
+class DemoLog:
+    path: str  # under the data folder
+    columns: tuple[str, ...] | None = None  # wide logs: the streams to replay
+    start: float | None = None  # epoch seconds: where in the log to begin
+
+
+DEMO_LOGS = (
+    DemoLog("thermostat/uci_occupancy_detection/datatest.txt", ("Temperature", "CO2")),
+    DemoLog("thermostat/uci_room_occupancy_estimation/Occupancy_Estimation.csv", ("S1_Temp",)),
+    # two days before the first labelled anomaly (NAB window 2013-12-10 06:25 .. 12-12 05:35)
+    DemoLog("nab/realKnownCause/machine_temperature_system_failure.csv", start=1386568800.0),
+    DemoLog("weather/beijing_prsa/PRSA_Data_Changping_20130301-20170228.csv", ("TEMP", "PRES")),
+    DemoLog("buoy/ndbc_44005/buoy_44005_2012.dat", ("ATMP", "WTMP", "PRES")),
+)
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("demo", help="replay the bundled sensor logs and show results")
+    parser = commands.add_parser(
+        "demo",
+        help="the daemon on the bundled sensor logs, with an embedded broker",
+        description="Replay the bundled real sensor logs into an MQTT broker (an embedded one "
+        "unless --broker is given) and run the daemon on them, with a live table.",
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds to run (60)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=3600.0,
+        help="times real time (3600: an hour of each log per second)",
+    )
+    parser.add_argument("--broker", help="use this broker instead of the embedded one")
+    parser.add_argument("--metrics-port", type=int, help="/metrics port (default: a free one)")
+    parser.add_argument("--model", default="default", help="default, persistence or a checkpoint")
     parser.add_argument(
         "--data",
         type=Path,
         default=Path(os.environ.get("SENSORCAST_DATA", BUNDLED)),
-        help="folder of logs to replay (default: the bundled data/; env SENSORCAST_DATA)",
+        help="folder holding the bundled logs (env SENSORCAST_DATA)",
     )
-    add_pipeline_arguments(parser)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    parser.set_defaults(run=run_demo, format="auto", columns=None, speed="max", timezone=None)
+    parser.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="redraw the table every second (default: on a terminal)",
+    )
+    parser.set_defaults(run=run_demo)
 
 
-def demo_logs(folder: Path) -> list[Path]:
-    logs = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix in (".csv", ".txt", ".dat") and not p.name.startswith(("LICENSE", "README"))
-    )
-    if not logs:
-        msg = f"{folder}: no .csv/.txt/.dat logs here; pass --data with a folder of sensor logs"
+def demo_logs(folder: Path) -> list[tuple[Path, DemoLog]]:
+    found = [(folder / log.path, log) for log in DEMO_LOGS]
+    missing = [str(path) for path, _ in found if not path.is_file()]
+    if missing:
+        msg = f"{missing[0]} is missing; pass --data with the folder holding the bundled logs"
         raise InputFileError(msg)
-    return logs
+    return found
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if not args.duration > 0 or not args.speed > 0:
+        from pipeline.errors import ConfigError
+
+        msg = "--duration and --speed must be positive numbers"
+        raise ConfigError(msg)
     logs = demo_logs(args.data)
-    print(f"sensorcast demo: {len(logs)} real sensor logs from {args.data}, model {args.model}")
-    engine = build_engine(args)
-    scoreboard, top = Scoreboard(), TopAnomalies(10)
-    seconds = run_to_end(engine, csv_source(args, logs), [scoreboard, top], args.progress, True)
+    with _broker(args.broker) as url:
+        return _run(args, logs, url)
+
+
+class _broker:
+    """The given broker URL, or an embedded broker for the duration of the demo."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.embedded: Any = None
+
+    def __enter__(self) -> str:
+        if self.url:
+            return self.url
+        from connectors.embedded_broker import EmbeddedBroker
+
+        self.embedded = EmbeddedBroker().start()
+        return str(self.embedded.url)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def _run(args: argparse.Namespace, logs: list[tuple[Path, DemoLog]], url: str) -> int:
+    from pipeline.daemon import Daemon
+
+    board, top, table = Scoreboard(), TopAnomalies(10), LiveTable()
+    daemon = Daemon(_settings(args, url), on_verdicts=_fan_out(board.add, top.add, table.update))
+    print(
+        f"sensorcast demo: broker {url}, {len(logs)} real sensor logs at {args.speed:g}x "
+        f"real time for {args.duration:g} s, model {args.model}"
+    )
+    background = _Background(daemon)
+    started = time.monotonic()
+    try:
+        publishers = _Publishers(url, logs, args.speed, args.duration * args.speed)
+        _watch(daemon, publishers, table, args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping")
+    finally:
+        background.stop()
+    _report(daemon, board, top, table, time.monotonic() - started)
+    return 0
+
+
+def _settings(args: argparse.Namespace, url: str) -> Any:
+    from connectors.embedded_broker import free_port
+    from pipeline.settings import load_settings
+
+    port = args.metrics_port if args.metrics_port is not None else free_port()
+    overrides = {
+        "mqtt.broker": url,
+        "mqtt.subscribe": f"{ROOT}/#",
+        "mqtt.topic_template": f"{ROOT}/#",
+        "mqtt.client_id": f"sensorcast-demo-{os.getpid()}",
+        "mqtt.protocol": "3.1.1",  # all the embedded broker speaks
+        "pipeline.model": args.model,
+        "metrics.port": str(port),
+    }
+    return load_settings(env={}, overrides=overrides)
+
+
+def _fan_out(*callbacks: Callable[[VerdictBatch], None]) -> Callable[[VerdictBatch], None]:
+    def call_all(verdicts: VerdictBatch) -> None:
+        for callback in callbacks:
+            callback(verdicts)
+
+    return call_all
+
+
+class _Background:
+    """The daemon on a thread; ``stop`` drains it and re-raises what it died of."""
+
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="daemon", daemon=True)
+        self.thread.start()
+        daemon.source.session.connected.wait(10)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # handed to the main thread in stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(60)
+        if self.error is not None:
+            raise self.error
+
+
+class _Publishers:
+    """One thread per log, publishing its readings into the broker in (scaled) real time."""
+
+    def __init__(
+        self, url: str, logs: list[tuple[Path, DemoLog]], speed: float, horizon: float
+    ) -> None:
+        from connectors.csv_source import CsvSource
+        from connectors.mqtt_client import plain_client
+        from connectors.mqtt_publisher import PublishCounters, publish_source
+
+        self.client = plain_client(url, f"sensorcast-demo-publisher-{os.getpid()}")
+        self.counters = PublishCounters()
+        self.stop = threading.Event()
+        self.threads = []
+        for path, log in logs:
+            source = CsvSource([path], columns=log.columns, speed=speed, start=log.start)
+            thread = threading.Thread(
+                target=publish_source,
+                args=(source, self.client, ROOT),
+                kwargs={"horizon": horizon, "stop": self.stop, "counters": self.counters},
+                daemon=True,
+            )
+            thread.start()
+            self.threads.append(thread)
+
+    @property
+    def done(self) -> bool:
+        return not any(thread.is_alive() for thread in self.threads)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _watch(
+    daemon: Any, publishers: _Publishers, table: LiveTable, args: argparse.Namespace
+) -> None:
+    """Show progress until the logs are replayed and the daemon has caught up."""
+    live = sys.stdout.isatty() if args.live is None else args.live
+    deadline = time.monotonic() + args.duration * 3 + 30  # a slow machine still ends
+    last_line = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            if live:
+                print(CLEAR + _status(daemon, publishers) + "\n\n" + table.render(colour=True))
+            elif time.monotonic() - last_line >= 10:
+                print(_status(daemon, publishers), flush=True)
+                last_line = time.monotonic()
+            if publishers.done and daemon.source.counters.messages >= publishers.counters.readings:
+                break
+    finally:
+        publishers.close()
+
+
+def _status(daemon: Any, publishers: _Publishers) -> str:
+    stats = daemon.engine.stats
+    return (
+        f"published {publishers.counters.readings:,}  received {daemon.source.counters.messages:,}"
+        f"  steps {stats.steps:,}  anomalies {stats.anomalies:,}  queue {daemon.source.depth}"
+    )
+
+
+def _report(
+    daemon: Any, board: Scoreboard, top: TopAnomalies, table: LiveTable, seconds: float
+) -> None:
+    metrics = daemon.metrics
     print()
-    print(score_table(scoreboard.scores() + [scoreboard.total()], engine.config.interval))
+    print(table.render())
+    print()
+    print(score_table(board.scores() + [board.total()], daemon.engine.config.interval))
     print("\nMost striking anomalies flagged:")
     print(top.table())
     print()
-    print(run_summary(engine.stats, len(engine.table), seconds))
-    sys.stdout.flush()
-    return 0
+    print(run_summary(daemon.engine.stats, len(daemon.engine.table), seconds))
+    if metrics is not None:
+        print(f"(metrics were served on http://127.0.0.1:{metrics.port}/metrics)")

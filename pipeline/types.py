@@ -135,6 +135,16 @@ class ReadingBatch:
     def __len__(self) -> int:
         return int(self.timestamp.shape[0])
 
+    def take(self, keep: np.ndarray) -> ReadingBatch:
+        """The readings where ``keep`` is True (rejections and missing count stay)."""
+        return dataclasses.replace(
+            self,
+            stream_index=self.stream_index[keep],
+            timestamp=self.timestamp[keep],
+            value=self.value[keep],
+            seq=self.seq[keep],
+        )
+
     @classmethod
     def empty(cls, partition: str = "", rejections: Sequence[Rejection] = ()) -> ReadingBatch:
         return cls(

@@ -1,0 +1,32 @@
+"""`replay --to` feeds a daemon through a real broker; its forecasts equal `replay --out`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from daemons import Collector, running, settings_for, wait_until
+
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG = ROOT / "data/thermostat/uci_occupancy_detection/datatest.txt"
+END = "2015-02-02T20:00:00Z"  # the first ~340 rows of each stream
+
+
+def test_forecasts_through_mqtt_equal_replay(mosquitto, tmp_path, capsys):
+    args = [str(LOG), "--columns", "Temperature,CO2", "--end", END]
+    assert main(["replay", *args, "--out", str(tmp_path / "replay.csv")]) == 0
+    expected = pd.read_csv(tmp_path / "replay.csv")
+    forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
+    with running(settings_for(mosquitto.url, mqtt__topic_template="sensors/#")) as daemon:
+        assert main(["replay", *args, "--to", mosquitto.url]) == 0
+        assert f"published {len(expected)} readings" in capsys.readouterr().out
+        assert wait_until(lambda: daemon.engine.stats.steps >= len(expected), 20)
+        received = forecasts.wait_for(len(expected))
+    got = pd.DataFrame([m for _, m in received]).set_index(["stream", "timestamp"]).sort_index()
+    want = expected.set_index(["stream", "timestamp"]).sort_index()
+    assert got.index.equals(want.index)
+    for column in ("value", "forecast", "lower", "upper", "anomaly_score", "next_forecast"):
+        pd.testing.assert_series_equal(got[column].astype(float), want[column], check_names=False)
+    forecasts.close()
