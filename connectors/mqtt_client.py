@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,15 +75,18 @@ class Session:
         self.connected = threading.Event()
         self.refused: str | None = None  # why the broker refused us, if it did
         self.on_connected: list[Any] = []
+        self._answered = threading.Event()  # the first CONNECT got a CONNACK, or a hang-up
+        self._hung_up = False  # the broker closed the connection before answering
         self.client = _client(connection, manual_ack)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
 
-    def start(self, wait: float = 10.0) -> None:
+    def start(self, wait: float = 10.0, cancel: threading.Event | None = None) -> None:
         """Connect, or keep trying in the background if the broker is unreachable.
 
         Raises ConfigError when the broker refuses our credentials or certificate.
+        Waits at most ``wait`` seconds for the broker's answer, less if ``cancel`` is set.
         """
         c = self.connection
         try:
@@ -94,13 +98,31 @@ class Session:
         except OSError as exc:
             log.warning("cannot reach broker %s (%s); retrying with backoff", c.url, _why(exc))
             self.client.connect_async(c.host, c.port, int(c.keepalive), **_connect_options(c))
+            self.client.loop_start()
+            return
         self.client.loop_start()
-        self.connected.wait(wait)
+        self._await_answer(wait, cancel)
+        self._raise_if_refused()
+
+    def _await_answer(self, wait: float, cancel: threading.Event | None) -> None:
+        deadline = time.monotonic() + wait
+        while not self._answered.wait(0.1):
+            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+                return
+
+    def _raise_if_refused(self) -> None:
+        c = self.connection
         if self.refused is not None:
             self.stop()
             msg = f"mqtt: broker {c.url} refused the connection: {self.refused}; "
             msg += "check mqtt.username and the password (mqtt.password_file or "
             msg += "SENSORCAST_MQTT_PASSWORD)"
+            raise ConfigError(msg)
+        if self._hung_up and c.tls:
+            self.stop()
+            msg = f"mqtt: broker {c.url} closed the TLS connection before answering: it may "
+            msg += "require a client certificate signed by its CA; check mqtt.tls_cert, "
+            msg += "mqtt.tls_key and mqtt.tls_ca"
             raise ConfigError(msg)
 
     def stop(self) -> None:
@@ -113,20 +135,26 @@ class Session:
         if reason.is_failure:
             if str(reason) in _REFUSED_CREDENTIALS:
                 self.refused = str(reason)
-                self.connected.set()  # wake start(): it reports the refusal
-            log.error("broker %s refused the connection: %s", self.connection.url, reason)
+            if self._answered.is_set():  # at start, the ConfigError says it
+                log.error("broker %s refused the connection: %s", self.connection.url, reason)
+            self._answered.set()
             return
         self.refused = None
         log.info("connected to %s as %s", self.connection.url, self.connection.client_id)
         for callback in self.on_connected:
             callback(client)
         self.connected.set()
+        self._answered.set()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self.connected.clear()
-        if reason.is_failure:
+        if not self._answered.is_set():
+            self._hung_up = True
+            self._answered.set()
+            return
+        if reason.is_failure and self.refused is None:
             log.warning("lost %s (%s); reconnecting with backoff", self.connection.url, reason)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:

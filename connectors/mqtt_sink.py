@@ -53,8 +53,8 @@ class MqttSink:
         self._unacked: set[int] = set()  # mids published, broker's PUBACK not seen yet
         self._early: set[int] = set()  # PUBACKs that beat publish() returning
 
-    def start(self) -> None:
-        self.session.start()
+    def start(self, cancel: threading.Event | None = None) -> None:
+        self.session.start(cancel=cancel)
 
     def add(self, verdicts: VerdictBatch) -> None:
         for record in verdict_records(verdicts):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -125,8 +126,8 @@ class MqttSource:
 
     # -- engine thread -----------------------------------------------------------------
 
-    def start(self) -> None:
-        self.session.start()
+    def start(self, cancel: threading.Event | None = None) -> None:
+        self.session.start(cancel=cancel)
 
     @property
     def depth(self) -> int:

@@ -94,8 +94,8 @@ class Daemon:
         self._restore()
         self._serve_metrics()
         try:
-            self.sink.start()
-            self.source.start()
+            self.sink.start(cancel=self.stop)
+            self.source.start(cancel=self.stop)
             self._runner().run()
         finally:
             self.source.close()

@@ -182,12 +182,6 @@ def test_a_broker_that_is_down_at_start_is_retried_until_it_comes_up(tmp_path):
     assert_stopped_cleanly(daemon)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Session.start waits up to 10 s for the connection without watching the stop "
-    "request, once for the sink and once for the source: SIGTERM takes up to ~20 s "
-    "(connectors/mqtt_client.py, pipeline/daemon.py)",
-)
 def test_sigterm_while_the_broker_is_down_exits_promptly(tmp_path):
     broker = Mosquitto(tmp_path / "mosquitto")  # never started
     with sensorcast_run(tmp_path / "daemon", "--broker", broker.url) as daemon:

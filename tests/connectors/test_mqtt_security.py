@@ -145,12 +145,6 @@ def test_an_unrelated_ca_is_a_config_error_naming_tls_ca(tls_broker, certs):
     assert "TLS" in line and "mqtt.tls_ca" in line and url in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a broker that requires a client certificate drops the connection after the "
-    "TLS handshake; Session treats that as a lost connection and retries forever instead "
-    "of raising ConfigError (connectors/mqtt_client.py)",
-)
 def test_a_missing_client_certificate_is_a_config_error(tls_broker, certs):
     url = f"mqtts://127.0.0.1:{tls_broker.port}"
     try:  # the refusal comes within milliseconds of the handshake: 6 s is ample
