@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import paho.mqtt.client as mqtt
+
 from connectors.mqtt_client import Connection, Session
 from connectors.records import verdict_records
 from connectors.topics import stream_topic
@@ -34,18 +36,28 @@ class SinkCounters:
     anomalies: int = 0
     deadletters: int = 0
     failed_flushes: int = 0
+    waits: int = 0  # publishes that waited for room (max_pending unconfirmed)
+    dropped: int = 0  # publishes paho refused (only when stopping with a full window)
 
 
 class MqttSink:
     """Publishes verdicts under ``prefix`` with ``qos``."""
 
     def __init__(
-        self, connection: Connection, prefix: str, *, qos: int = 1, flush_timeout: float = 10.0
+        self,
+        connection: Connection,
+        prefix: str,
+        *,
+        qos: int = 1,
+        flush_timeout: float = 10.0,
+        max_pending: int = 20_000,
     ) -> None:
         self.connection = connection
         self.prefix = prefix
         self.qos = qos
         self.flush_timeout = flush_timeout
+        self.max_pending = max_pending  # below MQTT's 65,535 message ids
+        self._cancel = threading.Event()
         self.counters = SinkCounters()
         self.session = Session(connection)
         self.session.client.on_publish = self._on_publish
@@ -54,6 +66,8 @@ class MqttSink:
         self._early: set[int] = set()  # PUBACKs that beat publish() returning
 
     def start(self, cancel: threading.Event | None = None) -> None:
+        if cancel is not None:
+            self._cancel = cancel
         self.session.start(cancel=cancel)
 
     def add(self, verdicts: VerdictBatch) -> None:
@@ -74,7 +88,11 @@ class MqttSink:
 
     def _publish(self, topic: str, payload: str) -> None:
         # While the broker is away paho keeps QoS 1 messages and sends them on reconnect.
+        self._wait_for_room()
         info = self.session.client.publish(topic, payload, qos=self.qos)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.counters.dropped += 1
+            return
         if self.qos == 0:
             return
         with self._lock:
@@ -82,6 +100,15 @@ class MqttSink:
                 self._early.remove(info.mid)
             else:
                 self._unacked.add(info.mid)
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: with max_pending messages unconfirmed, wait (the engine waits too,
+        the ingest queue fills, and the broker holds the input)."""
+        if self.unconfirmed < self.max_pending:
+            return
+        self.counters.waits += 1
+        while self.unconfirmed >= self.max_pending and not self._cancel.is_set():
+            time.sleep(0.002)
 
     def _on_publish(self, client: object, userdata: object, mid: int, *rest: object) -> None:
         with self._lock:

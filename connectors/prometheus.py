@@ -48,24 +48,32 @@ class PipelineCollector(Collector):
         yield _counter("steps", "Model steps (readings or closed windows).", stats.steps)
         yield _counter("anomalies", "Steps flagged as anomalies.", stats.anomalies)
         dropped = CounterMetricFamily(
-            "sensorcast_readings_dropped", "Readings and messages dropped, by reason.",
+            "sensorcast_readings_dropped",
+            "Readings and messages dropped, by reason.",
             labels=["reason"],
-        )  # fmt: skip
+        )
         for reason in Reason:
             dropped.add_metric([reason.label], stats.dropped.get(reason.label, 0))
         yield dropped
         yield _gauge("streams_active", "Streams in the state table.", len(self.engine.table))
         yield _counter("streams_evicted", "Streams evicted after stream_ttl.", stats.evicted)
-        yield _counter("snapshot_failures", "Snapshots that could not be written.",
-                       stats.snapshot_failures)  # fmt: skip
-        yield _gauge("last_snapshot_timestamp_seconds", "Wall time of the last good snapshot.",
-                     stats.last_snapshot)  # fmt: skip
+        yield _counter(
+            "snapshot_failures", "Snapshots that could not be written.", stats.snapshot_failures
+        )
+        yield _gauge(
+            "last_snapshot_timestamp_seconds",
+            "Wall time of the last good snapshot.",
+            stats.last_snapshot,
+        )
 
     def _source_metrics(self) -> Iterator[Metric]:
         counters = self.source.counters
         yield _counter("messages_received", "Messages taken from the broker.", counters.messages)
-        yield _counter("queue_full", "Messages that waited for room in the queue (backpressure).",
-                       counters.queue_full)  # fmt: skip
+        yield _counter(
+            "queue_full",
+            "Messages that waited for room in the queue (backpressure).",
+            counters.queue_full,
+        )
         yield _gauge("queue_depth", "Messages waiting for the engine.", self.source.depth)
 
     def _sink_metrics(self) -> Iterator[Metric]:
@@ -73,11 +81,18 @@ class PipelineCollector(Collector):
         published = CounterMetricFamily(
             "sensorcast_messages_published", "Messages published, by kind.", labels=["kind"]
         )
-        for kind in ("forecasts", "anomalies", "deadletters"):
-            published.add_metric([kind.rstrip("s")], getattr(counters, kind))
+        for kind, count in (
+            ("forecast", counters.forecasts),
+            ("anomaly", counters.anomalies),
+            ("deadletter", counters.deadletters),
+        ):
+            published.add_metric([kind], count)
         yield published
-        yield _counter("publish_failures", "Flushes that were not acknowledged in time.",
-                       counters.failed_flushes)  # fmt: skip
+        yield _counter(
+            "publish_failures",
+            "Flushes that were not acknowledged in time.",
+            counters.failed_flushes,
+        )
 
 
 def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:

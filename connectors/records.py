@@ -6,7 +6,6 @@ from here, so every output speaks the same format.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
@@ -68,20 +67,24 @@ def verdict_frame(verdicts: VerdictBatch) -> pd.DataFrame:
 
 
 def verdict_records(verdicts: VerdictBatch) -> list[dict[str, Any]]:
-    """One JSON-able dict per row: NaN and empty text become None, flags booleans."""
-    return [_jsonable(record) for record in verdict_frame(verdicts).to_dict("records")]
+    """One JSON-able dict per row, keys in ``CSV_COLUMNS`` order.
+
+    NaN and empty times become None, flags booleans; built column by column from
+    plain lists, because this runs for every published message.
+    """
+    columns = [_json_column(verdicts, name) for name in CSV_COLUMNS]
+    return [dict(zip(CSV_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def _jsonable(record: dict[Any, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        elif (key in _TIME_COLUMNS or key == "dropped") and value == "":
-            value = None
-        elif key == "is_anomaly":
-            value = bool(value)
-        elif isinstance(value, np.integer):
-            value = int(value)
-        out[key] = value
-    return out
+def _json_column(verdicts: VerdictBatch, name: str) -> list[Any]:
+    n = len(verdicts)
+    if name == "model":
+        return [verdicts.model] * n
+    if name == "dropped":
+        return [None if code == 0 else _REASON_LABELS[code] for code in verdicts.dropped.tolist()]
+    if name in _TIME_COLUMNS:
+        return [text or None for text in iso_times(getattr(verdicts, name)).tolist()]
+    values = getattr(verdicts, name).tolist()
+    if name in ("stream", "count", "is_anomaly"):
+        return values
+    return [None if x != x else x for x in values]  # NaN -> None
