@@ -197,6 +197,41 @@ class CsvSource:
         return first + (self._clock.monotonic() - started) * self.speed
 
 
+class ChainedSource:
+    """Several sources one after another (``LOG:COLUMNS`` specs with their own columns)."""
+
+    def __init__(self, sources: Sequence[CsvSource]) -> None:
+        self.sources = list(sources)
+        self._index = 0
+
+    @property
+    def files(self) -> list[Path]:
+        return [path for source in self.sources for path in source.files]
+
+    def poll(self, max_items: int, timeout: float) -> ReadingBatch | None:
+        while self._index < len(self.sources):
+            batch = self.sources[self._index].poll(max_items, timeout)
+            if batch is not None:
+                return batch
+            self._index += 1
+        return None
+
+    def seek(self, positions: Mapping[str, int]) -> None:
+        for source in self.sources:
+            source.seek(positions)
+
+    def commit(self) -> None:
+        """Nothing to confirm: positions live in the snapshot."""
+
+    def pause(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+        self._index = len(self.sources)
+
+
 def _validate(source: CsvSource) -> None:
     problem = None
     if source.format not in FORMATS:

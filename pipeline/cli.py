@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import check_config, daemon, demo, replay
+from pipeline import check_config, daemon, demo, evaluate, replay, train_cmd
 from pipeline.errors import SensorcastError, SnapshotError, UserError
 
 
@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     daemon.register(commands)
     replay.register(commands)
+    evaluate.register(commands)
     demo.register(commands)
+    train_cmd.register(commands)
     check_config.register(commands)
     return parser
 

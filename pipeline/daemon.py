@@ -75,7 +75,9 @@ class Daemon:
                              qos=mqtt.qos)  # fmt: skip
         policy = self.sink.dead_letter if mqtt.deadletter else (lambda rejection: None)
         self.engine = Engine(
-            load_forecaster(settings.model), GaussianTailDetector(), settings.pipeline,
+            load_forecaster(settings.model, settings.pipeline.interval),
+            GaussianTailDetector(),
+            settings.pipeline,
             on_reject=policy,
         )  # fmt: skip
         self.source = mqtt_source(settings)

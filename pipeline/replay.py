@@ -93,20 +93,44 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 def build_engine(args: argparse.Namespace) -> Engine:
     from models import load_forecaster
 
-    return Engine(load_forecaster(args.model), GaussianTailDetector(), pipeline_config(args))
+    config = pipeline_config(args)
+    return Engine(load_forecaster(args.model, config.interval), GaussianTailDetector(), config)
 
 
 def csv_source(args: argparse.Namespace, paths: Sequence[str | Path]) -> Any:
-    from connectors.csv_source import CsvSource
+    """The logs named by ``paths``; ``LOG:COL,COL`` picks columns of that log only."""
+    from connectors.csv_source import ChainedSource, CsvSource
 
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    return CsvSource(
-        paths,
-        format=args.format,
-        columns=columns,
-        speed=parse_speed(args.speed),
-        timezone=args.timezone,
+    default = _columns(args.columns)
+    options = {
+        "format": args.format,
+        "speed": parse_speed(args.speed),
+        "timezone": args.timezone,
+        "start": parse_time(getattr(args, "start", None), "--start"),
+        "end": parse_time(getattr(args, "end", None), "--end"),
+    }
+    specs = [split_spec(str(path)) for path in paths]
+    if all(columns is None for _, columns in specs):
+        return CsvSource([path for path, _ in specs], columns=default, **options)
+    return ChainedSource(
+        [CsvSource([path], columns=columns or default, **options) for path, columns in specs]
     )
+
+
+def _columns(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def split_spec(spec: str) -> tuple[str, list[str] | None]:
+    """``LOG:COL,COL`` -> (LOG, [COL, COL]); a plain path (even one with a colon) -> (LOG, None).
+
+    >>> split_spec("data/weather.csv:TEMP,PRES"), split_spec("data/weather.csv")
+    (('data/weather.csv', ['TEMP', 'PRES']), ('data/weather.csv', None))
+    """
+    path, sep, columns = spec.rpartition(":")
+    if sep and path and not Path(spec).exists():
+        return path, _columns(columns)
+    return spec, None
 
 
 def parse_time(text: str | None, flag: str) -> float | None:

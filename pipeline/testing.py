@@ -106,17 +106,24 @@ def _with_seq(batch: ReadingBatch, seq: np.ndarray) -> ReadingBatch:
     )
 
 
-def chunk_of(values: Sequence[Sequence[float]], interval: float = 60.0) -> StepChunk:
-    """A ``StepChunk`` of evenly spaced steps, one row per list (rows may differ in length)."""
+def chunk_of(
+    values: Sequence[Sequence[float]], interval: float = 60.0, first_step: int = 0
+) -> StepChunk:
+    """A ``StepChunk`` of evenly spaced steps, one row per list (rows may differ in length).
+
+    ``first_step`` numbers the first column, so consecutive chunks continue in time.
+    """
     rows, width = len(values), max(len(v) for v in values)
     value = np.full((rows, width), math.nan)
     mask = np.zeros((rows, width), bool)
     for b, row in enumerate(values):
         value[b, : len(row)] = row
         mask[b, : len(row)] = True
-    timestamp = np.where(mask, np.arange(width) * interval, math.nan)
+    steps = first_step + np.arange(width)
+    timestamp = np.where(mask, steps * interval, math.nan)
     dt = np.where(mask, interval, math.nan)
-    dt[:, 0] = math.nan
+    if first_step == 0:
+        dt[:, 0] = math.nan  # a stream's first step has no previous one
     return StepChunk(
         slots=np.arange(rows, dtype=np.int64),
         timestamp=timestamp,

@@ -9,7 +9,7 @@ from pathlib import Path
 MEASURE = """
 import resource, sys
 from pipeline.cli import main
-assert main(["replay", sys.argv[1], "--no-dropped-rows"]) == 0
+assert main(["replay", sys.argv[1], "--no-dropped-rows", "--model", "persistence"]) == 0
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 

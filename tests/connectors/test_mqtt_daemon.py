@@ -11,8 +11,10 @@ import time
 
 import numpy as np
 from daemons import Collector, client, running, settings_for, wait_until
-from helpers import make_engine
 
+from models import load_forecaster
+from pipeline.detect import GaussianTailDetector
+from pipeline.engine import Engine
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
 
 STREAMS = ["office/t1/temperature", "office/t2/temperature", "lab/probe/humidity"]
@@ -29,7 +31,8 @@ def readings(n: int) -> list[tuple[str, float, float]]:
 
 
 def replayed(items: list[tuple[str, float, float]]) -> VerdictBatch:
-    engine = make_engine()
+    """What replay makes of the same readings, with the daemon's (default) model."""
+    engine = Engine(load_forecaster("default"), GaussianTailDetector())
     batch = ReadingBatch.from_readings([Reading(StreamKey(s), t, v) for s, t, v in items])
     return engine.process(batch)
 
@@ -85,7 +88,7 @@ def test_round_trip_with_the_c_clients_equals_replay(mosquitto):
             assert _same(message["forecast"], expected.forecast[i])
             assert _same(message["upper"], expected.upper[i])
             assert _same(message["next_forecast"], expected.next_forecast[i])
-            assert message["anomaly_score"] == expected.anomaly_score[i]
+            assert abs(message["anomaly_score"] - expected.anomaly_score[i]) < 1e-4
 
 
 def _iso(t: float) -> str:
@@ -93,7 +96,10 @@ def _iso(t: float) -> str:
 
 
 def _same(received: float | None, expected: float) -> bool:
-    return (received is None and np.isnan(expected)) or received == expected
+    """Equal to float tolerance: live ticks and replay chunk the GRU differently."""
+    if received is None or np.isnan(expected):
+        return received is None and np.isnan(expected)
+    return abs(received - expected) <= 1e-6 * max(1.0, abs(expected))
 
 
 def test_bad_input_is_counted_dead_lettered_and_other_streams_carry_on(mosquitto):

@@ -1,0 +1,140 @@
+"""Checkpoints: weights in safetensors, metadata in JSON beside them.
+
+``NAME.safetensors`` holds only tensors (loading it never unpickles anything);
+``NAME.json`` holds the architecture, the feature spec, the training-data
+manifest (files and their sha256), metrics, and the fingerprint: the sha256 of
+the weights file, checked on load. A checkpoint path may name either file or a
+directory holding ``model.safetensors`` and ``model.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.features import FEATURES
+from models.gru import GaussianGRU
+from models.rnn import RnnForecaster
+from pipeline.errors import ModelLoadError
+
+FORMAT = "sensorcast-gru"
+VERSION = 1
+
+
+def paths_of(path: str | Path) -> tuple[Path, Path]:
+    """(weights, metadata) for a checkpoint named by a directory or either file."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == "":
+        return path / "model.safetensors", path / "model.json"
+    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+
+
+def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write weights and metadata (temp files, then renames); return the metadata path."""
+    weights, metadata = paths_of(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp_weights = weights.with_name(f".{weights.name}.tmp")
+    tensors = {name: t.detach().contiguous() for name, t in network.state_dict().items()}
+    save_file(tensors, str(tmp_weights))
+    meta = {
+        **meta,
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": architecture(network),
+        "fingerprint": fingerprint_of(tmp_weights),
+    }
+    tmp_meta = metadata.with_name(f".{metadata.name}.tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_weights, weights)
+    os.replace(tmp_meta, metadata)
+    return metadata
+
+
+def architecture(network: GaussianGRU) -> dict[str, Any]:
+    return {
+        "kind": "gru",
+        "hidden": network.hidden,
+        "layers": network.layers,
+        "features": list(FEATURES),
+    }
+
+
+def fingerprint_of(weights: Path) -> str:
+    return "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def load_checkpoint(path: str | Path, coverage: float = 0.9) -> RnnForecaster:
+    """The forecaster a checkpoint describes, or ModelLoadError saying what is wrong."""
+    weights, metadata = paths_of(path)
+    meta = read_metadata(metadata)
+    arch = _architecture(meta, metadata)
+    if fingerprint_of(weights) != meta.get("fingerprint"):
+        msg = f"{weights}: does not match the fingerprint in {metadata.name}; the pair is "
+        msg += "from two different trainings (or the weights were altered)"
+        raise ModelLoadError(msg)
+    network = GaussianGRU(len(FEATURES), arch["hidden"], arch["layers"])
+    _load_weights(network, weights)
+    return RnnForecaster(network, meta["fingerprint"], coverage)
+
+
+def read_metadata(metadata: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(metadata.read_text())
+    except FileNotFoundError as exc:
+        msg = f"{metadata}: no such checkpoint metadata; --model takes a checkpoint directory, "
+        msg += "its .safetensors or its .json file"
+        raise ModelLoadError(msg) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"{metadata}: not a sensorcast checkpoint ({exc})"
+        raise ModelLoadError(msg) from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        msg = f"{metadata}: not a sensorcast checkpoint (no format {FORMAT!r})"
+        raise ModelLoadError(msg)
+    if meta.get("version") != VERSION:
+        msg = f"{metadata}: checkpoint version {meta.get('version')!r}, this sensorcast reads "
+        msg += f"{VERSION}; retrain with `sensorcast train`"
+        raise ModelLoadError(msg)
+    return meta
+
+
+def _architecture(meta: dict[str, Any], metadata: Path) -> dict[str, Any]:
+    arch = meta.get("architecture", {})
+    if arch.get("kind") != "gru" or arch.get("features") != list(FEATURES):
+        msg = f"{metadata}: a checkpoint from another architecture or feature set "
+        msg += f"({arch.get('kind')!r}, features {arch.get('features')!r}); retrain it"
+        raise ModelLoadError(msg)
+    hidden, layers = arch.get("hidden"), arch.get("layers")
+    if not (isinstance(hidden, int) and isinstance(layers, int) and hidden > 0 and layers > 0):
+        msg = f"{metadata}: architecture has no valid hidden/layers sizes"
+        raise ModelLoadError(msg)
+    return dict(arch)
+
+
+def _load_weights(network: GaussianGRU, weights: Path) -> None:
+    try:
+        tensors = load_file(str(weights))
+    except (OSError, SafetensorError) as exc:
+        msg = f"{weights}: unreadable weights ({exc}); the file is truncated or not safetensors"
+        raise ModelLoadError(msg) from exc
+    expected = {name: t.shape for name, t in network.state_dict().items()}
+    found = {name: t.shape for name, t in tensors.items()}
+    if expected != found:
+        msg = f"{weights}: tensors do not fit a GRU of this architecture "
+        msg += f"(expected {sorted(expected)}, found {sorted(found)})"
+        raise ModelLoadError(msg)
+    network.load_state_dict({name: t.to(torch.float32) for name, t in tensors.items()})
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

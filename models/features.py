@@ -1,0 +1,178 @@
+"""Per-stream normalisation and the recurrent model's input features.
+
+Every stream keeps a few running statistics (exponentially weighted, robust):
+its level (mean and spread) and the scale of its one-step changes. Each step
+becomes a feature vector in those units, so one set of weights serves a
+thermostat in degrees and a barometer in hectopascals. The same compiled loop
+runs in training (whole series at once) and online (any chunk), so features
+are identical in both.
+
+Statistics learn from every step, but an update that is more than ``CLIP``
+scales away is clipped first: one 900 hPa fill value moves them a little, never
+ruins them (flagged anomalies are not known here, so this robust clipping is
+how anomalies are kept out of the normalisation).
+
+Each stream also learns a daily profile: the mean change (in change scales)
+of its steps in each of the 24 hours of the day, on its own clock, so a
+thermostat in local time and a buoy in UTC both get their daily rhythm
+without knowing their time zone. The expected change for the hour of the
+step being forecast is a feature.
+
+Stats layout (``STATS`` floats per stream, float64):
+
+    0 last value        1 level mean      2 level variance     3 level weight
+    4 change mean sq    5 change weight   6 resolution         7 steps seen
+    8..31 daily profile: mean change per hour of the day
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+HOURS = 24
+STATS = 8 + HOURS
+LAST, MEAN, VAR, LEVEL_W, CHANGE_SQ, CHANGE_W, RESOLUTION, STEPS, PROFILE = range(9)
+
+FEATURES = (
+    "change",  # this step's change, in change scales
+    "level",  # distance from the running mean, in level scales
+    "gap",  # 1 when steps were missing before this one
+    "log_dt",  # log of the time since the last step over the typical interval
+    "tod_sin",  # time of day of the step being forecast
+    "tod_cos",
+    "dow_sin",  # day of week of the step being forecast
+    "dow_cos",
+    "smoothness",  # log(change scale / level scale): how smooth the stream is
+    "profile",  # the stream's mean change at the hour of day of the step being forecast
+)
+N_FEATURES = len(FEATURES)
+
+LEVEL_ALPHA = 0.01  # ~100 steps of memory for the level
+PROFILE_ALPHA = 0.05  # per hour-of-day bin and per step, scaled down by steps per hour
+CHANGE_ALPHA = 0.02  # ~50 steps for the change scale
+CLIP = 6.0  # updates beyond this many scales are clipped
+FEATURE_LIMIT = 10.0  # features are clipped to +-this
+DAY = 86_400.0
+WEEK = 7 * DAY
+
+
+def initial_stats(n: int) -> np.ndarray:
+    stats = np.zeros((n, STATS))
+    stats[:, LAST] = math.nan
+    stats[:, RESOLUTION] = math.inf
+    return stats
+
+
+def compute_features(
+    stats: np.ndarray,
+    timestamp: np.ndarray,
+    value: np.ndarray,
+    dt: np.ndarray,
+    missing: np.ndarray,
+    next_t: np.ndarray,
+    length: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of every step, in order, updating ``stats`` (B, STATS) in place.
+
+    Inputs are (B, T) like a ``StepChunk``'s. Returns ``x`` (B, T, N_FEATURES)
+    float32, and per step the value the forecast is anchored to (the step's own
+    value) and the change scale the model's output is in units of, (B, T) each.
+    """
+    rows, steps = value.shape
+    x = np.zeros((rows, steps, N_FEATURES), np.float32)
+    anchor = np.full((rows, steps), math.nan)
+    unit = np.full((rows, steps), math.nan)
+    _features_kernel(stats, timestamp, value, dt, missing, next_t, length, x, anchor, unit)
+    return x, anchor, unit
+
+
+@numba.njit(cache=True)
+def _features_kernel(stats, timestamp, value, dt, missing, next_t, length, x, anchor, unit):
+    for b in range(value.shape[0]):
+        for j in range(length[b]):
+            s = stats[b]
+            v = value[b, j]
+            change = _observe(s, v, missing[b, j] > 0)
+            scale_c = _change_scale(s)
+            scale_l = _level_scale(s, scale_c)
+            x[b, j, 0] = _clip(change / scale_c) if change == change else 0.0
+            x[b, j, 1] = _clip((v - s[MEAN] / s[LEVEL_W]) / scale_l)
+            x[b, j, 2] = 1.0 if missing[b, j] > 0 else 0.0
+            t, typical = next_t[b, j], next_t[b, j] - timestamp[b, j]
+            if dt[b, j] > 0 and typical > 0:  # False for NaN (a stream's first step)
+                x[b, j, 3] = _clip(math.log(dt[b, j] / typical))
+            if t == t:
+                x[b, j, 4] = math.sin(2 * math.pi * (t % DAY) / DAY)
+                x[b, j, 5] = math.cos(2 * math.pi * (t % DAY) / DAY)
+                x[b, j, 6] = math.sin(2 * math.pi * (t % WEEK) / WEEK)
+                x[b, j, 7] = math.cos(2 * math.pi * (t % WEEK) / WEEK)
+            x[b, j, 8] = _clip(math.log(scale_c / scale_l))
+            if change == change and typical > 0:
+                _learn_profile(s, timestamp[b, j], change / scale_c, typical)
+            if t == t:
+                x[b, j, 9] = _clip(s[PROFILE + int((t % DAY) // 3600.0)])
+            anchor[b, j] = v
+            unit[b, j] = scale_c
+
+
+@numba.njit(cache=True)
+def _observe(s, v, after_gap):
+    """Update one stream's stats with value ``v``; return its change (NaN if none)."""
+    change = math.nan
+    if s[LAST] == s[LAST] and not after_gap:
+        change = v - s[LAST]
+        if change != 0.0:
+            s[RESOLUTION] = min(s[RESOLUTION], abs(change))
+        limit = CLIP * _change_scale(s) if s[CHANGE_W] > 0 else math.inf
+        clipped = min(max(change, -limit), limit)
+        s[CHANGE_SQ] += CHANGE_ALPHA * (clipped * clipped - s[CHANGE_SQ])
+        s[CHANGE_W] += CHANGE_ALPHA * (1.0 - s[CHANGE_W])
+    if s[LEVEL_W] > 0:
+        spread = math.sqrt(s[VAR] / s[LEVEL_W])
+        mean = s[MEAN] / s[LEVEL_W]
+        limit = CLIP * max(spread, _change_scale(s))
+        v_clipped = min(max(v, mean - limit), mean + limit) if limit > 0 else v
+    else:
+        v_clipped = v
+    s[LEVEL_W] += LEVEL_ALPHA * (1.0 - s[LEVEL_W])
+    s[MEAN] += LEVEL_ALPHA * (v_clipped - s[MEAN])
+    deviation = v_clipped - s[MEAN] / s[LEVEL_W]
+    s[VAR] += LEVEL_ALPHA * (deviation * deviation - s[VAR])
+    s[LAST] = v
+    s[STEPS] += 1.0
+    return change
+
+
+@numba.njit(cache=True)
+def _learn_profile(s, t, change, typical):
+    """Move the mean change of ``t``'s hour of day towards this step's change."""
+    steps_per_hour = max(3600.0 / typical, 1.0)
+    alpha = PROFILE_ALPHA / steps_per_hour
+    hour = PROFILE + int((t % DAY) // 3600.0)
+    s[hour] += alpha * (min(max(change, -FEATURE_LIMIT), FEATURE_LIMIT) - s[hour])
+
+
+@numba.njit(cache=True)
+def _change_scale(s):
+    """RMS one-step change, bias-corrected, floored at half the resolution; never 0."""
+    rms = math.sqrt(s[CHANGE_SQ] / s[CHANGE_W]) if s[CHANGE_W] > 0 else 0.0
+    floor = 0.5 * s[RESOLUTION] if s[RESOLUTION] < math.inf else 0.0
+    scale = max(rms, floor)
+    if scale > 0.0:
+        return scale
+    return 1e-6 * max(abs(s[LAST]), 1.0) if s[LAST] == s[LAST] else 1.0
+
+
+@numba.njit(cache=True)
+def _level_scale(s, change_scale):
+    """Spread of the level around its mean, never below the change scale."""
+    spread = math.sqrt(s[VAR] / s[LEVEL_W]) if s[LEVEL_W] > 0 else 0.0
+    return max(spread, change_scale)
+
+
+@numba.njit(cache=True)
+def _clip(z):
+    return min(max(z, -FEATURE_LIMIT), FEATURE_LIMIT)

@@ -1,0 +1,164 @@
+"""The recurrent forecaster behind the pipeline's ``Forecaster`` protocol.
+
+Per chunk of steps: features from each stream's running statistics
+(``models.features``), one batched GRU call over all rows (sequence mode for
+chunks, the cell for single-step ticks), then a compiled pass that turns the
+network's output into forecasts in the stream's units and keeps two safety
+nets per stream, both learned online from the stream's own past:
+
+* **never worse than persistence**: the network predicts the next change;
+  the forecast is the last value plus that change times a per-stream weight.
+  Five candidate weights (0, 1/4, ..., 1) keep a discounted absolute error
+  each, and the forecast follows them by an exponentially weighted average
+  (softmin of those errors). A stream whose changes the network cannot
+  predict drifts to weight 0: persistence; one it predicts well, to 1.
+* **calibrated intervals**: the scale is multiplied by a factor nudged after
+  every step towards the target coverage (adaptive conformal inference).
+
+Per-stream state, float64: ``[stats (8) | post (8) | hidden (layers * hidden)]``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numba
+import numpy as np
+import torch
+
+from models.features import STATS, compute_features, initial_stats
+from models.gru import GaussianGRU
+from pipeline.types import ForecastChunk, StepChunk
+
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # candidate shares of the network's predicted change
+POST = 6 + len(WEIGHTS)
+GAP_PREV, MIX_PREV, ANCHOR_PREV, SCALE_PREV, UNIT_PREV, CALIB, LOSSES = range(7)
+DISCOUNT = 0.995  # memory of the candidates' errors, ~200 steps
+SHARPNESS = 3.0  # how decisively the lowest error wins
+CALIB_RATE = 0.02  # step of the coverage correction
+CALIB_LIMIT = 3.0  # the scale factor stays within e^-3 .. e^3
+
+
+class RnnForecaster:
+    """A ``GaussianGRU`` with online normalisation, a persistence fallback and calibration."""
+
+    name = "gru"
+    state_dtype: type[np.floating] = np.float64
+
+    def __init__(self, network: GaussianGRU, fingerprint: str, coverage: float = 0.9) -> None:
+        self.network = network.eval()
+        self._fingerprint = fingerprint
+        self.coverage = coverage
+        self.state_width = STATS + POST + network.layers * network.hidden
+        self._z = statistics.NormalDist().inv_cdf(0.5 + coverage / 2)
+
+    def __repr__(self) -> str:
+        n = self.network
+        return f"RnnForecaster(hidden={n.hidden}, layers={n.layers}, coverage={self.coverage!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self._fingerprint};coverage={self.coverage!r}"
+
+    def initial_state(self, n: int) -> np.ndarray:
+        state = np.zeros((n, self.state_width), self.state_dtype)
+        state[:, :STATS] = initial_stats(n)
+        state[:, STATS + GAP_PREV : STATS + UNIT_PREV + 1] = math.nan
+        return state
+
+    def step(self, state: np.ndarray, chunk: StepChunk) -> ForecastChunk:
+        rows, steps = chunk.shape
+        stats = state[:, :STATS].copy()
+        post = state[:, STATS : STATS + POST].copy()
+        x, anchor, unit = compute_features(
+            stats,
+            chunk.timestamp,
+            chunk.value,
+            chunk.dt,
+            chunk.missing,
+            chunk.next_timestamp,
+            chunk.length,
+        )
+        y, hidden = self._run(x, state[:, STATS + POST :], chunk.length)  # (B, T, 2), (B, L*H)
+        mean = np.full((rows, steps), math.nan)
+        scale = np.full((rows, steps), math.nan)
+        _combine_kernel(
+            post,
+            chunk.value,
+            chunk.missing,
+            chunk.length,
+            anchor,
+            unit,
+            y,
+            self._z,
+            self.coverage,
+            mean,
+            scale,
+        )
+        return ForecastChunk(mean=mean, scale=scale, state=np.hstack([stats, post, hidden]))
+
+    def _run(
+        self, x: np.ndarray, hidden: np.ndarray, length: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        net = self.network
+        rows = x.shape[0]
+        h = torch.from_numpy(hidden.astype(np.float32).reshape(rows, net.layers, net.hidden))
+        h = h.transpose(0, 1).contiguous()  # (L, B, H)
+        with torch.inference_mode():
+            if x.shape[1] == 1:
+                y, h = net.step(torch.from_numpy(x[:, 0]), h)  # (B, 2)
+                y = y[:, None]  # (B, 1, 2)
+            else:
+                y, h = net(torch.from_numpy(x), h, torch.from_numpy(length))  # (B, T, 2)
+        flat_hidden = h.transpose(0, 1).reshape(rows, -1)  # (B, L*H)
+        return y.numpy().astype(np.float64), flat_hidden.numpy().astype(np.float64)
+
+
+_WEIGHTS = np.array(WEIGHTS)
+
+
+@numba.njit(cache=True)
+def _combine_kernel(post, value, missing, length, anchor, unit, y, z, coverage, mean, scale):
+    for b in range(value.shape[0]):
+        p = post[b]
+        for j in range(length[b]):
+            if missing[b, j] == 0:
+                _learn(p, value[b, j], z, coverage)
+            u = unit[b, j]
+            gap = u * y[b, j, 0]  # the network's predicted change
+            weight = _weight(p)
+            gru_scale = u * math.exp(min(max(y[b, j, 1], -10.0), 10.0))
+            mix_scale = math.sqrt(gru_scale * gru_scale + weight * (1.0 - weight) * gap * gap)
+            mean[b, j] = anchor[b, j] + weight * gap
+            scale[b, j] = mix_scale * math.exp(p[CALIB])
+            p[GAP_PREV], p[MIX_PREV], p[ANCHOR_PREV] = gap, mean[b, j], anchor[b, j]
+            p[SCALE_PREV], p[UNIT_PREV] = mix_scale, u
+
+
+@numba.njit(cache=True)
+def _weight(p):
+    """Softmin over the candidates' discounted errors of the candidate weights."""
+    best = p[LOSSES]
+    for k in range(1, len(_WEIGHTS)):
+        best = min(best, p[LOSSES + k])
+    total, weighted = 0.0, 0.0
+    for k in range(len(_WEIGHTS)):
+        share = math.exp(-SHARPNESS * (p[LOSSES + k] - best))
+        total += share
+        weighted += share * _WEIGHTS[k]
+    return weighted / total
+
+
+@numba.njit(cache=True)
+def _learn(p, v, z, coverage):
+    """Score the forecasts made at the previous step against ``v``."""
+    if p[GAP_PREV] != p[GAP_PREV]:
+        return  # nothing was forecast yet
+    u = p[UNIT_PREV]
+    for k in range(len(_WEIGHTS)):
+        error = abs(v - p[ANCHOR_PREV] - _WEIGHTS[k] * p[GAP_PREV]) / u
+        p[LOSSES + k] = DISCOUNT * p[LOSSES + k] + min(error, 50.0)
+    outside = abs(v - p[MIX_PREV]) > z * p[SCALE_PREV] * math.exp(p[CALIB])
+    p[CALIB] += CALIB_RATE * ((1.0 if outside else 0.0) - (1.0 - coverage))
+    p[CALIB] = min(max(p[CALIB], -CALIB_LIMIT), CALIB_LIMIT)

@@ -1,0 +1,230 @@
+"""Training the recurrent forecaster on CSV logs.
+
+The logs go through the same windowing as replay (``pipeline.engine``), then
+through the same feature code as the live model (``models.features``), so the
+network trains on exactly what it will see. Truncated back-propagation through
+time over random windows of many streams, Gaussian negative log-likelihood of
+the next step's change, validation on the last 20% of every stream (never
+trained on), early stopping on the validation loss. The same seed gives the
+same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.features import N_FEATURES, compute_features, initial_stats
+from models.gru import GaussianGRU
+from pipeline.errors import InputFileError
+
+TARGET_LIMIT = 20.0  # targets (changes in change scales) are clipped to +-this
+MIN_TRAIN_STEPS = 200  # fewer usable steps than this is not a training set
+VALIDATION = 0.2  # the last fifth of every stream
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    epochs: int = 30
+    seq_len: int = 256
+    burn_in: int = 32  # first steps of a window only warm the hidden state up
+    batch: int = 64
+    hidden: int = 32
+    layers: int = 1
+    lr: float = 3e-3
+    patience: int = 4
+    batches: int = 100  # per epoch
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class Corpus:
+    """Every stream's features and targets, padded to (B, T)."""
+
+    streams: list[str]
+    x: np.ndarray  # (B, T, F) float32
+    target: np.ndarray  # (B, T) float32: next change in change scales
+    anchor: np.ndarray  # (B, T) float64: this step's value
+    unit: np.ndarray  # (B, T) float64: its change scale
+    next_value: np.ndarray  # (B, T) float64
+    valid: np.ndarray  # (B, T) bool: a target exists (no gap, not the last step)
+    split: np.ndarray  # (B,) int64: first validation step of each row
+    length: np.ndarray  # (B,) int64
+
+    @property
+    def train_steps(self) -> int:
+        return int((self.valid & ~self.validation_mask()).sum())
+
+    def validation_mask(self) -> np.ndarray:
+        return np.arange(self.x.shape[1])[None, :] + 1 >= self.split[:, None]
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_nll: float = math.inf
+
+
+def build_corpus(steps: dict[str, dict[str, np.ndarray]]) -> Corpus:
+    """Features and next-step targets of each stream's steps (from ``series_of``)."""
+    streams = sorted(name for name, s in steps.items() if len(s["value"]) >= 3)
+    if not streams:
+        msg = "no stream has enough steps to train on"
+        raise InputFileError(msg)
+    length = np.array([len(steps[name]["value"]) for name in streams], np.int64)
+    grids = {k: _pad([steps[n][k] for n in streams]) for k in ("timestamp", "value", "dt")}
+    missing = _pad([steps[n]["missing"] for n in streams], 0).astype(np.int32)
+    next_t = _pad([steps[n]["next_timestamp"] for n in streams])
+    x, anchor, unit = compute_features(
+        initial_stats(len(streams)),
+        grids["timestamp"],
+        grids["value"],
+        grids["dt"],
+        missing,
+        next_t,
+        length,
+    )
+    next_value = np.full_like(anchor, math.nan)
+    next_value[:, :-1] = grids["value"][:, 1:]
+    next_ok = np.zeros_like(missing, bool)
+    next_ok[:, :-1] = missing[:, 1:] == 0
+    valid = next_ok & np.isfinite(next_value) & (unit > 0)
+    target = np.where(valid, (next_value - anchor) / np.where(unit > 0, unit, 1.0), 0.0)
+    split = np.floor(length * (1 - VALIDATION)).astype(np.int64)
+    return Corpus(
+        streams,
+        x,
+        np.clip(target, -TARGET_LIMIT, TARGET_LIMIT).astype(np.float32),
+        anchor,
+        unit,
+        next_value,
+        valid,
+        split,
+        length,
+    )
+
+
+def _pad(rows: Sequence[np.ndarray], fill: float = math.nan) -> np.ndarray:
+    out = np.full((len(rows), max(len(r) for r in rows)), fill)
+    for b, row in enumerate(rows):
+        out[b, : len(row)] = row
+    return out
+
+
+def gaussian_nll(y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of ``target`` under N(y[..., 0], exp(y[..., 1]))."""
+    mu, log_sigma = y[..., 0], y[..., 1].clamp(-7.0, 7.0)
+    nll = 0.5 * ((target - mu) * torch.exp(-log_sigma)) ** 2 + log_sigma
+    weight = mask.to(nll.dtype)
+    return (nll * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def train(
+    corpus: Corpus, config: TrainConfig, progress: Callable[[dict[str, float]], None] | None = None
+) -> tuple[GaussianGRU, History]:
+    """Fit a network to ``corpus``; return the weights of the best validation epoch."""
+    if corpus.train_steps < MIN_TRAIN_STEPS:
+        msg = f"only {corpus.train_steps} usable training steps; training needs at least "
+        msg += f"{MIN_TRAIN_STEPS} (longer logs, or more of them)"
+        raise InputFileError(msg)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    network = GaussianGRU(N_FEATURES, config.hidden, config.layers)
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    history, best = History(), network.state_dict()
+    for epoch in range(config.epochs):
+        started = time.perf_counter()
+        train_nll = _epoch(network, optimizer, corpus, config, rng)
+        val_nll, val_mase = validate(network, corpus)
+        record = {
+            "epoch": epoch + 1,
+            "train_nll": train_nll,
+            "val_nll": val_nll,
+            "val_mase": val_mase,
+            "seconds": time.perf_counter() - started,
+        }
+        history.epochs.append(record)
+        if progress is not None:
+            progress(record)
+        if val_nll < history.best_val_nll:
+            history.best_val_nll, history.best_epoch = val_nll, epoch + 1
+            best = {k: v.clone() for k, v in network.state_dict().items()}
+        elif epoch + 1 - history.best_epoch >= config.patience:
+            break
+    network.load_state_dict(best)
+    return network.eval(), history
+
+
+def _epoch(
+    network: GaussianGRU,
+    optimizer: torch.optim.Optimizer,
+    corpus: Corpus,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> float:
+    network.train()
+    windows = _windows(corpus, config, rng)
+    losses = []
+    for start in range(0, len(windows), config.batch):
+        x, target, mask = _batch(corpus, windows[start : start + config.batch], config)
+        y, _ = network(x, network.initial_hidden(x.shape[0]))  # (B, L, 2)
+        loss = gaussian_nll(y, target, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def _windows(corpus: Corpus, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """(row, start) of this epoch's windows, rows drawn in proportion to their training steps."""
+    usable = np.maximum(corpus.split - 1, 1)  # steps with a target inside the training part
+    count = config.batches * config.batch
+    rows = rng.choice(len(usable), size=count, p=usable / usable.sum())
+    starts = (rng.random(count) * np.maximum(usable[rows] - config.seq_len, 0)).astype(np.int64)
+    return np.stack([rows, starts], axis=1)
+
+
+def _batch(
+    corpus: Corpus, windows: np.ndarray, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    span = config.seq_len
+    position = windows[:, 1:2] + np.arange(span)[None, :]  # (W, L)
+    rows = np.repeat(windows[:, :1], span, axis=1)
+    inside = position < corpus.split[rows] - 1  # the target (next step) is still training data
+    position = np.minimum(position, corpus.x.shape[1] - 1)
+    mask = inside & corpus.valid[rows, position] & (np.arange(span) >= config.burn_in)[None, :]
+    x = torch.from_numpy(corpus.x[rows, position])  # (W, L, F)
+    target = torch.from_numpy(corpus.target[rows, position])  # (W, L)
+    return x, target, torch.from_numpy(mask)
+
+
+def validate(network: GaussianGRU, corpus: Corpus) -> tuple[float, float]:
+    """NLL and MASE (network mean vs persistence) on every stream's last fifth."""
+    network.eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(corpus.x)
+        y, _ = network(x, network.initial_hidden(x.shape[0]), torch.from_numpy(corpus.length))
+    mask = corpus.valid & corpus.validation_mask()
+    nll = float(gaussian_nll(y, torch.from_numpy(corpus.target), torch.from_numpy(mask)))
+    mean = corpus.anchor + corpus.unit * y[..., 0].numpy()
+    model_error = np.abs(corpus.next_value - mean)[mask].sum()
+    naive_error = np.abs(corpus.next_value - corpus.anchor)[mask].sum()
+    return nll, float(model_error / naive_error) if naive_error > 0 else math.nan
+
+
+def manifest(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    from models.checkpoint import sha256_of
+
+    return [{"path": str(p), "sha256": sha256_of(p), "bytes": p.stat().st_size} for p in paths]

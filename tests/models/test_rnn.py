@@ -1,0 +1,198 @@
+"""The recurrent forecaster: two execution modes, checkpoints, safety nets, training."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import DEFAULT_MODEL, load_forecaster
+from models.checkpoint import load_checkpoint, paths_of, save_checkpoint
+from models.features import N_FEATURES
+from models.gru import GaussianGRU
+from models.rnn import RnnForecaster
+from models.train import TrainConfig, build_corpus, train
+from pipeline.errors import InputFileError, ModelLoadError
+from pipeline.testing import chunk_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def small_network(seed: int = 1, hidden: int = 8, layers: int = 2) -> GaussianGRU:
+    torch.manual_seed(seed)
+    network = GaussianGRU(N_FEATURES, hidden, layers)
+    with torch.no_grad():  # untrained heads are all zero: give them something to say
+        network.head.weight.normal_(0, 0.3)
+    return network
+
+
+def real_rows() -> list[list[float]]:
+    """Real buoy pressure and air temperature, two streams of different length."""
+    import pandas as pd
+
+    frame = pd.read_csv(ROOT / "data/buoy/ndbc_44005/buoy_44005_2012.dat", sep=r"\s+")
+    pres = frame["PRES"].replace(9999.0, np.nan).dropna().to_numpy()[:400]
+    atmp = frame["ATMP"].replace(999.0, np.nan).dropna().to_numpy()[:300]
+    return [list(pres), list(atmp)]
+
+
+def test_live_steps_equal_sequence_mode_on_real_data():
+    forecaster = RnnForecaster(small_network(), "test")
+    rows = real_rows()
+    whole = forecaster.step(forecaster.initial_state(2), chunk_of(rows, interval=3600.0))
+    state = forecaster.initial_state(2)
+    for t in range(300):
+        step = forecaster.step(state, chunk_of([[r[t]] for r in rows], 3600.0, first_step=t))
+        np.testing.assert_allclose(step.mean[:, 0], whole.mean[:, t], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(step.scale[:, 0], whole.scale[:, t], rtol=1e-5)
+        state = step.state
+    # and the hidden state carried one step at a time is the sequence's
+    np.testing.assert_allclose(state[1], whole.state[1], atol=1e-5)
+
+
+def test_default_model_ships_and_loads():
+    forecaster = load_forecaster("default")
+    assert isinstance(forecaster, RnnForecaster)
+    meta = json.loads(DEFAULT_MODEL.read_text())
+    assert meta["fingerprint"] in forecaster.fingerprint
+    assert meta["training"]["files"] and all(f["sha256"] for f in meta["training"]["files"])
+
+
+def test_a_constant_stream_forecasts_its_constant_with_a_small_interval():
+    forecaster = load_forecaster("default")
+    out = forecaster.step(forecaster.initial_state(1), chunk_of([[21.5] * 200]))
+    assert np.all(np.isfinite(out.mean[0])) and np.all(np.isfinite(out.scale[0]))
+    assert np.allclose(out.mean[0, 50:], 21.5, atol=1e-3)
+    assert np.all(out.scale[0, 50:] < 0.01)
+
+
+def test_a_glitch_costs_a_few_steps_not_the_rest_of_the_stream():
+    rows = real_rows()[0]
+    glitched = list(rows)
+    glitched[200:210] = [900.0] * 10  # a fill value, as buoy M4 sends
+    glitched[250:] = [v + 5.0 for v in glitched[250:]]  # and a 5 hPa jump
+    forecaster = load_forecaster("default")
+    clean = forecaster.step(forecaster.initial_state(1), chunk_of([rows], 3600.0))
+    hit = forecaster.step(forecaster.initial_state(1), chunk_of([glitched], 3600.0))
+    error_clean = np.abs(np.array(rows[281:]) - clean.mean[0, 280:-1])
+    error_hit = np.abs(np.array(glitched[281:]) - hit.mean[0, 280:-1])
+    assert error_hit.mean() < 1.5 * error_clean.mean()  # back to normal 30 steps after
+
+
+# -- checkpoints --------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path):
+    network = small_network()
+    save_checkpoint(network, tmp_path / "model", {"training": {}})
+    loaded = load_checkpoint(tmp_path / "model")
+    for name, tensor in network.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[name], tensor)
+    chunk = chunk_of(real_rows())
+    original = RnnForecaster(network, "x").step(RnnForecaster(network, "x").initial_state(2), chunk)
+    again = loaded.step(loaded.initial_state(2), chunk)
+    np.testing.assert_array_equal(original.mean, again.mean)
+
+
+def saved(tmp_path: Path) -> tuple[Path, Path]:
+    save_checkpoint(small_network(), tmp_path / "model", {"training": {}})
+    return paths_of(tmp_path / "model")
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    weights, _ = saved(tmp_path)
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="does not match the fingerprint"):
+        load_checkpoint(tmp_path / "model")
+
+
+def test_weights_that_are_not_safetensors_are_refused_without_unpickling(tmp_path):
+    weights, metadata = saved(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple:
+            return (marker.write_text, ("executed",))
+
+    weights.write_bytes(pickle.dumps(Exploit()))
+    meta = json.loads(metadata.read_text())
+    meta["fingerprint"] = "sha256:" + __import__("hashlib").sha256(weights.read_bytes()).hexdigest()
+    metadata.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="truncated or not safetensors"):
+        load_checkpoint(tmp_path / "model")
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
+    _, metadata = saved(tmp_path)
+    meta = json.loads(metadata.read_text())
+    meta["architecture"]["features"] = ["something", "else"]
+    metadata.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="another architecture or feature set"):
+        load_checkpoint(tmp_path / "model")
+
+
+def test_weights_of_other_shapes_are_refused(tmp_path):
+    weights, metadata = saved(tmp_path)
+    meta = json.loads(metadata.read_text())
+    meta["architecture"]["hidden"] = 16  # the weights are 8 wide
+    metadata.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="do not fit a GRU of this architecture"):
+        load_checkpoint(tmp_path / "model")
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"format": "something"}', "[1, 2]"])
+def test_not_a_checkpoint(tmp_path, content):
+    (tmp_path / "x.json").write_text(content)
+    with pytest.raises(ModelLoadError, match="not a sensorcast checkpoint"):
+        load_checkpoint(tmp_path / "x.json")
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+def corpus_of(rows: list[list[float]]):
+    steps = {}
+    for k, row in enumerate(rows):
+        t = np.arange(len(row)) * 3600.0
+        dt = np.full(len(row), 3600.0)
+        dt[0] = math.nan
+        steps[f"s/{k}"] = {
+            "timestamp": t,
+            "value": np.asarray(row),
+            "dt": dt,
+            "missing": np.zeros(len(row), np.int32),
+            "next_timestamp": t + 3600,
+        }
+    return build_corpus(steps)
+
+
+def test_the_same_seed_gives_the_same_weights():
+    corpus = corpus_of(real_rows())
+    config = TrainConfig(
+        epochs=2, seq_len=64, burn_in=8, batch=8, hidden=8, batches=3, seed=7, threads=1
+    )
+    first, _ = train(corpus, config)
+    second, _ = train(corpus, config)
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(second.state_dict()[name], tensor), name
+
+
+def test_training_improves_on_persistence_for_predictable_data():
+    t = np.arange(3000)
+    rows = [list(np.sin(t / (5 + k)) * 10 + k) for k in range(3)]  # smooth: changes predictable
+    config = TrainConfig(
+        epochs=6, seq_len=64, burn_in=8, batch=16, hidden=16, batches=20, threads=1
+    )
+    _, history = train(corpus_of(rows), config)
+    assert history.epochs[history.best_epoch - 1]["val_mase"] < 0.5
+
+
+def test_too_little_data_is_a_clear_error():
+    with pytest.raises(InputFileError, match="training needs at least"):
+        train(corpus_of([[1.0, 2.0, 3.0, 4.0] * 10]), TrainConfig(epochs=1))

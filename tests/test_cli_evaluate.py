@@ -1,0 +1,130 @@
+"""`sensorcast evaluate` end to end on the bundled logs (short spans: River is slow per step)."""
+
+from __future__ import annotations
+
+import re
+import contextlib
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BEIJING = ROOT / "data/weather/beijing_prsa/PRSA_Data_Changping_20130301-20170228.csv"
+BUOY = ROOT / "data/buoy/ndbc_44005/buoy_44005_2012.dat"
+MODELS = ["persistence", "river-holtwinters", "river-snarimax"]
+
+
+def evaluate(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["evaluate", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def beijing(tmp_path_factory):
+    """One tuned run over six weeks of Beijing TEMP and PRES, with a report and a CSV."""
+    folder = tmp_path_factory.mktemp("beijing")
+    report, metrics = folder / "report.html", folder / "metrics.csv"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["evaluate", str(BEIJING), "--columns", "TEMP,PRES", "--end", "2013-04-15",
+                     "--models", ",".join(MODELS), "--score-from", "0.2", "--tune",
+                     "--report", str(report), "--csv", str(metrics)])  # fmt: skip
+    return code, out.getvalue(), report, pd.read_csv(metrics)
+
+
+def test_evaluate_prints_a_row_per_stream_and_model_then_overall_rows(beijing):
+    code, out, _, _ = beijing
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    for stream in ("Changping/TEMP", "Changping/PRES"):
+        assert {r[1] for r in rows if r and r[0] == stream} == set(MODELS)
+    overall = {r[3]: r for r in rows if r[:3] == ["all", "2", "streams"]}
+    assert set(overall) == set(MODELS)
+    assert overall["persistence"][6:8] == ["1.000", "1.000"]  # mean and median MASE
+    assert "river-holtwinters: tuned on the first 20% of each stream's steps" in out
+
+
+def test_persistence_scores_mase_one_exactly_on_the_same_points(beijing):
+    _, _, _, metrics = beijing
+    persistence = metrics[metrics["model"] == "persistence"]
+    assert (persistence["mase"] == 1.0).all() and (persistence["mase_median"].dropna() == 1.0).all()
+    streams = metrics[metrics["stream"] != "*"]
+    assert streams["mase"].notna().all() and len(streams) == 2 * len(MODELS)
+    # every model is scored on the same steps: the last 80% of each stream's
+    assert streams.groupby("stream")["scored"].nunique().eq(1).all()
+    steps = streams["steps"].iloc[0]
+    assert (streams["scored"] == steps - int(steps * 0.2)).all()
+
+
+def test_coverage_is_a_share_and_rates_are_positive(beijing):
+    _, _, _, metrics = beijing
+    assert metrics["coverage"].between(0, 1).all()
+    assert metrics["coverage"].between(0.7, 1).all()  # 90% intervals, roughly calibrated
+    assert (metrics.loc[metrics["stream"] == "*", "steps_per_s"] > 0).all()
+
+
+def test_the_report_is_self_contained_html_with_plots_and_the_table(beijing):
+    _, _, report, _ = beijing
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page
+    assert page.count("<svg") == 4  # two streams, the best model and persistence
+    assert "<polygon" in page and "<polyline" in page and "Changping/TEMP" in page
+    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_evaluate_on_the_buoy_log(capsys, tmp_path):
+    metrics = tmp_path / "m.csv"
+    flags = ["--columns", "PRES", "--end", "2012-03-01", "--csv", str(metrics)]
+    code, out, err = evaluate(capsys, str(BUOY), "--models", "persistence,river-snarimax", *flags)
+    assert code == 0, err
+    frame = pd.read_csv(metrics)
+    assert frame.loc[frame["model"] == "persistence", "mase"].eq(1.0).all()
+    assert frame["mase"].notna().all() and frame["coverage"].between(0, 1).all()
+    assert "buoy_44005_2012/PRES" in out
+
+
+@pytest.mark.skipif(
+    not (ROOT / "models/weights/default.json").exists(), reason="no shipped default model yet"
+)
+def test_evaluate_runs_the_default_model_list(capsys):
+    code, out, err = evaluate(capsys, str(BEIJING), "--columns", "TEMP", "--end", "2013-03-08")
+    assert code == 0, err
+    for model in ("default", "persistence", "river-holtwinters", "river-snarimax"):
+        assert re.search(rf"^all 1 streams +{model} ", out, re.M), model
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--models", "nope"], "--models: unknown model 'nope'; choose one of"),
+        (["--models", " , "], "--models: ' , ' names no model"),
+        (["--score-from", "1.5"], "--score-from: 1.5 must be a fraction"),
+        (["--season", "1"], "--season: 1 must be at least 2"),
+        (["--window", "soon"], "--window: 'soon' is not a duration"),
+        (["--report", "/nonexistent/dir/r.html"], "--report: cannot write"),
+        (["--columns", "NOPE", "--models", "persistence"], "NOPE"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_2(capsys, flags, expected):
+    code, _, err = evaluate(capsys, str(BEIJING), "--end", "2013-03-02", *flags)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("sensorcast: error: ")
+    assert expected in err and "Traceback" not in err
+
+
+def test_a_missing_log_exits_2(capsys, tmp_path):
+    code, _, err = evaluate(capsys, str(tmp_path / "nope.csv"), "--models", "persistence")
+    assert code == 2 and "nope.csv" in err
+
+
+def test_tuning_without_persistence_in_the_list_takes_the_steps_from_its_own_pass(capsys):
+    flags = ["--columns", "WVHT", "--end", "2012-02-01", "--tune", "--score-from", "0.2"]
+    code, out, err = evaluate(capsys, str(BUOY), "--models", "river-holtwinters", *flags)
+    assert code == 0, err
+    assert "river-holtwinters: tuned on the first 20% of each stream's steps" in out
+    assert "persistence" not in out.split("tuned")[0]  # the reference pass is not reported
