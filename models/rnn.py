@@ -31,7 +31,7 @@ from models.features import STATS, compute_features, initial_stats
 from models.gru import GaussianGRU
 from pipeline.types import ForecastChunk, StepChunk
 
-WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # candidate shares of the network's predicted change
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # candidate shares of the predicted change
 POST = 6 + len(WEIGHTS)
 GAP_PREV, MIX_PREV, ANCHOR_PREV, SCALE_PREV, UNIT_PREV, CALIB, LOSSES = range(7)
 DISCOUNT = 0.995  # memory of the candidates' errors, ~200 steps

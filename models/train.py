@@ -5,8 +5,8 @@ through the same feature code as the live model (``models.features``), so the
 network trains on exactly what it will see. Truncated back-propagation through
 time over random windows of many streams, Gaussian negative log-likelihood of
 the next step's change, validation on the last 20% of every stream (never
-trained on), early stopping on the validation loss. The same seed gives the
-same weights.
+trained on), the learning rate halved on a plateau, early stopping on the validation loss.
+The same seed gives the same weights.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class TrainConfig:
     hidden: int = 32
     layers: int = 1
     lr: float = 3e-3
-    patience: int = 4
+    patience: int = 6
     batches: int = 100  # per epoch
     seed: int = 0
     threads: int = 2
@@ -120,6 +120,13 @@ def _pad(rows: Sequence[np.ndarray], fill: float = math.nan) -> np.ndarray:
     return out
 
 
+def require_enough(corpus: Corpus) -> None:
+    if corpus.train_steps < MIN_TRAIN_STEPS:
+        msg = f"only {corpus.train_steps} usable training steps; training needs at least "
+        msg += f"{MIN_TRAIN_STEPS} (longer logs, or more of them)"
+        raise InputFileError(msg)
+
+
 def gaussian_nll(y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of ``target`` under N(y[..., 0], exp(y[..., 1]))."""
     mu, log_sigma = y[..., 0], y[..., 1].clamp(-7.0, 7.0)
@@ -132,10 +139,7 @@ def train(
     corpus: Corpus, config: TrainConfig, progress: Callable[[dict[str, float]], None] | None = None
 ) -> tuple[GaussianGRU, History]:
     """Fit a network to ``corpus``; return the weights of the best validation epoch."""
-    if corpus.train_steps < MIN_TRAIN_STEPS:
-        msg = f"only {corpus.train_steps} usable training steps; training needs at least "
-        msg += f"{MIN_TRAIN_STEPS} (longer logs, or more of them)"
-        raise InputFileError(msg)
+    require_enough(corpus)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
@@ -161,6 +165,9 @@ def train(
             best = {k: v.clone() for k, v in network.state_dict().items()}
         elif epoch + 1 - history.best_epoch >= config.patience:
             break
+        elif epoch + 1 - history.best_epoch >= 2:  # a plateau: smaller steps
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5
     network.load_state_dict(best)
     return network.eval(), history
 

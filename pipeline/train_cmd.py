@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import PipelineConfig, parse_duration
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputFileError
 from pipeline.replay import add_input_arguments, csv_source
 from pipeline.types import VerdictBatch
 
@@ -45,12 +45,13 @@ def register(commands: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from models.checkpoint import save_checkpoint
-    from models.train import build_corpus, manifest, train
+    from models.train import build_corpus, manifest, require_enough, train
 
     config = _train_config(args)
     source = csv_source(args, args.paths)
     steps = series_of(source, PipelineConfig(window=parse_duration(args.window, "--window")))
     corpus = build_corpus(steps)
+    require_enough(corpus)
     print(
         f"training on {len(corpus.streams)} streams, {corpus.train_steps} steps "
         f"({corpus.valid.sum() - corpus.train_steps} held out)",
@@ -114,6 +115,11 @@ def series_of(source: Any, config: PipelineConfig) -> dict[str, dict[str, np.nda
         parts.append(engine.process(batch))
     parts.append(engine.flush())
     steps = VerdictBatch.concat(parts)
+    if not len(steps):
+        names = ", ".join(str(p) for p in source.files)
+        msg = f"{names}: no readings to train on ({engine.stats.missing} cells were empty or "
+        msg += "missing-value codes); pick columns that hold numbers"
+        raise InputFileError(msg)
     by_stream: dict[str, list[int]] = defaultdict(list)
     for i, stream in enumerate(steps.stream.tolist()):
         by_stream[stream].append(i)
