@@ -10,7 +10,7 @@ from models.features import N_FEATURES
 from models.gru import GaussianGRU
 from models.persistence import PersistenceForecaster
 from models.rnn import RnnForecaster
-from pipeline.detect import GaussianTailDetector
+from pipeline.detect import GaussianTailDetector, LikelihoodDetector
 from pipeline.testing import chunk_of
 from pipeline.types import StepChunk
 
@@ -28,7 +28,12 @@ FORECASTERS = [
     PersistenceForecaster(alpha=0.3, clip=2.0),
     _small_rnn(),
 ]
-DETECTORS = [GaussianTailDetector(), GaussianTailDetector(threshold=0.9, warmup=3)]
+DETECTORS = [
+    GaussianTailDetector(),
+    GaussianTailDetector(threshold=0.9, warmup=3),
+    LikelihoodDetector(),
+    LikelihoodDetector(warmup=5, hold=3),
+]
 
 rng = np.random.default_rng(0)
 ROWS = [list(np.cumsum(rng.normal(size=n)) + 20) for n in (40, 25, 3)]
