@@ -78,63 +78,68 @@ def _tail_kernel(value, length, mean, scale, threshold, warmup, state, score, fl
 
 
 class LikelihoodDetector:
-    """Anomaly likelihood of forecast surprises against the stream's own history.
+    """How unusual a step's surprise is for its own stream, now and over the last few steps.
 
     Per step, the residual's two-sided tail probability under the forecast
-    (``p``) becomes a surprise ``-log10 p``. Two kinds of evidence, each
-    measured in "decades" and mapped to ``[0, 1]`` the same way on every
-    stream, so that one threshold serves a thermostat and a CPU metric:
+    (``p``) becomes a surprise ``-log10 p``. Each stream learns, from its
+    unflagged steps only, the spread (mean absolute deviation) of its
+    surprises, their ``quantile``, and the centre and spread of a short
+    exponentially weighted mean of them (``short`` steps), all over ``long``
+    steps. Evidence is the larger of two robust z-scores:
 
-    * a spike: the step's own surprise beyond ``spike_decades`` (a 1-in-1000
-      step is ordinary somewhere in a long stream), over ``decades``;
-    * a burst: a short exponentially weighted mean of surprises (``short``
-      steps) against the stream's long-run distribution of that mean (its
-      mean and mean absolute deviation over ``long`` steps, learned only from
-      unflagged steps), as a robust z-score over ``burst_z``: a run of
-      moderate surprises is as telling as one huge one, and a stream whose
-      forecasts are always rough does not cry wolf.
+    * a spike: this step's surprise above the stream's usual ``quantile``, in
+      spreads, over ``spike_z``;
+    * a burst: the short mean against its usual values, over ``burst_z``;
+      a run of moderate surprises is as telling as one huge one.
 
-    After a flag, scores are multiplied by ``damping`` for ``hold`` steps: one
-    event raises one alarm.
+    Because both are measured against the stream's own history, a stream whose
+    forecasts are always rough (tweet counts) does not cry wolf and a smooth
+    one (a thermostat) is watched closely; the score ``x / (1 + x)`` means the
+    same on every stream (0.5 is evidence ``x = 1``). After a flag, scores are
+    multiplied by ``damping`` for ``hold`` steps: one event raises one alarm.
+    The defaults were chosen on the NAB corpus with one parameter set for all
+    files (docs/anomaly.md).
     """
 
     name = "likelihood"
-    # scored steps, short mean, long mean, long abs. deviation, long weight, hold countdown
-    state_width = 6
+    # scored steps, short mean, hold countdown, long weight,
+    # surprise centre, surprise spread, short-mean centre, short-mean spread,
+    # tail quantile of surprise
+    state_width = 9
     state_dtype: type[np.floating] = np.float64
 
     def __init__(
         self,
-        threshold: float = 0.6,
+        threshold: float = 0.5,
         warmup: int = 50,
-        short: float = 5.0,
-        long: float = 1000.0,
-        spike_decades: float = 3.0,
-        decades: float = 10.0,
-        burst_z: float = 20.0,
-        hold: int = 50,
-        damping: float = 0.5,
+        short: float = 3.0,
+        long: float = 300.0,
+        spike_z: float = 25.0,
+        burst_z: float = 12.0,
+        hold: int = 200,
+        damping: float = 0.3,
+        quantile: float = 0.9,
     ) -> None:
         self.threshold = threshold
         self.warmup = warmup
         self.short = short
         self.long = long
-        self.spike_decades = spike_decades
-        self.decades = decades
+        self.spike_z = spike_z
         self.burst_z = burst_z
         self.hold = hold
         self.damping = damping
+        self.quantile = quantile
 
     _PARAMS = (
         "threshold",
         "warmup",
         "short",
         "long",
-        "spike_decades",
-        "decades",
+        "spike_z",
         "burst_z",
         "hold",
         "damping",
+        "quantile",
     )
 
     def __repr__(self) -> str:
@@ -160,9 +165,13 @@ class LikelihoodDetector:
         return DetectionChunk(score=score, is_anomaly=flag, state=new_state)
 
 
+_STEPS, _SHORT, _HOLD, _WEIGHT, _CENTRE, _SPREAD, _SHORT_CENTRE, _SHORT_SPREAD, _TAIL = range(9)
+_MIN_SPREAD = 0.05  # decades: a stream that never surprises still has this much spread
+
+
 @numba.njit(cache=True)
 def _likelihood_kernel(value, length, mean, scale, params, state, score, flag):
-    threshold, warmup, a_short, a_long, spike_decades, decades, burst_z, hold, damping = params
+    threshold, warmup, a_short, a_long, spike_z, burst_z, hold, damping, quantile = params
     for b in range(value.shape[0]):
         s = state[b]
         for j in range(length[b]):
@@ -171,26 +180,46 @@ def _likelihood_kernel(value, length, mean, scale, params, state, score, flag):
                 continue  # no forecast yet
             z = abs(value[b, j] - m) / sd
             surprise = min(-math.log10(max(math.erfc(z / math.sqrt(2.0)), 1e-300)), 300.0)
-            s[1] += a_short * (surprise - s[1])
-            s[0] += 1.0
-            spike = (surprise - spike_decades) / decades
-            burst = 0.0
-            if s[4] > 0.0:
-                deviation = max(s[3] / s[4], 0.05)
-                burst = (s[1] - s[2] / s[4]) / deviation / burst_z
-            raw = min(max(spike, burst, 0.0), 1.0)
-            if s[5] > 0:  # holding after a flag
+            s[_SHORT] += a_short * (surprise - s[_SHORT])
+            s[_STEPS] += 1.0
+            evidence = 0.0
+            if s[_WEIGHT] > 0.0:
+                spread = max(s[_SPREAD] / s[_WEIGHT], _MIN_SPREAD)
+                spike = (surprise - s[_TAIL]) / spread / spike_z
+                burst = _robust_z(s, s[_SHORT], _SHORT_CENTRE, _SHORT_SPREAD) / burst_z
+                evidence = max(spike, burst, 0.0)
+            raw = evidence / (1.0 + evidence)
+            if s[_HOLD] > 0:  # holding after a flag
                 raw *= damping
-                s[5] -= 1.0
+                s[_HOLD] -= 1.0
             score[b, j] = raw
-            flagged = s[0] > warmup and raw >= threshold
+            flagged = s[_STEPS] > warmup and raw >= threshold
             flag[b, j] = flagged
             if flagged:
-                s[5] = hold
+                s[_HOLD] = hold
             else:  # learn the long run from ordinary steps only
-                s[4] += a_long * (1.0 - s[4])
-                s[2] += a_long * (s[1] - s[2])
-                s[3] += a_long * (abs(s[1] - s[2] / s[4]) - s[3])
+                s[_WEIGHT] += a_long * (1.0 - s[_WEIGHT])
+                _learn_long(s, surprise, _CENTRE, _SPREAD, a_long)
+                _learn_long(s, s[_SHORT], _SHORT_CENTRE, _SHORT_SPREAD, a_long)
+                _learn_tail(s, surprise, quantile)
+
+
+@numba.njit(cache=True, inline="always")
+def _learn_tail(s, surprise, quantile):
+    """Stochastic quantile tracking: up by ``q``, down by ``1 - q`` (in small steps)."""
+    step = 0.05 * max(s[_SPREAD] / s[_WEIGHT], _MIN_SPREAD)
+    s[_TAIL] += step * (quantile if surprise > s[_TAIL] else quantile - 1.0)
+
+
+@numba.njit(cache=True, inline="always")
+def _robust_z(s, x, centre, spread):
+    return (x - s[centre] / s[_WEIGHT]) / max(s[spread] / s[_WEIGHT], _MIN_SPREAD)
+
+
+@numba.njit(cache=True, inline="always")
+def _learn_long(s, x, centre, spread, a_long):
+    s[centre] += a_long * (x - s[centre])
+    s[spread] += a_long * (abs(x - s[centre] / s[_WEIGHT]) - s[spread])
 
 
 def default_detector() -> LikelihoodDetector:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.detect import GaussianTailDetector
+from pipeline.detect import default_detector
 from pipeline.engine import Engine, EngineStats
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.protocols import Forecaster
@@ -155,7 +155,7 @@ def replay_model(args: argparse.Namespace, model: str, forecaster: Forecaster) -
     """The logs through an engine on ``forecaster``, one strictly online pass."""
     config = pipeline_config(args)
     warm_up(forecaster, config)
-    engine = Engine(forecaster, GaussianTailDetector(), config)
+    engine = Engine(forecaster, default_detector(), config)
     trace = Trace()
     seconds = run_to_end(engine, csv_source(args, args.paths), [trace], None, flush_at_end=True)
     notes = []
@@ -171,7 +171,7 @@ def warm_up(forecaster: Forecaster, config: PipelineConfig) -> None:
     """Pay one-time costs (loading compiled kernels, a model's first call) before timing."""
     key = StreamKey("warm-up/stream/value")
     batch = ReadingBatch.from_readings([Reading(key, 60.0 * i, float(i % 5)) for i in range(64)])
-    engine = Engine(forecaster, GaussianTailDetector(), config)
+    engine = Engine(forecaster, default_detector(), config)
     engine.process(batch)
     engine.flush()
 

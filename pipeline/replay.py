@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig, parse_duration
-from pipeline.detect import GaussianTailDetector
+from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError
 from pipeline.protocols import Sink
@@ -94,7 +94,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
     from models import load_forecaster
 
     config = pipeline_config(args)
-    return Engine(load_forecaster(args.model, config.interval), GaussianTailDetector(), config)
+    return Engine(load_forecaster(args.model, config.interval), default_detector(), config)
 
 
 def csv_source(args: argparse.Namespace, paths: Sequence[str | Path]) -> Any:

@@ -1,0 +1,344 @@
+"""``sensorcast nab``: the NAB corpus through the real pipeline, one results file per series.
+
+Every ``NAB_DIR/data/**/*.csv`` (``timestamp,value``) is its own stream, named by its
+path under ``data/`` (``realKnownCause/machine_temperature_system_failure``), and all of
+them go through ONE engine (``window=0``, ``report_dropped=True``): each tick feeds the
+next ``chunk`` rows of every series at once, so the model runs batched across series
+(``(B, T)`` with B series and T <= chunk steps) instead of once per file. One pass,
+predict then learn, one parameter set for every file; the labels are not read while
+detecting.
+
+The engine returns a row for every reading in reading order, steps and dropped
+readings alike (NAB files repeat timestamps: such rows are dropped by the pipeline and
+score 0). ``RESULTS_DIR/<category>/<NAME>_<file>.csv`` then has the columns
+``timestamp,value,anomaly_score,label``: timestamp and value exactly as in the data
+file, one row per data row in the data's order, scores in [0, 1] (NaN -> 0). ``label``
+is filled from ``labels/combined_windows.json`` (1 inside a window) only after every
+score is final, for the reader's convenience; it is 0 when there are no labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import PipelineConfig
+from pipeline.detect import default_detector
+from pipeline.engine import Engine
+from pipeline.errors import ConfigError, InputFileError
+from pipeline.protocols import Detector
+from pipeline.types import ReadingBatch, stream_key_problem
+
+log = logging.getLogger(__name__)
+
+NAB_CHUNK = 4096  # rows of every series per engine tick: T of the (B, T) model call
+DEFAULT_NAME = "sensorcast"
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "nab",
+        help="run the NAB corpus through the pipeline and write NAB results files",
+        description="Run every NAB_DIR/data/**/*.csv through the streaming pipeline (one pass, "
+        "no look-ahead, one engine for all series) and write "
+        "RESULTS_DIR/<category>/<NAME>_<file>.csv with timestamp,value,anomaly_score,label.",
+    )
+    parser.add_argument("--data", required=True, metavar="NAB_DIR", help="the NAB root folder")
+    parser.add_argument("--out", required=True, metavar="RESULTS_DIR", help="results folder")
+    parser.add_argument(
+        "--detector-name", default=DEFAULT_NAME, metavar="NAME", help="results file prefix"
+    )
+    parser.add_argument("--model", default="default", help="default, persistence or a checkpoint")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    parser.set_defaults(run=run_nab)
+
+
+# -- the corpus -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DataFile:
+    """One NAB series as written: a row per data row, in the file's order."""
+
+    path: Path
+    key: str  # path under data/, e.g. "realKnownCause/machine_temperature_system_failure.csv"
+    timestamp: np.ndarray  # (n,) object: the text as written
+    time: np.ndarray  # (n,) datetime64[ns], NaT where unreadable
+    value_text: np.ndarray  # (n,) object: the text as written
+    value: np.ndarray  # (n,) float64, NaN where unreadable
+
+    @property
+    def stream(self) -> str:
+        return self.key.removesuffix(".csv")
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """(n,) float64 epoch seconds (naive times are UTC), NaN where unreadable."""
+        ns = self.time.astype(np.int64).astype(np.float64)
+        return np.where(np.isnat(self.time), np.nan, ns / 1e9)
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+
+def data_files(nab_dir: str | Path) -> list[Path]:
+    """Every ``NAB_DIR/data/**/*.csv``, sorted; InputFileError naming the folder if none."""
+    data = Path(nab_dir) / "data"
+    if not data.is_dir():
+        msg = f"{nab_dir}: no data/ folder; give the NAB root (with data/<category>/<file>.csv)"
+        raise InputFileError(msg)
+    found = sorted(p for p in data.rglob("*.csv") if p.is_file())
+    if not found:
+        msg = f"{data}: no *.csv files; expected data/<category>/<file>.csv"
+        raise InputFileError(msg)
+    return found
+
+
+def read_data(path: Path, data_dir: Path) -> DataFile:
+    """A ``timestamp,value`` file, every cell kept as text beside its parsed form."""
+    frame = read_text_csv(path, ("timestamp", "value"))
+    text = frame["timestamp"].to_numpy(object)
+    value_text = frame["value"].to_numpy(object)
+    value = pd.to_numeric(frame["value"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    return DataFile(
+        path=path,
+        key=path.relative_to(data_dir).as_posix(),
+        timestamp=text,
+        time=parse_times(frame["timestamp"]),
+        value_text=value_text,
+        value=value,
+    )
+
+
+def read_text_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """``columns`` of a CSV as text (no NA guessing); InputFileError naming the file."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        msg = f"{path}: cannot read it as CSV ({exc})"
+        raise InputFileError(msg) from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        msg = f"{path}: no {', '.join(missing)} column; expected a header with "
+        msg += f"{','.join(columns)} (found {','.join(frame.columns)})"
+        raise InputFileError(msg)
+    return frame
+
+
+def parse_times(text: pd.Series) -> np.ndarray:
+    """(n,) datetime64[ns] of ISO 8601 text (naive = UTC), NaT where unreadable."""
+    stamp = pd.to_datetime(text.str.strip(), format="ISO8601", errors="coerce", utc=True)
+    return stamp.dt.tz_convert(None).to_numpy("datetime64[ns]")
+
+
+# -- detection ------------------------------------------------------------------------------
+
+
+def build_detector() -> Detector:
+    """The detector every series is scored with."""
+    return default_detector()
+
+
+@dataclass
+class NabRun:
+    """What a run scored: a score per data row of every file, and the engine's counters."""
+
+    files: list[DataFile]
+    scores: list[np.ndarray]  # (n,) float64 in [0, 1] per file, in the data's order
+    seconds: float = 0.0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def detect(
+    files: Sequence[DataFile], engine: Engine, chunk: int = NAB_CHUNK, progress: bool = False
+) -> NabRun:
+    """Score every row of every file with one engine, the files' next ``chunk`` rows per tick.
+
+    ``engine`` must have ``window=0`` and ``report_dropped=True`` so that every reading
+    comes back as exactly one row, in reading order.
+    """
+    if engine.config.window != 0 or engine.config.lateness != 0 or not engine.config.report_dropped:
+        msg = "nab needs an engine with window=0, lateness=0 and report_dropped=True"
+        raise ConfigError(msg)
+    streams = tuple(_stream_name(f) for f in files)
+    seconds = [f.seconds for f in files]
+    scores = [np.zeros(len(f)) for f in files]
+    bar = _bar(progress, sum(len(f) for f in files))
+    started = time.perf_counter()
+    try:
+        for batch, spans in _ticks(files, streams, seconds, chunk):
+            verdicts = engine.process(batch)
+            _check_rows(batch, verdicts.stream, verdicts.timestamp)
+            score = np.clip(np.nan_to_num(verdicts.anomaly_score, nan=0.0), 0.0, 1.0)
+            for i, lo, hi, at in spans:
+                scores[i][lo:hi] = score[at : at + hi - lo]
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    return NabRun(list(files), scores, elapsed, dict(engine.stats.dropped))
+
+
+def _stream_name(file: DataFile) -> str:
+    problem = stream_key_problem(file.stream)
+    if problem:
+        msg = f"{file.path}: its path under data/ cannot name a stream ({problem})"
+        raise InputFileError(msg)
+    return file.stream
+
+
+Span = tuple[int, int, int, int]  # (file, first row, end row, position in the batch)
+
+
+def _ticks(
+    files: Sequence[DataFile], streams: tuple[str, ...], seconds: list[np.ndarray], chunk: int
+) -> Iterator[tuple[ReadingBatch, list[Span]]]:
+    """Batches holding rows [k * chunk, (k + 1) * chunk) of every file still running."""
+    longest = max((len(f) for f in files), default=0)
+    for lo in range(0, longest, chunk):
+        spans: list[Span] = []
+        at = 0
+        for i, file in enumerate(files):
+            hi = min(lo + chunk, len(file))
+            if hi > lo:
+                spans.append((i, lo, hi, at))
+                at += hi - lo
+        index = np.concatenate([np.full(hi - lo, i, np.int32) for i, lo, hi, _ in spans])
+        rows = np.concatenate([np.arange(lo, hi) for _, lo, hi, _ in spans])
+        yield (
+            ReadingBatch(
+                streams=streams,
+                stream_index=index,
+                timestamp=np.concatenate([seconds[i][lo:hi] for i, lo, hi, _ in spans]),
+                value=np.concatenate([files[i].value[lo:hi] for i, lo, hi, _ in spans]),
+                seq=rows + 2,  # the physical line: the header is line 1
+                partition="nab",
+            ),
+            spans,
+        )
+
+
+def _check_rows(batch: ReadingBatch, stream: np.ndarray, timestamp: np.ndarray) -> None:
+    """The engine's promise this command relies on: one row per reading, in reading order."""
+    expected = np.asarray(batch.streams, dtype=object)[batch.stream_index]
+    if not (
+        len(stream) == len(batch)
+        and np.array_equal(stream, expected)
+        and np.array_equal(timestamp, batch.timestamp, equal_nan=True)
+    ):
+        msg = "the engine did not return one row per reading in reading order"
+        raise RuntimeError(msg)
+
+
+def _bar(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=" rows", unit_scale=True, desc="nab", file=sys.stderr)
+
+
+# -- results files --------------------------------------------------------------------------
+
+
+def results_path(results_dir: str | Path, key: str, name: str) -> Path:
+    """``RESULTS_DIR/<category>/<NAME>_<file>.csv`` for the data file ``key``.
+
+    >>> results_path("out", "realTweets/Twitter_volume_AAPL.csv", "sensorcast").as_posix()
+    'out/realTweets/sensorcast_Twitter_volume_AAPL.csv'
+    """
+    relative = Path(key)
+    return Path(results_dir) / relative.parent / f"{name}_{relative.name}"
+
+
+def check_name(name: str) -> str:
+    if not name or any(c in name for c in "/\\\x00") or name in (".", ".."):
+        msg = f"--detector-name: {name!r} must be a non-empty file-name prefix without slashes"
+        raise ConfigError(msg)
+    return name
+
+
+def write_results(run: NabRun, labels: list[np.ndarray], results_dir: Path, name: str) -> None:
+    for file, score, label in zip(run.files, run.scores, labels, strict=True):
+        path = results_path(results_dir, file.key, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame(
+            {
+                "timestamp": file.timestamp,
+                "value": file.value_text,
+                "anomaly_score": score,
+                "label": label,
+            }
+        )
+        frame.to_csv(path, index=False)
+
+
+# -- labels: read only after detection has finished ------------------------------------------
+
+
+def window_labels(nab_dir: Path, files: Sequence[DataFile]) -> list[np.ndarray]:
+    """(n,) int8 per file: 1 inside a labelled window, else 0 (all 0 without usable labels).
+
+    Called only once every score is final: the labels never reach the detector.
+    """
+    from pipeline.nab_score import load_windows, window_rows
+
+    labels = [np.zeros(len(f), np.int8) for f in files]
+    try:
+        windows = load_windows(nab_dir)
+        for file, label in zip(files, labels, strict=True):
+            for start, end in window_rows(file, windows.get(file.key, []), windows.source):
+                label[start : end + 1] = 1
+    except InputFileError as exc:
+        log.warning("label column left at 0: %s", exc)
+        return [np.zeros(len(f), np.int8) for f in files]
+    return labels
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def run_nab(args: argparse.Namespace) -> int:
+    from models import load_forecaster
+
+    name = check_name(args.detector_name)
+    nab_dir = Path(args.data)
+    paths = data_files(nab_dir)
+    files = [read_data(path, nab_dir / "data") for path in paths]
+    config = PipelineConfig(window=0, report_dropped=True)
+    engine = Engine(load_forecaster(args.model, config.interval), build_detector(), config)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    run = detect(files, engine, progress=progress)
+    # detection is over: only now are the labels read, to fill the label column
+    labels = window_labels(nab_dir, files)
+    out = Path(args.out)
+    write_results(run, labels, out, name)
+    print(summary(run, out))
+    return 0
+
+
+def summary(run: NabRun, out: Path) -> str:
+    rows = sum(len(f) for f in run.files)
+    rate = rows / run.seconds if run.seconds > 0 else 0.0
+    dropped = sum(run.dropped.values())
+    reasons = ", ".join(f"{label} {n}" for label, n in sorted(run.dropped.items()))
+    text = f"nab: {len(run.files)} files, {rows} rows in {run.seconds:.2f} s ({rate:,.0f} rows/s)"
+    text += f"; {dropped} dropped by the pipeline, scored 0" + (f" ({reasons})" if dropped else "")
+    return text + f"; results in {out}"

@@ -1,0 +1,176 @@
+"""`sensorcast nab` end to end: a small NAB-shaped corpus in, results files and scores out.
+
+The small corpus is built in tmp_path: the real NAB file shipped in data/nab (it repeats
+an hour, which the pipeline drops) with its real windows, plus two synthetic series in
+NAB's format. One test runs the whole NAB corpus when it is present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE = ROOT / "data/nab/realKnownCause/machine_temperature_system_failure.csv"
+MACHINE_KEY = "realKnownCause/machine_temperature_system_failure.csv"
+MACHINE_WINDOWS = [  # labels/combined_windows.json of NAB v1.1 for this file
+    ["2013-12-10 06:25:00.000000", "2013-12-12 05:35:00.000000"],
+    ["2013-12-15 17:50:00.000000", "2013-12-17 17:00:00.000000"],
+    ["2014-01-27 14:20:00.000000", "2014-01-29 13:30:00.000000"],
+    ["2014-02-07 14:55:00.000000", "2014-02-09 14:05:00.000000"],
+]
+REPEATED_HOUR = list(range(10_149, 10_161))  # data rows (0-based) of lines 10151-10162
+FULL_NAB = Path(os.environ.get("SENSORCAST_NAB_DIR", "/work/shared/data/nab"))
+
+
+def _synthetic(path: Path, n: int, spike_at: int | None = None) -> list[str]:
+    """A daily sine every 5 minutes, NAB-style text; optionally one spike."""
+    times = pd.date_range("2014-04-01 00:00:00", periods=n, freq="5min")
+    value = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 288)
+    if spike_at is not None:
+        value[spike_at] += 80
+    text = [t.strftime("%Y-%m-%d %H:%M:%S") for t in times]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"timestamp": text, "value": value.round(6)}).to_csv(path, index=False)
+    return text
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "nab"
+    data = root / "data"
+    (data / "realKnownCause").mkdir(parents=True)
+    shutil.copy(MACHINE, data / MACHINE_KEY)
+    _synthetic(data / "artificialNoAnomaly/art_daily_sine.csv", 4032)
+    spike = _synthetic(data / "artificialWithAnomaly/art_daily_spike.csv", 4032, spike_at=3000)
+    windows = {
+        MACHINE_KEY: MACHINE_WINDOWS,
+        "artificialNoAnomaly/art_daily_sine.csv": [],
+        "artificialWithAnomaly/art_daily_spike.csv": [[f"{spike[2950]}.000000",
+                                                       f"{spike[3149]}.000000"]],
+    }  # fmt: skip
+    (root / "labels").mkdir()
+    (root / "labels/combined_windows.json").write_text(json.dumps(windows))
+    return root
+
+
+def _results(out: Path, name: str = "sensorcast") -> dict[str, pd.DataFrame]:
+    return {
+        key: pd.read_csv(out / Path(key).parent / f"{name}_{Path(key).name}", dtype=str)
+        for key in (MACHINE_KEY, "artificialNoAnomaly/art_daily_sine.csv",
+                    "artificialWithAnomaly/art_daily_spike.csv")
+    }  # fmt: skip
+
+
+def _check_one_row_per_data_row(data: Path, result: pd.DataFrame) -> None:
+    source = pd.read_csv(data, dtype=str, keep_default_na=False)
+    assert list(result.columns) == ["timestamp", "value", "anomaly_score", "label"]
+    assert len(result) == len(source)
+    assert result["timestamp"].tolist() == source["timestamp"].tolist()  # the text as written
+    score = result["anomaly_score"].astype(float)
+    assert score.between(0.0, 1.0).all()  # NaN fails too
+
+
+def test_nab_writes_a_results_file_per_series_then_nab_score_scores_them(corpus, tmp_path,
+                                                                         capsys):  # fmt: skip
+    out = tmp_path / "results"
+    assert main(["nab", "--data", str(corpus), "--out", str(out), "--no-progress"]) == 0
+    assert "nab: 3 files, 30759 rows" in capsys.readouterr().out
+    results = _results(out)
+    for key, result in results.items():
+        _check_one_row_per_data_row(corpus / "data" / key, result)
+    machine = results[MACHINE_KEY]
+    assert machine["value"].tolist() == pd.read_csv(MACHINE, dtype=str)["value"].tolist()
+    # the repeated hour is dropped by the pipeline: its rows are there, scored 0
+    assert (machine["anomaly_score"].astype(float).iloc[REPEATED_HOUR] == 0.0).all()
+    # label: filled from the windows after detection, 1 exactly inside them
+    spike = results["artificialWithAnomaly/art_daily_spike.csv"]
+    assert np.flatnonzero(spike["label"].astype(int)).tolist() == list(range(2950, 3150))
+    assert results["artificialNoAnomaly/art_daily_sine.csv"]["label"].astype(int).sum() == 0
+    assert machine["label"].astype(int).sum() > 0
+
+    assert main(["nab-score", "--data", str(corpus), "--results", str(out)]) == 0
+    printed = capsys.readouterr().out
+    numbers = re.findall(r"^(standard|reward_low_FP_rate|reward_low_FN_rate) +(-?[\d.]+|n/a) ",
+                         printed, re.MULTILINE)  # fmt: skip
+    assert [name for name, _ in numbers] == ["standard", "reward_low_FP_rate",
+                                             "reward_low_FN_rate"]  # fmt: skip
+    assert all(math.isfinite(float(value)) for _, value in numbers)
+
+
+def test_detection_never_reads_the_labels_nor_looks_ahead(corpus, tmp_path, capsys):
+    # the scores are the same without the labels, and a file cut short scores its rows
+    # exactly as the whole file does (chunked sequence mode: float tolerance)
+    full, blind = tmp_path / "full", tmp_path / "blind"
+    assert main(["nab", "--data", str(corpus), "--out", str(full), "--no-progress"]) == 0
+    (corpus / "labels/combined_windows.json").unlink()
+    machine = corpus / "data" / MACHINE_KEY
+    whole = machine.read_text().splitlines(keepends=True)
+    machine.write_text("".join(whole[: 1 + 9000]))
+    assert main(["nab", "--data", str(corpus), "--out", str(blind), "--no-progress"]) == 0
+    before, after = _results(full), _results(blind)
+    for key in before:
+        a, b = before[key]["anomaly_score"].astype(float), after[key]["anomaly_score"].astype(float)
+        np.testing.assert_allclose(b.to_numpy(), a.to_numpy()[: len(b)], rtol=0, atol=1e-6)
+        assert after[key]["label"].astype(int).sum() == 0  # no labels: all 0
+    assert len(after[MACHINE_KEY]) == 9000
+
+
+def test_detector_name_and_progress_bar(corpus, tmp_path, capsys):
+    out = tmp_path / "results"
+    command = ["nab", "--data", str(corpus), "--out", str(out), "--detector-name", "mine",
+               "--progress"]  # fmt: skip
+    assert main(command) == 0
+    assert "nab" in capsys.readouterr().err  # tqdm's bar
+    assert len(_results(out, "mine")) == 3
+    assert not list(out.rglob("sensorcast_*.csv"))
+    assert main(["nab-score", "--data", str(corpus), "--results", str(out)]) == 2
+    assert "sensorcast_" in capsys.readouterr().err  # the default name's files are missing
+
+
+@pytest.mark.parametrize("case", ["no_data_folder", "no_csv_files"])
+def test_a_data_folder_without_data_exits_2_naming_it(tmp_path, capsys, case):
+    root = tmp_path / "nab"
+    root.mkdir()
+    if case == "no_csv_files":
+        (root / "data" / "realTweets").mkdir(parents=True)
+    assert main(["nab", "--data", str(root), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(root) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_detector_name_exits_2(corpus, tmp_path, capsys):
+    command = ["nab", "--data", str(corpus), "--out", str(tmp_path), "--detector-name", "a/b"]
+    assert main(command) == 2
+    assert "--detector-name" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not (FULL_NAB / "data").is_dir(),
+    reason=f"the NAB corpus is not at {FULL_NAB} (set SENSORCAST_NAB_DIR to its root)",
+)
+def test_the_whole_nab_corpus_runs_in_well_under_a_minute(tmp_path, capsys):
+    out = tmp_path / "results"
+    started = time.perf_counter()
+    assert main(["nab", "--data", str(FULL_NAB), "--out", str(out), "--no-progress"]) == 0
+    seconds = time.perf_counter() - started
+    print(capsys.readouterr().out)
+    files = sorted((FULL_NAB / "data").rglob("*.csv"))
+    assert len(files) == 58
+    for path in files:
+        key = path.relative_to(FULL_NAB / "data")
+        result = pd.read_csv(out / key.parent / f"sensorcast_{key.name}", dtype=str)
+        _check_one_row_per_data_row(path, result)
+    assert seconds < 60, f"the whole corpus took {seconds:.1f} s"
