@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import check_config, daemon, demo, evaluate, replay, train_cmd
+from pipeline import check_config, daemon, demo, evaluate, nab, nab_score, replay, train_cmd
 from pipeline.errors import SensorcastError, SnapshotError, UserError
 
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.register(commands)
     replay.register(commands)
     evaluate.register(commands)
+    nab.register(commands)
+    nab_score.register(commands)
     demo.register(commands)
     train_cmd.register(commands)
     check_config.register(commands)
