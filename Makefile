@@ -9,8 +9,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # Programs the integration tests run for real (they start their own instances).
-SYSTEM_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl
-SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl
+SYSTEM_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl prometheus promtool
+SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl prometheus
 
 .PHONY: setup system-deps demo test lint typecheck unit clean
 

@@ -36,6 +36,7 @@ _Item = tuple[str | None, bytes, float, int, int]  # topic, payload, received, m
 @dataclass
 class SourceCounters:
     messages: int = 0  # taken off the queue
+    rejected: int = 0  # messages that yielded no reading, only rejections
     queue_full: int = 0  # messages that had to wait for room in the queue
 
 
@@ -48,13 +49,15 @@ class _Decoded:
     times: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
+    received: list[float] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
-    def add(self, key: str, timestamp: float, value: float, seq: int) -> None:
+    def add(self, key: str, timestamp: float, value: float, seq: int, received: float) -> None:
         self.codes.append(self.keys.setdefault(key, len(self.keys)))
         self.times.append(timestamp)
         self.values.append(value)
         self.seqs.append(seq)
+        self.received.append(received)
 
     def batch(self) -> ReadingBatch:
         return ReadingBatch(
@@ -65,6 +68,7 @@ class _Decoded:
             seq=np.asarray(self.seqs, np.int64),
             partition=PARTITION,
             rejections=tuple(self.rejections),
+            received=np.asarray(self.received, np.float64),
         )
 
 
@@ -139,7 +143,10 @@ class MqttSource:
             return None if self._paused else ReadingBatch.empty(PARTITION)
         decoded = _Decoded()
         for topic, payload, received, mid, qos in items:
+            readings, rejections = len(decoded.times), len(decoded.rejections)
             self._decode(decoded, topic, payload, received)
+            if len(decoded.times) == readings and len(decoded.rejections) > rejections:
+                self.counters.rejected += 1
             if qos > 0:
                 self._unacked.append((mid, qos))
         self.counters.messages += len(items)
@@ -183,7 +190,7 @@ class MqttSource:
                 reject(Reason.BAD_STREAM, problem)
                 continue
             when = received if reading.timestamp is None else reading.timestamp
-            out.add(key, when, reading.value, seq)
+            out.add(key, when, reading.value, seq, received)
         return None
 
     def commit(self) -> None:

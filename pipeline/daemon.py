@@ -1,9 +1,11 @@
 """``sensorcast run``: the long-running daemon, MQTT in, forecasts out.
 
 Wires the settings into an MQTT source, the engine, an MQTT sink and the
-metrics endpoint, restores the last snapshot, and runs the micro-batch loop
-until SIGTERM or SIGINT: then it stops consuming, drains what it already
-received, flushes its publishes, writes a snapshot and exits 0.
+metrics endpoint (``/metrics``, ``/healthz``, ``/readyz``), restores the last
+snapshot, tells systemd it is ready, and runs the micro-batch loop until
+SIGTERM or SIGINT: then it stops consuming, drains what it already received,
+flushes its publishes, writes a snapshot and exits 0. Under systemd
+(``Type=notify``) it pings the watchdog from the loop and reports its status.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pipeline.engine import Engine
 from pipeline.errors import SnapshotError
 from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
+from pipeline.systemd import Notifier
 from pipeline.types import VerdictBatch
 
 log = logging.getLogger("sensorcast")
@@ -59,17 +62,26 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 
 class Daemon:
-    """The wired pipeline. ``run`` blocks until ``request_stop``."""
+    """The wired pipeline. ``run`` blocks until ``request_stop``.
+
+    ``notifier`` speaks to systemd; by default it is set up from ``NOTIFY_SOCKET``
+    and ``WATCHDOG_USEC`` and does nothing without them.
+    """
 
     def __init__(
-        self, settings: Settings, on_verdicts: Callable[[VerdictBatch], None] | None = None
+        self,
+        settings: Settings,
+        on_verdicts: Callable[[VerdictBatch], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         from connectors.mqtt_sink import MqttSink
         from models import load_forecaster
 
         self.settings = settings
         self.on_verdicts = on_verdicts
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.stop = threading.Event()
+        self.restored = False  # the snapshot is loaded (or there is none to load)
         mqtt = settings.mqtt
         self.sink = MqttSink(connection(settings, "-pub", persistent=False), mqtt.prefix,
                              qos=mqtt.qos)  # fmt: skip
@@ -82,6 +94,7 @@ class Daemon:
         )  # fmt: skip
         self.source = mqtt_source(settings)
         self.metrics: Any = None
+        self.ticks: Any = None  # connectors.prometheus.TickMetrics, while metrics are served
 
     @property
     def snapshot_path(self) -> Path | None:
@@ -90,14 +103,17 @@ class Daemon:
 
     def request_stop(self) -> None:
         log.info("stopping: draining, flushing, snapshotting")
+        if not self.stop.is_set():
+            self.notifier.stopping()
         self.stop.set()
 
     def run(self) -> None:
-        self._restore()
-        self._serve_metrics()
+        self._serve_metrics()  # first: /healthz and /readyz answer while restoring
         try:
+            self._restore()
             self.sink.start(cancel=self.stop)
             self.source.start(cancel=self.stop)
+            self.notifier.ready(self.status())
             self._runner().run()
         finally:
             self.source.close()
@@ -112,10 +128,36 @@ class Daemon:
         return Runner(
             self.engine, self.source, [self.sink], schedule=schedule,
             snapshot_path=self.snapshot_path, stop=self.stop, flush_at_end=False,
-            on_verdicts=self.on_verdicts,
+            on_verdicts=self.on_verdicts, on_tick=self._on_tick,
+            on_applied=self.ticks.observe if self.ticks is not None else None,
         )  # fmt: skip
 
+    def _on_tick(self) -> None:
+        self.notifier.heartbeat(self.status)
+
+    def problems(self) -> list[str]:
+        """Why the daemon is not ready (``/readyz``); empty when it is. The model is
+        loaded before the endpoint exists, so only the snapshot and the broker remain."""
+        found = [] if self.restored else ["snapshot: not restored yet"]
+        for role, part in (("source", self.source), ("sink", self.sink)):
+            if not part.session.connected.is_set():
+                found.append(f"broker: {role} not connected to {part.connection.url}")
+        if self.stop.is_set():
+            found.append("stopping")
+        return found
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=."""
+        stats = self.engine.stats
+        text = f"{len(self.engine.table)} streams, {stats.readings} readings, {stats.steps} steps"
+        connected = self.source.session.connected.is_set()
+        return text if connected else f"{text}; waiting for broker {self.source.connection.url}"
+
     def _restore(self) -> None:
+        self._load_snapshot()
+        self.restored = True
+
+    def _load_snapshot(self) -> None:
         path = self.snapshot_path
         if path is None:
             return
@@ -135,10 +177,15 @@ class Daemon:
         metrics = self.settings.metrics
         if not metrics.port:
             return
-        from connectors.prometheus import PipelineCollector, serve_metrics
+        from connectors.metrics_http import serve_metrics
+        from connectors.prometheus import PipelineCollector, StreamCollector, TickMetrics
 
-        collector = PipelineCollector(self.engine, self.source, self.sink)
-        self.metrics = serve_metrics(collector, metrics.address, metrics.port)
+        self.ticks = TickMetrics()
+        collectors = [
+            PipelineCollector(self.engine, self.source, self.sink, ticks=self.ticks),
+            StreamCollector(self.engine, metrics.max_streams, metrics.streams),
+        ]
+        self.metrics = serve_metrics(collectors, metrics.address, metrics.port, self.problems)
         log.info("metrics on http://%s:%d/metrics", metrics.address, self.metrics.port)
 
 

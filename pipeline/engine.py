@@ -215,6 +215,7 @@ class Engine:
         mean, scale = self._forecasts_for_steps(chunk, forecast.mean, forecast.scale)
         detection = self.detector.step(table.detector_state[chunk.slots], chunk, mean, scale)
         self._scatter(chunk, forecast, detection)
+        self._keep_last(chunk, mean, scale, detection)
         self.stats.model_calls += 1
         self.stats.ticks += 1
         self.stats.steps += len(steps)
@@ -245,6 +246,18 @@ class Engine:
         table.pred_mean[slots] = forecast.mean[last]
         table.pred_scale[slots] = forecast.scale[last]
         table.pred_t[slots] = chunk.next_timestamp[last]
+
+    def _keep_last(
+        self, chunk: StepChunk, mean: np.ndarray, scale: np.ndarray, detection: DetectionChunk
+    ) -> None:
+        """Each stream's last step as judged, for metrics read at scrape time."""
+        table, slots = self.table, chunk.slots
+        last = (np.arange(len(slots)), chunk.length - 1)
+        table.last_value[slots] = chunk.value[last]
+        table.last_forecast[slots] = mean[last]
+        table.last_scale[slots] = scale[last]
+        table.last_score[slots] = detection.score[last]
+        table.anomalies[slots] += (detection.is_anomaly & chunk.mask).sum(axis=1)
 
     def _verdicts(
         self,

@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.engine import Engine
 from pipeline.errors import SinkError, SnapshotError
 from pipeline.protocols import Sink, Source
-from pipeline.types import VerdictBatch
+from pipeline.types import ReadingBatch, VerdictBatch
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Runner:
     stop: threading.Event = field(default_factory=threading.Event)
     on_verdicts: Callable[[VerdictBatch], None] | None = None  # progress, live tables
     on_tick: Callable[[], None] | None = None  # liveness (watchdogs), once per tick
+    on_applied: Callable[[ReadingBatch], None] | None = None  # after the sinks took a batch
     flush_at_end: bool = True  # close open windows when the source runs dry
     _last_run: dict[str, float] = field(default_factory=dict)
 
@@ -74,6 +75,8 @@ class Runner:
         if batch is None:
             return False
         self._emit(self.engine.process(batch))
+        if self.on_applied is not None:
+            self.on_applied(batch)  # latency: arrival to forecasts handed to the sinks
         self.source.commit()
         return True
 

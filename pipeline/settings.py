@@ -106,6 +106,8 @@ class StateSettings:
 class MetricsSettings:
     address: str = "127.0.0.1"
     port: int = 9108  # 0: no HTTP endpoint
+    max_streams: int = 1000  # streams with per-stream series, at most
+    streams: tuple[str, ...] = ("*",)  # glob patterns of the streams that get them
 
 
 class PasswordSource:
@@ -352,7 +354,9 @@ def build(given: Mapping[str, Given], env: Mapping[str, str]) -> Settings:
         state=StateSettings(
             Path(state_dir) if state_dir else None, values["state.snapshot_interval"]
         ),  # fmt: skip
-        metrics=MetricsSettings(values["metrics.address"], values["metrics.port"]),
+        metrics=MetricsSettings(
+            **{key.name: values[key.dotted] for key in KEYS if key.section == "metrics"}
+        ),
         log_level=values["log.level"].lower(),
         password_source=_password_source(mqtt, given, env),
         sources={dotted: g.origin for dotted, g in given.items() if g.layer != "default"},

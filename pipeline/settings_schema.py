@@ -166,6 +166,13 @@ def check_state_dir(path: str) -> str | None:
     return "is a file, not a directory; give a directory for snapshots (created if missing)"
 
 
+def check_globs(patterns: tuple[str, ...]) -> str | None:
+    for pattern in patterns:
+        if not pattern or "\0" in pattern:
+            return f'holds {pattern!r}; give glob patterns of stream keys, e.g. ["office-3/*"]'
+    return None
+
+
 def check_positive(seconds: float) -> str | None:
     return None if seconds > 0 else "must be positive, e.g. 60s"
 
@@ -349,6 +356,10 @@ KEYS: tuple[Key, ...] = (
         not_empty("127.0.0.1"), "--metrics-address"),
     Key("metrics", "port", "int", 9108, "port of /metrics; 0 = off",
         in_range(0, 65_535, "use 0 (off) to 65535, e.g. 9108"), "--metrics-port"),
+    Key("metrics", "max_streams", "int", 1000, "streams with per-stream series; 0 = none",
+        in_range(0, 1_000_000, "use 0 (none) to 1000000, e.g. 1000"), "--metrics-max-streams"),
+    Key("metrics", "streams", "list", ["*"], "glob patterns of streams with per-stream series",
+        check_globs, "--metrics-streams"),
     Key("log", "level", "text", "info", "debug, info, warning or error",
         one_of("debug", "info", "warning", "error", fold=True), "--log-level"),
 )  # fmt: skip

@@ -33,6 +33,12 @@ CORE_COLUMNS: dict[str, tuple[type[np.generic], float]] = {
     "pred_scale": (np.float64, NAN),
     "arrival_t": (np.float64, NAN),  # newest reading arrived (lateness > 0 only)
     "last_seen": (np.float64, NAN),  # wall time of the last reading (idle close, TTL)
+    # The last step as judged, for per-stream metrics read at scrape time:
+    "last_value": (np.float64, NAN),
+    "last_forecast": (np.float64, NAN),  # the forecast it was judged by (made a step before)
+    "last_scale": (np.float64, NAN),
+    "last_score": (np.float64, NAN),  # its anomaly score
+    "anomalies": (np.int64, 0),  # steps flagged since the stream appeared
 }
 
 

@@ -131,6 +131,7 @@ class ReadingBatch:
     partition: str = ""
     rejections: tuple[Rejection, ...] = ()
     missing: int = 0  # empty cells and sentinel codes: neither readings nor errors
+    received: np.ndarray | None = None  # (n,) float64 wall time each reading's message arrived
 
     def __len__(self) -> int:
         return int(self.timestamp.shape[0])
@@ -143,6 +144,7 @@ class ReadingBatch:
             timestamp=self.timestamp[keep],
             value=self.value[keep],
             seq=self.seq[keep],
+            received=None if self.received is None else self.received[keep],
         )
 
     @classmethod

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import pandas as pd

@@ -12,8 +12,19 @@ from pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 BUOY = ROOT / "data/buoy/ndbc_44005/buoy_44005_2012.dat"
-FAST = ["--epochs", "2", "--seq-len", "64", "--hidden", "8", "--batch", "8", "--threads", "1",
-        "--no-progress"]
+FAST = [
+    "--epochs",
+    "2",
+    "--seq-len",
+    "64",
+    "--hidden",
+    "8",
+    "--batch",
+    "8",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def test_train_writes_a_checkpoint_replay_can_use(tmp_path, capsys):
@@ -70,8 +81,10 @@ def test_bad_training_data_is_refused_and_nothing_is_overwritten(
 def test_a_constant_stream_trains_and_forecasts_without_dividing_by_zero(tmp_path, capsys):
     log = constant_log(tmp_path / "flat.csv")
     assert main(["train", str(log), "--out", str(tmp_path / "m"), *FAST]) == 0
-    assert main(["replay", str(log), "--model", str(tmp_path / "m"), "--out",
-                 str(tmp_path / "o.csv")]) == 0
+    assert (
+        main(["replay", str(log), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o.csv")])
+        == 0
+    )
     import pandas as pd
 
     frame = pd.read_csv(tmp_path / "o.csv")

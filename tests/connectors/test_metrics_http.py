@@ -1,0 +1,66 @@
+"""The HTTP endpoint: /metrics, /healthz, /readyz and anything else."""
+
+from __future__ import annotations
+
+import gzip
+import urllib.request
+
+import pytest
+from brokers import free_port
+from helpers import make_engine
+from prometheus_server import http_get
+
+from connectors.metrics_http import serve_metrics
+from connectors.prometheus import PipelineCollector
+from pipeline.errors import ConfigError
+
+
+@pytest.fixture
+def endpoint():
+    problems: list[str] = ["broker: source not connected to mqtt://127.0.0.1:1"]
+    server = serve_metrics(PipelineCollector(make_engine()), "127.0.0.1", 0, lambda: problems)
+    yield f"http://127.0.0.1:{server.port}", problems
+    server.close()
+
+
+def test_healthz_answers_while_readyz_reports_each_problem_until_there_is_none(endpoint):
+    url, problems = endpoint
+    assert http_get(f"{url}/healthz") == (200, "ok\n")
+    assert http_get(f"{url}/readyz") == (503, f"{problems[0]}\n")
+    problems.append("snapshot: not restored yet")
+    assert http_get(f"{url}/readyz")[1].splitlines() == problems
+    problems.clear()
+    assert http_get(f"{url}/readyz") == (200, "ready\n")
+
+
+def test_metrics_are_served_plain_and_gzipped_and_other_paths_are_404(endpoint):
+    url, _ = endpoint
+    status, text = http_get(f"{url}/metrics")
+    assert status == 200 and "sensorcast_steps_total 0.0" in text
+    request = urllib.request.Request(f"{url}/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(response.read()).decode() == text
+    assert http_get(f"{url}/nope")[0] == 404
+
+
+def test_a_port_in_use_is_a_config_error_naming_the_key():
+    port = free_port()
+    first = serve_metrics(PipelineCollector(make_engine()), "127.0.0.1", port)
+    try:
+        expected = rf"^metrics.port: cannot serve metrics on 127.0.0.1:{port} "
+        with pytest.raises(ConfigError, match=expected):
+            serve_metrics(PipelineCollector(make_engine()), "127.0.0.1", port)
+    finally:
+        first.close()
+
+
+def test_an_ipv6_address_is_served():
+    try:
+        server = serve_metrics(PipelineCollector(make_engine()), "::1", 0)
+    except ConfigError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        assert http_get(f"http://[::1]:{server.port}/healthz") == (200, "ok\n")
+    finally:
+        server.close()
