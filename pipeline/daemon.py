@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.detect import GaussianTailDetector
+from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import SnapshotError
 from pipeline.runner import Runner, Schedule
@@ -88,7 +88,7 @@ class Daemon:
         policy = self.sink.dead_letter if mqtt.deadletter else (lambda rejection: None)
         self.engine = Engine(
             load_forecaster(settings.model, settings.pipeline.interval),
-            GaussianTailDetector(),
+            default_detector(),
             settings.pipeline,
             on_reject=policy,
         )  # fmt: skip

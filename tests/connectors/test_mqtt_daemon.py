@@ -13,7 +13,7 @@ import numpy as np
 from daemons import Collector, client, running, settings_for, wait_until
 
 from models import load_forecaster
-from pipeline.detect import GaussianTailDetector
+from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
 
@@ -32,7 +32,7 @@ def readings(n: int) -> list[tuple[str, float, float]]:
 
 def replayed(items: list[tuple[str, float, float]]) -> VerdictBatch:
     """What replay makes of the same readings, with the daemon's (default) model."""
-    engine = Engine(load_forecaster("default"), GaussianTailDetector())
+    engine = Engine(load_forecaster("default"), default_detector())
     batch = ReadingBatch.from_readings([Reading(StreamKey(s), t, v) for s, t, v in items])
     return engine.process(batch)
 
