@@ -34,7 +34,7 @@ from pipeline.types import ForecastChunk, StepChunk
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # candidate shares of the predicted change
 POST = 6 + len(WEIGHTS)
 GAP_PREV, MIX_PREV, ANCHOR_PREV, SCALE_PREV, UNIT_PREV, CALIB, LOSSES = range(7)
-DISCOUNT = 0.995  # memory of the candidates' errors, ~200 steps
+DISCOUNT = 0.999  # memory of the candidates' errors, ~1000 steps
 SHARPNESS = 3.0  # how decisively the lowest error wins
 CALIB_RATE = 0.02  # step of the coverage correction
 CALIB_LIMIT = 3.0  # the scale factor stays within e^-3 .. e^3
@@ -59,7 +59,9 @@ class RnnForecaster:
 
     @property
     def fingerprint(self) -> str:
-        return f"{self._fingerprint};coverage={self.coverage!r}"
+        """The weights, and every constant that gives the per-stream state its meaning."""
+        mix = f"weights={WEIGHTS!r};discount={DISCOUNT!r};sharpness={SHARPNESS!r}"
+        return f"{self._fingerprint};coverage={self.coverage!r};{mix};features={STATS}"
 
     def initial_state(self, n: int) -> np.ndarray:
         state = np.zeros((n, self.state_width), self.state_dtype)
