@@ -47,6 +47,9 @@ def test_live_metrics_pass_promtool_and_count_what_happened(mosquitto):
         publisher.publish("sensors/plant/valve/state", b"open", qos=1).wait_for_publish(5)
         assert wait_until(lambda: daemon.engine.stats.steps == 40, 20)
         assert wait_until(lambda: daemon.source.counters.messages == 41, 5)
+        # The runner observes latency after the tick publishes, just after the steps count.
+        latency_count = ("sensorcast_forecast_latency_seconds_count", ())
+        assert wait_until(lambda: scrape(port).get(latency_count) == 40, 5)
         status, text = http_get(f"http://127.0.0.1:{port}/metrics")
         got = scrape(port)
         publisher.disconnect()
@@ -56,7 +59,7 @@ def test_live_metrics_pass_promtool_and_count_what_happened(mosquitto):
     assert got[(received, (("result", "ok"),))] == 40
     assert got[(received, (("result", "rejected"),))] == 1
     assert got[("sensorcast_readings_dropped_total", (("reason", "decode_error"),))] == 1
-    assert got[("sensorcast_forecast_latency_seconds_count", ())] == 40  # one per reading
+    assert got[latency_count] == 40  # one per reading
     assert got[("sensorcast_batch_size_sum", ())] == 40
     assert got[("sensorcast_steps_total", ())] == 40
     for connection in ("source", "sink"):
