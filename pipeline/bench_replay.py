@@ -1,0 +1,191 @@
+"""``bench --scenario replay``: readings/s of ``sensorcast replay`` against per-stream River.
+
+sensorcast runs exactly what ``sensorcast replay LOG --out FILE.csv`` runs: the CSV
+source (parsing is timed), the default model, the default detector and a CSV file
+sink, one core for torch. The baseline is what a River user would write: per
+stream a SNARIMAX forecaster (the parameters of ``river-snarimax``) and a
+``MinMaxScaler | HalfSpaceTrees`` detector, predict then learn, a CSV row per
+reading. River runs ~1,000 times slower, so it gets a subsample (the first
+streams, up to ``river_readings`` readings) from the same parsed log, and its
+rate is extrapolated as readings/s; its CSV parsing is not timed, which only
+flatters the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.bench_report import Row, Target, repeat
+
+REPLAY_TARGET = Target(value=1_000_000, ratio=20)
+SYNTHETIC_T0 = 1_600_000_000  # epoch seconds of the synthetic logs' first step
+RIVER_WARMUP = 25  # values SNARIMAX(p=2, d=1, m=24, sp=1) needs before it forecasts
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySize:
+    streams: int = 1_000
+    steps: int = 500
+    river_readings: int = 10_000
+    river_streams: int = 50
+
+
+def write_synthetic(path: Path, streams: int, steps: int, seed: int = 0) -> int:
+    """A long-format log of ``streams`` smooth noisy signals, one step a minute; rows."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)[:, None]  # (T, 1)
+    phase = rng.uniform(0, 2 * np.pi, streams)[None, :]  # (1, S)
+    values = 20 + 5 * np.sin(2 * np.pi * t / 1440 + phase) + rng.normal(0, 0.2, (steps, streams))
+    frame = pd.DataFrame({
+        "timestamp": np.repeat(SYNTHETIC_T0 + 60 * np.arange(steps), streams),
+        "stream": np.tile([f"site-{s % 97}/dev-{s}/temp" for s in range(streams)], steps),
+        "value": values.ravel().round(3),  # (T*S,) time-major: streams interleaved
+    })  # fmt: skip
+    frame.to_csv(path, index=False)
+    return len(frame)
+
+
+def nab_files(folder: Path) -> list[Path]:
+    """The CSVs of a NAB root (its ``data/``) or of any folder of ``timestamp,value`` files."""
+    data = folder / "data" if (folder / "data").is_dir() else folder
+    return sorted(data.rglob("*.csv"))
+
+
+# -- sensorcast ---------------------------------------------------------------------------
+
+
+def one_core() -> None:
+    """The issue's budget: one core for the pipeline (torch would take both)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def sensorcast_rate(paths: Sequence[Path], out: Path) -> tuple[float, int]:
+    """(readings/s, readings) of the whole replay: parse, window, model, detector, CSV out."""
+    from connectors.csv_source import CsvSource
+    from connectors.file_sink import open_file_sink
+    from models import load_forecaster
+    from pipeline.config import PipelineConfig
+    from pipeline.detect import default_detector
+    from pipeline.engine import Engine
+    from pipeline.replay import run_to_end
+
+    config = PipelineConfig(report_dropped=True)  # replay's defaults
+    engine = Engine(load_forecaster("default", config.interval), default_detector(), config)
+    source = CsvSource(list(paths))
+    seconds = run_to_end(engine, source, [open_file_sink(out)], False, flush_at_end=True)
+    return engine.stats.readings / seconds, engine.stats.readings
+
+
+# -- River --------------------------------------------------------------------------------
+
+
+def river_sample(paths: Sequence[Path], size: ReplaySize) -> list[tuple[str, float, float]]:
+    """(stream, time, value) of the first ``river_streams`` streams, reading order."""
+    from connectors.csv_source import CsvSource
+
+    chosen: set[str] = set()
+    out: list[tuple[str, float, float]] = []
+    source = CsvSource(list(paths))
+    while len(out) < size.river_readings and (batch := source.poll(65_536, 0.0)) is not None:
+        keys = [batch.streams[i] for i in batch.stream_index.tolist()]
+        for key, t, x in zip(keys, batch.timestamp.tolist(), batch.value.tolist(), strict=True):
+            if key not in chosen and len(chosen) < size.river_streams:
+                chosen.add(key)
+            if key in chosen and len(out) < size.river_readings:
+                out.append((key, t, x))
+    source.close()
+    return out
+
+
+class RiverStream:
+    """One stream's River pipeline: SNARIMAX forecasts, HalfSpaceTrees scores."""
+
+    def __init__(self) -> None:
+        from river import anomaly, linear_model, optim, preprocessing, time_series
+
+        from models.river_baselines import DEFAULTS
+
+        p = DEFAULTS["snarimax"]
+        regressor = preprocessing.StandardScaler() | linear_model.LinearRegression(
+            optimizer=optim.SGD(p["learning_rate"]), intercept_lr=0.0, clip_gradient=1.0
+        )
+        orders = {k: p[k] for k in ("p", "d", "q", "m", "sp", "sd", "sq")}
+        self.forecaster = time_series.SNARIMAX(**orders, regressor=regressor)
+        self.detector = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42)
+        self.seen = 0
+        self.forecast = math.nan
+
+    def step(self, x: float) -> tuple[float, float, float]:
+        """(forecast made a step ago, anomaly score, forecast for the next step)."""
+        judged_by = self.forecast
+        features = {"x": x}
+        score = float(self.detector.score_one(features))
+        self.detector.learn_one(features)
+        self.forecaster.learn_one(x)
+        self.seen += 1
+        ready = self.seen >= RIVER_WARMUP
+        self.forecast = float(self.forecaster.forecast(horizon=1)[0]) if ready else x
+        return judged_by, score, self.forecast
+
+
+def river_rate(sample: Sequence[tuple[str, float, float]], out: Path) -> float:
+    """Readings/s of fresh per-stream River pipelines over ``sample``, rows to ``out``."""
+    streams: dict[str, RiverStream] = {}
+    started = time.perf_counter()
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("stream,timestamp,value,forecast,anomaly_score,next_forecast\n")
+        for key, t, x in sample:
+            stream = streams.get(key) or streams.setdefault(key, RiverStream())
+            judged_by, score, forecast = stream.step(x)
+            f.write(f"{key},{t},{x},{judged_by},{score},{forecast}\n")
+    return len(sample) / (time.perf_counter() - started)
+
+
+# -- the scenario -------------------------------------------------------------------------
+
+
+def measure(
+    name: str, paths: Sequence[Path], runs: int, size: ReplaySize, folder: Path
+) -> list[Row]:
+    sample = river_sample(paths, size)
+    streams = len({key for key, _, _ in sample})
+    _, readings = sensorcast_rate(paths, folder / "sensorcast.csv")  # warm-up: imports, caches
+
+    def once() -> tuple[float, float]:
+        ours = sensorcast_rate(paths, folder / "sensorcast.csv")[0]
+        return ours, river_rate(sample, folder / "river.csv")
+
+    ours, river = repeat(runs, once)
+    note = (
+        f"{name}: sensorcast over all {readings:,} readings; River over {len(sample):,} "
+        f"readings of {streams} stream(s), extrapolated as readings/s."
+    )
+    return [
+        Row("replay", f"{name} throughput", "readings/s", ours, river,
+            "per-stream River SNARIMAX + HalfSpaceTrees, same data, same run",
+            REPLAY_TARGET, note, {"readings": readings, "river_readings": len(sample)}),
+    ]  # fmt: skip
+
+
+def run(runs: int, size: ReplaySize, nab: Path | None) -> list[Row]:
+    one_core()
+    with tempfile.TemporaryDirectory(prefix="sensorcast-bench-") as tmp:
+        folder = Path(tmp)
+        rows = []
+        if nab is not None:
+            rows += measure("NAB", nab_files(nab), runs, size, folder)
+        log = folder / "synthetic.csv"
+        write_synthetic(log, size.streams, size.steps)
+        rows += measure(f"{size.streams:,} synthetic streams", [log], runs, size, folder)
+        return rows
