@@ -12,7 +12,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import check_config, daemon, demo, evaluate, nab, nab_score, replay, train_cmd
+from pipeline import (
+    check_config,
+    daemon,
+    demo,
+    evaluate,
+    nab,
+    nab_score,
+    replay,
+    state_cmd,
+    train_cmd,
+)
 from pipeline.errors import SensorcastError, SnapshotError, UserError
 
 
@@ -31,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     train_cmd.register(commands)
     check_config.register(commands)
+    state_cmd.register(commands)
     return parser
 
 

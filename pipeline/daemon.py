@@ -2,10 +2,11 @@
 
 Wires the settings into an MQTT source, the engine, an MQTT sink and the
 metrics endpoint (``/metrics``, ``/healthz``, ``/readyz``), restores the last
-snapshot, tells systemd it is ready, and runs the micro-batch loop until
-SIGTERM or SIGINT: then it stops consuming, drains what it already received,
-flushes its publishes, writes a snapshot and exits 0. Under systemd
-(``Type=notify``) it pings the watchdog from the loop and reports its status.
+snapshot and re-applies the journal written after it (``pipeline.journal``),
+tells systemd it is ready, and runs the micro-batch loop until SIGTERM or
+SIGINT: then it stops consuming, drains what it already received, flushes its
+publishes, writes a snapshot and exits 0. Under systemd (``Type=notify``) it
+pings the watchdog from the loop and reports its status.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import SnapshotError
+from pipeline.journal import Journal, replay
 from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
 from pipeline.systemd import Notifier
@@ -31,6 +33,7 @@ from pipeline.types import VerdictBatch
 log = logging.getLogger("sensorcast")
 
 SNAPSHOT_FILE = "state.snap"
+JOURNAL_FILE = "journal.bin"
 
 
 def register(commands: Any) -> None:
@@ -95,11 +98,17 @@ class Daemon:
         self.source = mqtt_source(settings)
         self.metrics: Any = None
         self.ticks: Any = None  # connectors.prometheus.TickMetrics, while metrics are served
+        self.journal: Journal | None = None  # open once restored, when state.dir is set
 
     @property
     def snapshot_path(self) -> Path | None:
         directory = self.settings.state.dir
         return directory / SNAPSHOT_FILE if directory is not None else None
+
+    @property
+    def journal_path(self) -> Path | None:
+        directory = self.settings.state.dir
+        return directory / JOURNAL_FILE if directory is not None else None
 
     def request_stop(self) -> None:
         log.info("stopping: draining, flushing, snapshotting")
@@ -110,14 +119,16 @@ class Daemon:
     def run(self) -> None:
         self._serve_metrics()  # first: /healthz and /readyz answer while restoring
         try:
+            self.sink.start(cancel=self.stop)  # first: the journal's forecasts go out again
             self._restore()
-            self.sink.start(cancel=self.stop)
             self.source.start(cancel=self.stop)
             self.notifier.ready(self.status())
             self._runner().run()
         finally:
             self.source.close()
             self.sink.close()
+            if self.journal is not None:
+                self.journal.close()
             if self.metrics is not None:
                 self.metrics.close()
         log.info("stopped: %d readings, %d steps", self.engine.stats.readings,
@@ -127,7 +138,8 @@ class Daemon:
         schedule = Schedule(snapshot=self.settings.state.snapshot_interval)
         return Runner(
             self.engine, self.source, [self.sink], schedule=schedule,
-            snapshot_path=self.snapshot_path, stop=self.stop, flush_at_end=False,
+            snapshot_path=self.snapshot_path, journal=self.journal, stop=self.stop,
+            flush_at_end=False,
             on_verdicts=self.on_verdicts, on_tick=self._on_tick,
             on_applied=self.ticks.observe if self.ticks is not None else None,
         )  # fmt: skip
@@ -155,6 +167,7 @@ class Daemon:
 
     def _restore(self) -> None:
         self._load_snapshot()
+        self._replay_journal()
         self.restored = True
 
     def _load_snapshot(self) -> None:
@@ -172,6 +185,30 @@ class Daemon:
             self.engine.stats.snapshot_failures += 1
             return
         log.info("restored %d streams from %s", len(self.engine.table), path)
+
+    def _replay_journal(self) -> None:
+        """Re-apply the readings journaled after the snapshot, publishing their forecasts
+        again (at least once: the process may have died before they went out)."""
+        path = self.journal_path
+        if path is None:
+            return
+        from connectors.mqtt_source import PARTITION
+
+        generation = self.engine.table.generation
+        replayed = 0
+        for batch in replay(path, generation, PARTITION):
+            verdicts = self.engine.process(batch)
+            self.sink.add(verdicts)
+            replayed += len(batch)
+        if replayed:
+            log.info("re-applied %d readings from the journal %s", replayed, path)
+        self.engine.stats.journal_replayed += replayed
+        self.journal = Journal(path, fsync=self.settings.state.journal_fsync)
+        try:
+            self.journal.resume(generation)
+        except SnapshotError as exc:
+            log.error("%s; going on without a journal until the next snapshot", exc)
+            self.engine.stats.journal_failures += 1
 
     def _serve_metrics(self) -> None:
         metrics = self.settings.metrics

@@ -65,6 +65,8 @@ class EngineStats:
     model_calls: int = 0
     evicted: int = 0
     snapshot_failures: int = 0
+    journal_failures: int = 0  # journal appends and restarts that failed
+    journal_replayed: int = 0  # readings re-applied from the journal at start
     sink_failures: int = 0
     last_snapshot: float = 0.0  # wall time of the last good snapshot
     dropped: Counter[str] = field(default_factory=Counter)  # reason label -> count

@@ -2,9 +2,10 @@
 
 Each tick drains up to ``max_items`` readings (waiting at most ``max_delay``
 for them), runs them through the engine in one batch, adds the verdicts to
-every sink and commits the source (acknowledges what was applied). Between
-ticks, on its own schedule, it closes idle windows, evicts silent streams,
-flushes sinks and writes snapshots.
+every sink, appends the readings to the journal (if there is one) and commits
+the source (acknowledges what was applied). Between ticks, on its own
+schedule, it closes idle windows, evicts silent streams, flushes sinks and
+writes snapshots; each snapshot starts a new journal generation.
 
 It ends when the source is exhausted (then every open window is flushed) or
 when ``stop`` is set: then it stops taking input, drains what was already
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from pipeline.engine import Engine
 from pipeline.errors import SinkError, SnapshotError
+from pipeline.journal import Journal
 from pipeline.protocols import Sink, Source
 from pipeline.types import ReadingBatch, VerdictBatch
 
@@ -46,12 +48,14 @@ class Runner:
     max_items: int | None = None  # readings per tick; None = the engine's max_batch
     schedule: Schedule = field(default_factory=Schedule)
     snapshot_path: Path | None = None
+    journal: Journal | None = None  # readings since the last snapshot, written before acks
     stop: threading.Event = field(default_factory=threading.Event)
     on_verdicts: Callable[[VerdictBatch], None] | None = None  # progress, live tables
     on_tick: Callable[[], None] | None = None  # liveness (watchdogs), once per tick
     on_applied: Callable[[ReadingBatch], None] | None = None  # after the sinks took a batch
     flush_at_end: bool = True  # close open windows when the source runs dry
     _last_run: dict[str, float] = field(default_factory=dict)
+    _journal_failing: bool = False
 
     def run(self) -> None:
         """Loop until the source is exhausted or ``stop`` is set."""
@@ -77,8 +81,21 @@ class Runner:
         self._emit(self.engine.process(batch))
         if self.on_applied is not None:
             self.on_applied(batch)  # latency: arrival to forecasts handed to the sinks
+        self._journal(batch)
         self.source.commit()
         return True
+
+    def _journal(self, batch: ReadingBatch) -> None:
+        """Make the batch survive a crash before it is acknowledged; never fatal."""
+        if self.journal is None:
+            return
+        try:
+            self.journal.append(batch)
+        except SnapshotError as exc:
+            if not self._journal_failing:  # one log line per run of failures
+                log.error("%s; going on without it until the next snapshot", exc)
+            self._journal_failing = True
+            self.engine.stats.journal_failures += 1
 
     def _drain(self) -> None:
         """Stopping: take no new input, but apply everything already received."""
@@ -134,14 +151,25 @@ class Runner:
         return ok
 
     def write_snapshot(self) -> bool:
-        """Snapshot the engine; a failure is logged and counted, never fatal."""
+        """Snapshot the engine and restart the journal; a failure is logged and counted,
+        never fatal: the old snapshot and the journal after it stay as they were."""
         if self.snapshot_path is None:
             return False
+        table, stats = self.engine.table, self.engine.stats
+        table.generation += 1
         try:
             self.engine.snapshot(self.snapshot_path)
-            self.engine.stats.last_snapshot = self.engine.clock.now()
         except SnapshotError as exc:
+            table.generation -= 1
             log.error("%s", exc)
-            self.engine.stats.snapshot_failures += 1
+            stats.snapshot_failures += 1
             return False
+        stats.last_snapshot = self.engine.clock.now()
+        if self.journal is not None:
+            try:
+                self.journal.restart(table.generation)
+                self._journal_failing = False
+            except SnapshotError as exc:
+                log.error("%s; going on without it until the next snapshot", exc)
+                stats.journal_failures += 1
         return True

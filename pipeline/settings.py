@@ -100,6 +100,7 @@ class MqttSettings:
 class StateSettings:
     dir: Path | None = None  # None: no snapshots
     snapshot_interval: float = 60.0
+    journal_fsync: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +353,9 @@ def build(given: Mapping[str, Given], env: Mapping[str, str]) -> Settings:
         pipeline=_pipeline(values, given),
         model=values["pipeline.model"],
         state=StateSettings(
-            Path(state_dir) if state_dir else None, values["state.snapshot_interval"]
+            Path(state_dir) if state_dir else None,
+            values["state.snapshot_interval"],
+            values["state.journal_fsync"],
         ),  # fmt: skip
         metrics=MetricsSettings(
             **{key.name: values[key.dotted] for key in KEYS if key.section == "metrics"}

@@ -352,6 +352,8 @@ KEYS: tuple[Key, ...] = (
         "--state-dir"),
     Key("state", "snapshot_interval", "duration", "60s", "time between snapshots",
         check_positive),
+    Key("state", "journal_fsync", "bool", False,
+        "fsync the journal every tick: survives power loss, costs a disk flush per tick"),
     Key("metrics", "address", "text", "127.0.0.1", "address of /metrics",
         not_empty("127.0.0.1"), "--metrics-address"),
     Key("metrics", "port", "int", 9108, "port of /metrics; 0 = off",

@@ -3,8 +3,9 @@
 A snapshot is a zip of ``.npy`` arrays (numpy's ``.npz``) holding the live
 streams' columns compacted to slots ``0..n-1``, the stream keys as one
 NUL-separated byte string, and ``meta.json``: schema version, the fingerprints
-of the model, the detector and the windowing settings, and the last source
-position per partition. Nothing is unpickled on load (``allow_pickle=False``).
+of the model, the detector and the windowing settings, the last source
+position per partition and the journal generation that follows this snapshot
+(see ``pipeline.journal``). Nothing is unpickled on load (``allow_pickle=False``).
 
 Writing goes to a temporary file in the same directory, is fsynced and then
 renamed over the old snapshot, so a crash leaves either the old or the new one.
@@ -27,7 +28,7 @@ import numpy as np
 from pipeline.errors import SnapshotError
 from pipeline.state import PendingReadings, StateTable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: meta holds the journal generation
 
 
 def write_snapshot(table: StateTable, path: str | Path, fingerprints: Mapping[str, str]) -> int:
@@ -39,6 +40,7 @@ def write_snapshot(table: StateTable, path: str | Path, fingerprints: Mapping[st
         "fingerprints": dict(fingerprints),
         "streams": len(table),
         "positions": table.positions,
+        "generation": table.generation,
         "written_at": time.time(),
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
@@ -63,11 +65,24 @@ def read_snapshot(
     _fill(table, path, arrays, meta, now)
 
 
-def inspect_snapshot(path: str | Path) -> dict[str, Any]:
-    """What a snapshot holds, without a model: meta plus array shapes."""
+def inspect_snapshot(path: str | Path, streams: int = 0) -> dict[str, Any]:
+    """What a snapshot holds, without a model: meta, array shapes and, for the first
+    ``streams`` streams, the newest reading time and value each has applied."""
     arrays, meta = _load(Path(path))
     meta["arrays"] = {name: list(a.shape) for name, a in arrays.items() if name != "keys"}
+    keys = arrays["keys"].tobytes().decode().split("\0") if meta.get("streams") else []
+    last_t, last_value = arrays.get("col_last_t"), arrays.get("col_last_value")
+    meta["sample"] = [
+        {"stream": key, "last_t": _number(last_t, i), "last_value": _number(last_value, i)}
+        for i, key in enumerate(keys[:streams])
+    ]
     return meta
+
+
+def _number(column: np.ndarray | None, i: int) -> float | None:
+    if column is None or i >= len(column) or not np.isfinite(column[i]):
+        return None
+    return float(column[i])
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -173,6 +188,7 @@ def _fill(
         table.columns[name][slots] = column
     table.columns["last_seen"][slots] = now
     table.positions = {str(k): int(v) for k, v in meta.get("positions", {}).items()}
+    table.generation = int(meta.get("generation", 0))
     pending_slot = arrays["pending_slot"]
     table.pending = PendingReadings(
         slots[pending_slot], arrays["pending_timestamp"], arrays["pending_value"]

@@ -86,6 +86,7 @@ class StateTable:
         self.index: dict[str, int] = {}
         self.keys: list[str | None] = []
         self.positions: dict[str, int] = {}
+        self.generation = 0  # of the last snapshot written or restored (pipeline.journal)
         self.pending = PendingReadings.empty()
         self._free: list[int] = []
         self.columns: dict[str, np.ndarray] = {}

@@ -12,7 +12,7 @@ from helpers import make_engine
 from models.persistence import PersistenceForecaster
 from pipeline.detect import GaussianTailDetector
 from pipeline.errors import SnapshotError
-from pipeline.snapshot import inspect_snapshot
+from pipeline.snapshot import SCHEMA_VERSION, inspect_snapshot
 from pipeline.state import StateTable
 from pipeline.testing import FakeClock, readings
 from pipeline.types import VerdictBatch
@@ -174,7 +174,7 @@ def test_snapshot_with_a_foreign_schema_is_refused(tmp_path):
     make_engine().snapshot(path)
     with np.load(path) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    meta = arrays["meta"].tobytes().replace(b'"schema": 1', b'"schema": 99')
+    meta = arrays["meta"].tobytes().replace(f'"schema": {SCHEMA_VERSION}'.encode(), b'"schema": 99')
     arrays["meta"] = np.frombuffer(meta, np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
