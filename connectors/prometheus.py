@@ -162,6 +162,17 @@ class PipelineCollector(Collector):
         yield _counter(
             "snapshot_failures", "Snapshots that could not be written.", stats.snapshot_failures
         )
+        yield _counter(
+            "journal_failures",
+            "Journal appends or restarts that failed (readings not crash-safe until the "
+            "next snapshot).",
+            stats.journal_failures,
+        )
+        yield _counter(
+            "journal_replayed_readings",
+            "Readings re-applied from the journal at start.",
+            stats.journal_replayed,
+        )
         yield _gauge(
             "last_snapshot_timestamp_seconds",
             "Wall time of the last good snapshot; 0 before the first.",

@@ -1,0 +1,188 @@
+"""The journal: readings since the last snapshot, so a crash loses nothing applied."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_engine
+
+from pipeline.cli import main
+from pipeline.engine import Engine
+from pipeline.errors import SnapshotError
+from pipeline.journal import Journal, decode, encode, replay, summarize
+from pipeline.runner import Runner
+from pipeline.testing import FakeClock, ListSink, ListSource
+from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
+
+STREAMS = [f"site/dev-{i}/temp" for i in range(5)]
+
+
+def all_readings(n: int = 40) -> list[Reading]:
+    """``n`` readings a stream, a minute apart, interleaved, values that vary per stream."""
+    rng = np.random.default_rng(7)
+    return [
+        Reading(StreamKey(stream), 1_700_000_000.0 + 60 * t, float(20 + s + rng.normal()))
+        for t in range(n)
+        for s, stream in enumerate(STREAMS)
+    ]
+
+
+def by_step(verdicts: VerdictBatch) -> dict[tuple[object, object], str]:
+    # repr: NaN (no interval yet) equals NaN, and floats compare bit for bit
+    """Forecast (and interval) of every step, by stream and time."""
+    records = (v.as_record() for v in verdicts.rows())
+    return {(r["stream"], r["timestamp"]): repr((r["forecast"], r["upper"])) for r in records}
+
+
+def test_a_batch_survives_encoding_bit_for_bit():
+    batch = ReadingBatch.from_readings(all_readings(3), "mqtt")
+    again = decode(encode(batch)[8:], "mqtt")
+    assert again.streams == batch.streams
+    for column in ("stream_index", "timestamp", "value", "seq"):
+        assert np.array_equal(getattr(again, column), getattr(batch, column)), column
+
+
+def crashed_run(state: Path, items: list[Reading], ticks: int, snapshot_after: int) -> int:
+    """Run ``ticks`` ticks of 7 readings with a snapshot after ``snapshot_after``, then stop
+    dead (no final snapshot, as under kill -9); return how many readings were committed."""
+    source = ListSource(items, "mqtt")
+    journal = Journal(state / "journal.bin")
+    journal.restart(0)
+    engine = make_engine(clock=FakeClock())
+    runner = Runner(engine, source, [ListSink()], max_items=7, snapshot_path=state / "s.snap",
+                    journal=journal)  # fmt: skip
+    for tick in range(ticks):
+        assert runner._tick()
+        if tick + 1 == snapshot_after:
+            assert runner.write_snapshot()
+    journal.close()
+    return source.committed
+
+
+def restarted(state: Path) -> tuple[Engine, VerdictBatch]:
+    """A fresh engine from the snapshot plus the journal, as the daemon starts."""
+    engine = make_engine(clock=FakeClock())
+    if (state / "s.snap").exists():
+        engine.restore(state / "s.snap")
+    batches = replay(state / "journal.bin", engine.table.generation, "mqtt")
+    parts = [engine.process(batch) for batch in batches]
+    return engine, VerdictBatch.concat(parts) if parts else VerdictBatch.empty("persistence")
+
+
+@pytest.mark.parametrize("snapshot_after", [0, 3])  # never, or mid-way
+def test_snapshot_plus_journal_after_a_crash_equals_an_uninterrupted_run(tmp_path, snapshot_after):
+    items = all_readings()
+    reference = by_step(make_engine(clock=FakeClock()).process(
+        ReadingBatch.from_readings(items, "mqtt")))  # fmt: skip
+    committed = crashed_run(tmp_path, items, ticks=9, snapshot_after=snapshot_after)
+    assert committed == 63
+    engine, replayed = restarted(tmp_path)
+    assert engine.table.generation == (1 if snapshot_after else 0)
+    # The journal re-applied exactly the ticks after the snapshot ...
+    assert len(replayed) == 63 - 7 * snapshot_after
+    # ... and the broker redelivers from the last acknowledged reading on.
+    rest = engine.process(ReadingBatch.from_readings(items[committed:], "mqtt"))
+    got = {**by_step(replayed), **by_step(rest)}
+    assert got.keys() <= reference.keys()
+    assert {k: got[k] for k in got} == {k: reference[k] for k in got}
+    assert len(got) + 7 * snapshot_after == len(items)
+
+
+def test_redelivered_readings_already_in_the_journal_are_skipped_and_counted(tmp_path):
+    items = all_readings()
+    crashed_run(tmp_path, items, ticks=4, snapshot_after=2)
+    engine, _ = restarted(tmp_path)
+    steps = engine.stats.steps
+    engine.process(ReadingBatch.from_readings(items[14:28], "mqtt"))  # acked just before: again
+    assert engine.stats.steps == steps
+    assert engine.stats.dropped["duplicate"] + engine.stats.dropped["late"] == 14
+
+
+def test_a_journal_of_another_generation_is_stale_and_ignored(tmp_path):
+    journal = Journal(tmp_path / "j")
+    journal.restart(3)
+    journal.append(ReadingBatch.from_readings(all_readings(2)))
+    journal.close()
+    assert len(list(replay(tmp_path / "j", 3, "mqtt"))) == 1
+    assert list(replay(tmp_path / "j", 4, "mqtt")) == []  # the snapshot already holds these
+
+
+def test_a_torn_last_frame_is_ignored_and_cut_off_on_resume(tmp_path):
+    path = tmp_path / "j"
+    journal = Journal(path)
+    journal.restart(1)
+    for t in range(2):
+        journal.append(ReadingBatch.from_readings(all_readings(2)[t * 5 : t * 5 + 5]))
+    journal.close()
+    os.truncate(path, path.stat().st_size - 5)  # died mid-write (that tick was never acked)
+    assert [len(b) for b in replay(path, 1, "mqtt")] == [5]
+    journal.resume(1)
+    journal.append(ReadingBatch.from_readings(all_readings(1)))
+    journal.close()
+    assert [len(b) for b in replay(path, 1, "mqtt")] == [5, 5]
+
+
+def test_a_full_disk_is_an_error_counted_by_the_runner_which_goes_on(tmp_path):
+    journal = Journal("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    with pytest.raises(SnapshotError, match="No space left"):
+        journal.restart(0)
+    source, sink = ListSource(all_readings(4), "mqtt"), ListSink()
+    runner = Runner(make_engine(clock=FakeClock()), source, [sink], max_items=7, journal=journal)
+    runner.run()
+    assert runner.engine.stats.journal_failures == 3  # one per tick
+    assert source.committed == 20 and len(sink.verdicts) == 20  # served and acked all the same
+    journal.close()
+
+
+def test_a_journal_past_its_size_limit_stops_growing(tmp_path):
+    journal = Journal(tmp_path / "j", max_bytes=400)  # room for one frame
+    journal.restart(0)
+    batch = ReadingBatch.from_readings(all_readings(1))
+    assert journal.append(batch)
+    assert not journal.append(batch) and journal.full
+    assert journal.size == (tmp_path / "j").stat().st_size <= 400
+    journal.restart(1)  # a snapshot succeeded: a fresh, empty journal
+    assert journal.append(batch)
+
+
+# ---------------------------------------------------------------- state inspect
+
+
+def test_state_inspect_prints_a_snapshot_and_a_journal(tmp_path, capsys):
+    crashed_run(tmp_path, all_readings(), ticks=5, snapshot_after=2)
+    assert main(["state", "inspect", str(tmp_path / "s.snap"), "--json"]) == 0
+    snapshot = json.loads(capsys.readouterr().out)
+    assert (snapshot["kind"], snapshot["generation"], snapshot["streams"]) == ("snapshot", 1, 5)
+    assert snapshot["fingerprints"]["model"] and snapshot["readable"] is True
+    assert snapshot["sample"][0]["stream"] == STREAMS[0]
+    assert main(["state", "inspect", str(tmp_path / "journal.bin"), "--json"]) == 0
+    journal = json.loads(capsys.readouterr().out)
+    assert (journal["kind"], journal["generation"], journal["frames"], journal["readings"]) == (
+        "journal", 1, 3, 21,
+    )  # fmt: skip
+    assert main(["state", "inspect", str(tmp_path / "s.snap")]) == 0
+    text = capsys.readouterr().out
+    assert "generation: 1" in text and STREAMS[0] in text
+
+
+@pytest.mark.parametrize("content", [None, b"not a snapshot at all"])
+def test_state_inspect_of_a_missing_or_foreign_file_is_one_error_line(tmp_path, capsys, content):
+    path = tmp_path / "state.snap"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["state", "inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sensorcast: error:") and "\n" not in err and str(path) in err
+
+
+def test_summarize_counts_readings_and_streams(tmp_path):
+    journal = Journal(tmp_path / "j")
+    journal.restart(2)
+    journal.append(ReadingBatch.from_readings(all_readings(3)))
+    journal.close()
+    info = summarize(tmp_path / "j")
+    assert (info["readings"], info["streams"], info["torn_tail_bytes"]) == (15, 5, 0)
