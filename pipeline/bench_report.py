@@ -163,9 +163,9 @@ def _version(name: str) -> str | None:
         return None
 
 
-def write_json(path: str | Path, rows: Sequence[Row], command: Sequence[str]) -> None:
+def write_json(path: str | Path, rows: Sequence[Row], arguments: dict[str, Any]) -> None:
     document = {
-        "command": " ".join(command),
+        "arguments": arguments,
         "machine": machine(),
         "rows": [row.as_json() for row in rows],
     }

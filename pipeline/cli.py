@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import (
+    bench,
     check_config,
     daemon,
     demo,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     train_cmd.register(commands)
     check_config.register(commands)
+    bench.register(commands)
     state_cmd.register(commands)
     return parser
 

@@ -1,0 +1,140 @@
+"""``sensorcast bench``: throughput, latency, memory and start-up against baselines.
+
+Every scenario measures sensorcast and its baseline in the same run (machines
+are noisy; a ratio taken side by side says more than an absolute number),
+repeats both ``--runs`` times and reports medians. The scenarios live in
+``bench_replay``, ``bench_mqtt``, ``bench_memory`` and ``bench_startup``; this
+module only parses flags, picks sizes and prints. ``--quick`` shrinks every
+size so the whole bench runs in seconds (the test suite uses it); its numbers
+show the bench works, not how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.bench_report import Row, table, write_json
+from pipeline.errors import UserError
+
+SCENARIOS = ("replay", "mqtt", "memory", "startup")
+BUNDLED_NAB = Path(__file__).resolve().parents[1] / "data" / "nab"
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """Every size flag's default, full and ``--quick``."""
+
+    streams: int  # synthetic replay streams
+    steps: int  # synthetic replay steps per stream
+    river_readings: int
+    mqtt_streams: int
+    mqtt_readings: int
+    latency_seconds: float
+    memory_streams: tuple[int, ...]
+    river_memory_streams: int
+    startup_streams: int
+
+
+FULL = Sizes(1_000, 500, 10_000, 10_000, 50_000, 5.0, (100_000, 1_000_000), 50, 10_000)
+QUICK = Sizes(50, 40, 300, 50, 500, 0.5, (2_000,), 3, 50)
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="measure throughput, latency, memory and start-up against baselines",
+        description="Benchmarks, each against its baseline in the same run (medians of "
+        "--runs runs): replay readings/s vs per-stream River, MQTT daemon vs a bare paho "
+        "subscriber (throughput, latency at half load), memory per stream, start-up to ready.",
+    )
+    parser.add_argument("--scenario", default="all", choices=(*SCENARIOS, "all"))
+    parser.add_argument("--json", metavar="FILE", help="also write the results and machine info")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (3)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks, not numbers")
+    parser.add_argument("--nab", metavar="DIR", help="NAB root or folder of NAB CSVs for replay "
+                        "(default: the bundled data/nab when present)")  # fmt: skip
+    add_size_arguments(parser)
+    parser.set_defaults(run=run_bench)
+
+
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    sizes = parser.add_argument_group("sizes (defaults: the issue's; --quick: tiny)")
+    add = sizes.add_argument
+    add("--streams", type=int, help=f"replay: synthetic streams ({FULL.streams:,})")
+    add("--steps", type=int, help=f"replay: steps per synthetic stream ({FULL.steps})")
+    add("--river-readings", type=int, help=f"replay: River's subsample ({FULL.river_readings:,})")
+    add("--mqtt-streams", type=int, help=f"mqtt: streams ({FULL.mqtt_streams:,})")
+    add("--mqtt-readings", type=int, help=f"mqtt: readings per run ({FULL.mqtt_readings:,})")
+    add("--latency-seconds", type=float, help=f"mqtt: paced seconds ({FULL.latency_seconds:g})")
+    add("--memory-streams", help="memory: comma-separated stream counts (100000,1000000)")
+    add("--startup-streams", type=int, help=f"startup: streams in the snapshot "
+        f"({FULL.startup_streams:,})")  # fmt: skip
+
+
+def sizes(args: argparse.Namespace) -> Sizes:
+    """The defaults (full or quick) with every size flag given on top."""
+    base = QUICK if args.quick else FULL
+    memory = base.memory_streams
+    if args.memory_streams:
+        memory = tuple(int(x) for x in args.memory_streams.split(",") if x.strip())
+    picked = {name: getattr(args, name, None) for name in Sizes.__dataclass_fields__}
+    given = {k: v for k, v in picked.items() if v is not None and k != "memory_streams"}
+    return Sizes(**{**_fields(base), **given, "memory_streams": memory})
+
+
+def _fields(s: Sizes) -> dict[str, Any]:
+    return {name: getattr(s, name) for name in Sizes.__dataclass_fields__}
+
+
+def check(args: argparse.Namespace, s: Sizes) -> None:
+    if args.runs < 1:
+        msg = f"--runs: {args.runs} must be at least 1"
+        raise UserError(msg)
+    counts = [s.streams, s.steps, s.river_readings, s.mqtt_streams, s.mqtt_readings,
+              s.startup_streams, *s.memory_streams]  # fmt: skip
+    if min(counts) < 1 or s.latency_seconds <= 0:
+        msg = "bench: every size flag must be positive"
+        raise UserError(msg)
+    if args.nab and not Path(args.nab).is_dir():
+        msg = f"--nab: {args.nab} is not a folder"
+        raise UserError(msg)
+
+
+def nab_folder(args: argparse.Namespace) -> Path | None:
+    if args.nab:
+        return Path(args.nab)
+    return BUNDLED_NAB if BUNDLED_NAB.is_dir() and not args.quick else None
+
+
+def scenarios(args: argparse.Namespace, s: Sizes) -> dict[str, Callable[[], list[Row]]]:
+    from pipeline import bench_memory, bench_mqtt, bench_replay, bench_startup
+
+    replay = bench_replay.ReplaySize(s.streams, s.steps, s.river_readings)
+    mqtt = bench_mqtt.MqttSize(s.mqtt_streams, s.mqtt_readings, s.latency_seconds)
+    return {
+        "replay": lambda: bench_replay.run(args.runs, replay, nab_folder(args)),
+        "mqtt": lambda: bench_mqtt.run(args.runs, mqtt),
+        "memory": lambda: bench_memory.run(args.runs, s.memory_streams, s.river_memory_streams),
+        "startup": lambda: bench_startup.run(args.runs, s.startup_streams),
+    }
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    s = sizes(args)
+    check(args, s)
+    chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    jobs = scenarios(args, s)
+    rows: list[Row] = []
+    for name in chosen:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        rows += jobs[name]()
+    print(table(rows))
+    if args.json:
+        arguments = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+        write_json(args.json, rows, arguments)
+    return 0
