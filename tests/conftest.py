@@ -1,6 +1,7 @@
 """Shared fixtures: hypothesis profiles and real brokers.
 
-`pytest` runs the default hypothesis profile; HYPOTHESIS_PROFILE=long runs many more cases.
+`pytest` runs the default hypothesis profile; HYPOTHESIS_PROFILE=long runs many more cases,
+and HYPOTHESIS_PROFILE=fuzz (``make fuzz``) ten times the fuzz tests' inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hypothesis import settings
 
 settings.register_profile("default", deadline=None, max_examples=100)
 settings.register_profile("long", deadline=None, max_examples=5_000)
+settings.register_profile("fuzz", deadline=None, max_examples=1_000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
