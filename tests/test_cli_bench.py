@@ -1,0 +1,139 @@
+"""`sensorcast bench` end to end at tiny sizes: every scenario runs and reports sane numbers.
+
+These are not timed tests: nothing here asserts that the machine is fast, only
+that each scenario measures sensorcast and its baseline, that the numbers are
+positive and finite, that the ratio is sensorcast / baseline of the medians,
+and that the JSON file carries every field and the machine info. The MQTT and
+start-up scenarios start their own mosquitto on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.bench_report import Row, Target, table
+from pipeline.cli import main
+
+FIELDS = {"scenario", "metric", "unit", "sensorcast_runs", "baseline_runs", "baseline", "target",
+          "note", "extra", "sensorcast", "baseline_value", "ratio", "met"}  # fmt: skip
+needs_mosquitto = pytest.mark.skipif(
+    shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+    reason="mosquitto is not installed",
+)
+
+
+def bench(tmp_path: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> dict[str, Any]:
+    """Run ``sensorcast bench --quick FLAGS``; the JSON it wrote (the table checked too)."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--json", str(out), *flags]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[:5] == ["scenario", "metric", "sensorcast",
+                                                   "baseline", "ratio"]  # fmt: skip
+    document = json.loads(out.read_text())
+    assert {"cpu_count", "python", "versions"} <= set(document["machine"])
+    assert document["machine"]["versions"]["torch"]
+    return document
+
+
+def check_row(row: dict[str, Any], runs: int) -> None:
+    assert set(row) == FIELDS
+    assert len(row["sensorcast_runs"]) == len(row["baseline_runs"]) == runs
+    for value in (*row["sensorcast_runs"], *row["baseline_runs"]):
+        assert math.isfinite(value) and value > 0, row
+    assert row["sensorcast"] == statistics.median(row["sensorcast_runs"])
+    assert row["baseline_value"] == statistics.median(row["baseline_runs"])
+    assert row["ratio"] == pytest.approx(row["sensorcast"] / row["baseline_value"])
+    assert row["met"] in (True, False, None)
+    assert (row["met"] is None) == (row["target"] is None)
+    assert row["baseline"] and row["note"]
+
+
+def nab_folder(root: Path) -> Path:
+    """A NAB-shaped root with one small ``timestamp,value`` series."""
+    data = root / "data" / "artificialNoAnomaly"
+    data.mkdir(parents=True)
+    times = pd.date_range("2014-04-01", periods=400, freq="5min").strftime("%Y-%m-%d %H:%M:%S")
+    value = 50 + 10 * np.sin(np.arange(400) / 20)
+    pd.DataFrame({"timestamp": times, "value": value.round(4)}).to_csv(
+        data / "art_daily_sine.csv", index=False
+    )
+    return root
+
+
+def test_replay_against_river(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nab = nab_folder(tmp_path / "nab")
+    document = bench(tmp_path, capsys, "--scenario", "replay", "--runs", "3", "--nab", str(nab))
+    rows = document["rows"]
+    assert [row["metric"] for row in rows] == ["NAB throughput",
+                                               "50 synthetic streams throughput"]  # fmt: skip
+    for row in rows:
+        check_row(row, 3)
+        assert row["unit"] == "readings/s"
+        assert row["extra"]["river_readings"] <= row["extra"]["readings"]
+    assert rows[0]["extra"]["readings"] == 400
+    assert rows[1]["extra"]["readings"] == 50 * 40
+
+
+@needs_mosquitto
+def test_mqtt_against_bare_paho(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = bench(tmp_path, capsys, "--scenario", "mqtt", "--runs", "1")
+    rows = {row["metric"]: row for row in document["rows"]}
+    assert set(rows) == {"throughput", "latency p50", "latency p99"}
+    for row in rows.values():
+        check_row(row, 1)
+    assert rows["latency p50"]["sensorcast"] <= rows["latency p99"]["sensorcast"]
+    assert rows["throughput"]["target"] == ">= 0.8x baseline"
+
+
+def test_memory_per_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ("--scenario", "memory", "--runs", "1", "--memory-streams", "3000")
+    (row,) = bench(tmp_path, capsys, *flags)["rows"]
+    check_row(row, 1)
+    assert row["metric"] == "3,000 streams"
+    (run,) = row["extra"]["runs"]
+    assert run["streams_in_table"] == 3000 + 1  # and the warm-up stream
+    # the growth cannot be less than what the table's columns hold
+    assert row["sensorcast"] >= 0.9 * run["columns_per_stream"]
+
+
+@needs_mosquitto
+def test_startup_to_ready(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (row,) = bench(tmp_path, capsys, "--scenario", "startup", "--runs", "1")["rows"]
+    check_row(row, 1)
+    assert row["unit"] == "s"
+    assert row["extra"]["snapshot_bytes"] > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--runs", "0"], "--runs"),
+        (["--streams", "0"], "positive"),
+        (["--nab", "/nonexistent/nab"], "--nab"),
+    ],
+)
+def test_bad_flags_are_one_line(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--scenario", "replay", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_rows_report_medians_and_targets() -> None:
+    fast = Row("s", "m", "readings/s", [3.0, 1.0, 2.0], [1.0, 1.0, 4.0], "b",
+               Target(value=2.0, ratio=1.5))  # fmt: skip
+    assert (fast.sensorcast, fast.baseline_value, fast.ratio, fast.met) == (2.0, 1.0, 2.0, True)
+    slow = Row("s", "m", "ms", [30.0], [10.0], "b", Target(value=20.0, at_least=False))
+    assert (slow.ratio, slow.met) == (3.0, False)
+    text = table([fast, slow])
+    assert ">= 1.5x baseline" in text and "<= 20 ms" in text and "NO" in text
