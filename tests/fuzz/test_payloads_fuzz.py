@@ -54,7 +54,7 @@ SEEDS = st.integers(0, 2**64)
 PER_SEED = 20  # hostile payloads built from one seed
 
 
-@examples(1_000)
+@examples(2_000)
 @given(SEEDS)
 def test_hostile_fragments(generated: Generated, seed: int) -> None:
     rng = random.Random(seed)
