@@ -37,6 +37,10 @@ _WORDS = {  # split-column names: plain words (any case) and NDBC's tokens (exac
     "hour": ({"hour"}, {"hh"}),
     "minute": ({"minute"}, {"mm"}),
 }
+# Split-column parts outside these bounds are unreadable: it keeps every assembled time
+# inside pandas' nanosecond range (1677..2262), beyond which pandas raises, not coerces.
+_SPLIT_RANGES = {"year": (1678, 2261), "month": (1, 12), "day": (1, 31), "hour": (0, 24),
+                 "minute": (0, 60)}  # fmt: skip
 _EPOCH = pd.Timestamp(0, tz="UTC")
 _OFFSET = r"(?:[zZ]|[+-]\d\d:?\d\d)\s*$"  # ISO text that carries its own zone
 
@@ -128,6 +132,8 @@ def _split(frame: pd.DataFrame, spec: TimeSpec) -> pd.Series:
     }
     if spec.two_digit_years:  # NDBC wrote 2-digit years until 1998
         parts["year"] = parts["year"].where(parts["year"] >= 100, parts["year"] + 1900)
+    for unit, values in parts.items():
+        parts[unit] = values.where(values.between(*_SPLIT_RANGES[unit]))
     return pd.to_datetime(pd.DataFrame(parts), utc=True, errors="coerce")
 
 
@@ -147,4 +153,7 @@ def _in_zone(times: pd.Series, timezone: str) -> pd.Series:
 
 
 def _seconds(times: pd.Series) -> np.ndarray:
-    return (times - _EPOCH).dt.total_seconds().to_numpy(np.float64, na_value=np.nan)
+    """Epoch seconds in the times' own unit: pandas keeps years like 9999 in seconds or
+    microseconds, and the nanosecond epoch would overflow subtracting from them."""
+    epoch = _EPOCH.as_unit(times.dt.unit)
+    return (times - epoch).dt.total_seconds().to_numpy(np.float64, na_value=np.nan)

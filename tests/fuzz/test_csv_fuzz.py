@@ -189,3 +189,31 @@ def test_replay_process_on_a_hostile_log(tmp_path: Path, text: bytes, code: int)
         assert result.stdout.startswith("streams 1  readings 5  steps 2  ")
         for count in ("bad_timestamp: 3", "bad_value: 1", "non_finite: 3"):
             assert f"dropped {count} " in result.stdout
+
+
+# -- crashes the fuzzing found ----------------------------------------------------------
+
+# Times pandas keeps outside its nanosecond range (1677..2262): reading them raised
+# OutOfBoundsDatetime (ISO and Date + Time text, subtracting the epoch) or ValueError
+# (split columns, assembling them); now they are readings the engine drops as
+# bad_timestamp, or rejections of the reader.
+OUT_OF_RANGE_TIMES = [
+    "timestamp,value\n9999-12-31T23:59:59Z,1\n2020-01-01T00:00:00Z,2\n",
+    "timestamp,value\n0001-01-01,1\n2020-01-01T00:00:00Z,2\n",
+    "Date,Time,temp\n9999/12/31,00:00:00,1\n2020/01/01,00:00:00,2\n",
+    "year,month,day,hour,minute,temp\n11976,5,3,19,33,1\n2020,1,1,0,0,2\n",
+    "year,month,day,hour,temp\n2020,1,1,100000000,1\n2020,1,1,0,2\n",
+]
+
+
+@pytest.mark.parametrize("text", OUT_OF_RANGE_TIMES)
+def test_times_beyond_pandas_range_are_dropped_not_a_crash(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(text)
+    batches = replay(path, chunk_rows=65_536)
+    readings = readings_of(batches)
+    rejected = [r.reason for batch in batches for r in batch.rejections]
+    assert readings[-1][1:] == (1_577_836_800.0, 2.0)
+    assert len(readings) + len(rejected) == 2 and set(rejected) <= {Reason.BAD_TIMESTAMP}
+    code, stderr = run_replay(path, tmp_path / "out.csv")
+    assert (code, stderr) == (0, "")
