@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 SYSTEM_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl prometheus promtool
 SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl prometheus
 
-.PHONY: setup system-deps demo test lint typecheck unit clean
+.PHONY: setup system-deps demo test lint typecheck unit fuzz clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ unit: setup system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Ten times the fuzz tests' inputs (over 10^6, some minutes); `make test` runs 10^5.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/fuzz tests/connectors/test_payloads.py tests/connectors/test_topics.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

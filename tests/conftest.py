@@ -1,7 +1,8 @@
-"""Shared fixtures: hypothesis profiles and real brokers.
+"""Shared fixtures: hypothesis profiles, real brokers, and the fuzz tests' input counter.
 
 `pytest` runs the default hypothesis profile; HYPOTHESIS_PROFILE=long runs many more cases,
-and HYPOTHESIS_PROFILE=fuzz (``make fuzz``) ten times the fuzz tests' inputs.
+and HYPOTHESIS_PROFILE=fuzz (``make fuzz``) ten times the fuzz tests' inputs. When fuzz
+tests ran, the run ends with "fuzz: N generated inputs (M hypothesis examples)".
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from brokers import Mosquitto
+from fuzz.hostile import Generated
 from hypothesis import settings
 
 settings.register_profile("default", deadline=None, max_examples=100)
@@ -26,3 +28,22 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path / "mosquitto").start()
     yield broker
     broker.stop()
+
+
+GENERATED = pytest.StashKey[Generated]()
+
+
+@pytest.fixture(scope="session")
+def generated(pytestconfig: pytest.Config) -> Generated:
+    """The fuzz tests' input counter (session-scoped: hypothesis calls a test many times)."""
+    return pytestconfig.stash.setdefault(GENERATED, Generated())
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    counter = config.stash.get(GENERATED, None)
+    if counter is not None:
+        terminalreporter.write_line(
+            f"fuzz: {counter.inputs:,} generated inputs ({counter.examples:,} hypothesis examples)"
+        )

@@ -1,4 +1,13 @@
-"""Shared pieces of the fuzz tests: example budgets, hostile text, the decoder contract."""
+"""Shared pieces of the fuzz tests: the input count, example budgets, hostile text, and
+the decoder contract.
+
+Each fuzz test takes the session-wide ``generated`` counter (``tests/conftest.py``)
+and calls ``generated.add(n)`` once per hypothesis example with the number of
+generated inputs that example fed to the code under test (a payload decoded by
+every decoder, a topic matched, a file replayed). Most examples feed one input;
+the bulk tests draw a structured input and a seed, and feed that input plus
+mutants made from it with the seed.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +31,19 @@ DECODER_REASONS = frozenset(
         Reason.TOO_LARGE,
     }
 )
+
+
+class Generated:
+    """Generated inputs fed, and hypothesis examples run, so far in this run."""
+
+    def __init__(self) -> None:
+        self.inputs = 0
+        self.examples = 0
+
+    def add(self, n: int = 1) -> None:
+        """One example ran and fed ``n`` inputs."""
+        self.inputs += n
+        self.examples += 1
 
 
 def examples(n: int) -> settings:

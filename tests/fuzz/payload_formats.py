@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -40,7 +41,7 @@ def numbers(draw: st.DrawFn) -> tuple[bytes, Expected]:
 
 # -- JSON -------------------------------------------------------------------------------
 
-ZONES = st.sampled_from(
+ZONES: st.SearchStrategy[Any] = st.sampled_from(  # None: naive, read as UTC
     [None, UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
 )
 # hypothesis bounds datetimes by naive wall time, whatever the zone drawn

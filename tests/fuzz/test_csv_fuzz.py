@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fuzz.conftest import Generated
 from fuzz.csv_files import LogFile, corrupt, log_files
-from fuzz.hostile import examples
+from fuzz.hostile import Generated, examples
 from hypothesis import given
 from hypothesis import strategies as st
 

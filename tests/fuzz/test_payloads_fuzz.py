@@ -13,8 +13,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from fuzz.conftest import Generated
-from fuzz.hostile import NOW, encode, examples, hostile_payload, mutate, outcome
+from fuzz.hostile import NOW, Generated, encode, examples, hostile_payload, mutate, outcome
 from fuzz.payload_formats import (
     NAME,
     Expected,

@@ -17,8 +17,7 @@ import random
 import re
 
 import numpy as np
-from fuzz.conftest import Generated
-from fuzz.hostile import NOW, examples
+from fuzz.hostile import NOW, Generated, examples
 from hypothesis import example, given
 from hypothesis import strategies as st
 
