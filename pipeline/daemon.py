@@ -135,7 +135,10 @@ class Daemon:
                  self.engine.stats.steps)  # fmt: skip
 
     def _runner(self) -> Runner:
-        schedule = Schedule(snapshot=self.settings.state.snapshot_interval)
+        # No periodic sink flush: waiting for the broker's acks would stall the loop under
+        # load, and paho re-sends unacknowledged publishes itself (max_pending bounds them).
+        # The sink is flushed on the way out.
+        schedule = Schedule(snapshot=self.settings.state.snapshot_interval, sink_flush=0)
         return Runner(
             self.engine, self.source, [self.sink], schedule=schedule,
             snapshot_path=self.snapshot_path, journal=self.journal, stop=self.stop,

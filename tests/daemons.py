@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -88,3 +93,56 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSCRIBED = 0.5  # seconds after "connected": the daemon's SUBSCRIBE goes out after that log
+
+
+class DaemonProcess:
+    """``sensorcast run ARGS`` in a child process; stdout and stderr go to ``folder``."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = folder / "stderr"
+        self.stdout_path = folder / "stdout"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORCAST_")}
+        command = [sys.executable, "-m", "pipeline.cli", "run", "--metrics-port", "0", *args]
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+
+    @property
+    def output(self) -> str:
+        return self.stdout_path.read_text() + self.stderr_path.read_text()
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        return wait_until(lambda: text in self.output, timeout)
+
+    def wait_connected(self, timeout: float = 10) -> bool:
+        """The source (client id ``sensorcast``) is connected; the sink connects before it."""
+        found = wait_until(lambda: " as sensorcast\n" in self.output, timeout)
+        time.sleep(SUBSCRIBED)
+        return found
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> int:
+        """Send ``sig``; the exit code, or TimeoutExpired when it takes over ``timeout`` s."""
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.running:
+            self.process.kill()
+        self.process.wait(10)
+
+
+@contextmanager
+def sensorcast_run(folder: Path, *args: str) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(folder, *args)
+    try:
+        yield daemon
+    finally:
+        daemon.kill()
