@@ -224,3 +224,28 @@ def test_runner_schedules_idle_close_by_the_clock():
     ).run()
     # the first seven windows closed for idleness before the last reading came
     assert len(sink.combined()) == 7
+
+
+def test_a_million_distinct_streams_over_time_stay_bounded_by_eviction():
+    """Streams come and go (a fleet renamed, devices replaced): the table must not grow."""
+    clock = FakeClock()
+    engine = make_engine(clock=clock, stream_ttl=60.0)
+    per_round, rounds = 10_000, 100
+    capacities = []
+    for r in range(rounds):
+        keys = [f"fleet/dev-{r}-{i}/t" for i in range(per_round)]
+        batch = ReadingBatch(
+            streams=tuple(keys),
+            stream_index=np.arange(per_round, dtype=np.int32),
+            timestamp=np.full(per_round, clock.now()),
+            value=np.ones(per_round),
+            seq=np.arange(per_round, dtype=np.int64),
+        )
+        engine.process(batch)
+        clock.advance(40.0)  # each round's streams fall silent: evicted two rounds later
+        engine.evict_idle()
+        capacities.append(engine.table.capacity)
+    assert engine.stats.steps == per_round * rounds  # 10^6 distinct streams seen
+    assert engine.stats.evicted >= per_round * (rounds - 2)  # the metric counts them
+    assert len(engine.table) <= 2 * per_round
+    assert max(capacities) <= 4 * per_round and capacities[-1] == capacities[10]  # flat
