@@ -214,3 +214,24 @@ def test_a_flood_keeps_the_daemons_queue_bounded_and_loses_nothing(mosquitto):
     assert flood.returncode == 0
     assert steps == n and stats.messages == n  # every reading, once
     assert max(depths) <= queue_size
+
+
+def test_a_snapshot_it_cannot_use_is_refused_whole_and_the_daemon_starts_cold(
+    mosquitto, tmp_path, caplog
+):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / SNAPSHOT_FILE).write_bytes(b"PK\x03\x04 not really a snapshot")
+    forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
+    publisher = client(mosquitto.port)
+    try:
+        with running(settings_for(mosquitto.url, state__dir=str(state))) as daemon:
+            payload = json.dumps({"value": 20, "ts": T0})
+            publisher.publish("sensors/a/b/temp", payload, qos=1).wait_for_publish(5)
+            assert len(forecasts.wait_for(1, 10)) == 1  # serving, from a cold start
+            failures = daemon.engine.stats.snapshot_failures
+    finally:
+        forecasts.close()
+        publisher.disconnect()
+    assert failures == 1
+    assert "corrupt or truncated" in caplog.text and "starting cold" in caplog.text
