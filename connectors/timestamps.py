@@ -4,7 +4,8 @@ A file's time is one of:
 
 * one column named ``timestamp``, ``datetime``, ``ts``, ``time`` or ``date`` (any case)
   holding ISO 8601 text (``2013-12-02 21:15:00``, ``...T21:15:00Z``, ``...+01:00``)
-  or epoch numbers (seconds, or milliseconds when larger than 1e11);
+  or epoch numbers (seconds, or milliseconds when larger than 1e11; larger than 1e11
+  seconds even as milliseconds, or infinite, is no time);
 * split columns ``year, month, day, hour[, minute]`` (UCI Beijing) or NDBC's
   ``YY MM DD hh [mm]`` (``#YY`` and ``YYYY`` too);
 * a ``Date`` + ``Time`` pair (``2017/12/22``, ``10:49:41``).
@@ -122,7 +123,9 @@ def text_of(frame: pd.DataFrame, spec: TimeSpec, row: int) -> str:
 
 def _epoch(column: pd.Series) -> np.ndarray:
     numbers = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    return np.where(np.abs(numbers) > MS_THRESHOLD, numbers / 1000.0, numbers)
+    seconds = np.where(np.abs(numbers) > MS_THRESHOLD, numbers / 1000.0, numbers)
+    # over 1e11 s even read as milliseconds (past the year 5138), or infinite: no time
+    return np.where(np.abs(seconds) <= MS_THRESHOLD, seconds, np.nan)
 
 
 def _split(frame: pd.DataFrame, spec: TimeSpec) -> pd.Series:

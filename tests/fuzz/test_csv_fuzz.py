@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fuzz.csv_files import LogFile, corrupt, log_files
-from fuzz.hostile import Generated, examples
 from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.csv_source import CsvSource
+from fuzz.csv_files import LogFile, corrupt, log_files
+from fuzz.hostile import Generated, examples
 from pipeline.cli import main
 from pipeline.errors import InputFileError
 from pipeline.types import ReadingBatch, Reason, stream_key_problem
@@ -216,3 +216,15 @@ def test_times_beyond_pandas_range_are_dropped_not_a_crash(tmp_path: Path, text:
     assert len(readings) + len(rejected) == 2 and set(rejected) <= {Reason.BAD_TIMESTAMP}
     code, stderr = run_replay(path, tmp_path / "out.csv")
     assert (code, stderr) == (0, "")
+
+
+def test_absurd_epoch_numbers_are_unreadable_times(tmp_path: Path) -> None:
+    """2e30 or inf went through as times and broke the replay output's ISO column."""
+    path = tmp_path / "log.csv"
+    path.write_text("timestamp,value\n199999980,1\n2e30,2\ninf,3\n-1e20,4\n1e14,5\n")
+    batches = replay(path, chunk_rows=65_536)
+    assert readings_of(batches) == [("log", 199_999_980.0, 1.0), ("log", 1e11, 5.0)]
+    rejections = [r for batch in batches for r in batch.rejections]
+    assert [(r.reason, r.seq, r.count) for r in rejections] == [(Reason.BAD_TIMESTAMP, 3, 3)]
+    assert "cannot read '2e30' as a time" in rejections[0].detail
+    assert run_replay(path, tmp_path / "out.csv") == (0, "")
