@@ -185,8 +185,8 @@ def _is_units_row(rows: Sequence[str], names: Sequence[str], sep: str, time: Tim
     padded = [row + [""] * (len(names) - len(row)) for row in cells]
     frame = pd.DataFrame(padded, columns=list(names), dtype="str").replace("", np.nan)
     times = timestamps.parse(frame, timestamps.settle(time, frame.iloc[1:]))
-    numbers = pd.to_numeric(frame.iloc[0].dropna(), errors="coerce")
-    return bool(np.isnan(times[0]) and not np.isnan(times[1]) and numbers.isna().all())
+    first = timestamps.numbers(frame.iloc[0].dropna())
+    return bool(np.isnan(times[0]) and not np.isnan(times[1]) and first.isna().all())
 
 
 def _sample(path: Path, sep: str, names: Sequence[str], skip: int) -> pd.DataFrame:
@@ -309,7 +309,7 @@ def _has_numbers(column: pd.Series) -> bool:
     if pd.api.types.is_numeric_dtype(column.dtype):
         return True
     cells = _written(column)
-    return bool(cells.empty or pd.to_numeric(cells, errors="coerce").notna().any())
+    return bool(cells.empty or timestamps.numbers(cells).notna().any())
 
 
 def _written(column: pd.Series) -> pd.Series:

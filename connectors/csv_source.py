@@ -465,7 +465,7 @@ def _values(layout: Layout, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray
 def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(np.float64, na_value=np.nan), np.zeros(len(column), bool)
-    numbers = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    numbers = timestamps.numbers(column).to_numpy(np.float64, na_value=np.nan)
     text = column.astype("str").str.strip()
     written = (text.notna() & (text != "")).to_numpy(bool)
     return numbers, np.isnan(numbers) & written

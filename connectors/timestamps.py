@@ -59,6 +59,20 @@ class TimeSpec:
         return "/".join(self.columns)
 
 
+def numbers(cells: pd.Series) -> pd.Series:
+    """``pd.to_numeric(cells, errors="coerce")``, also when a cell is an integer too long
+    for a float: pandas reads those as Python ints, and then raises OverflowError instead
+    of coercing; as text they read as +-inf, like any number out of a float's range.
+
+    >>> numbers(pd.Series([int("9" * 400), 1], dtype=object)).tolist()
+    [inf, 1.0]
+    """
+    try:
+        return pd.to_numeric(cells, errors="coerce")
+    except OverflowError:
+        return pd.to_numeric(cells.astype("str"), errors="coerce")
+
+
 def find(names: Sequence[str]) -> TimeSpec | None:
     """The time columns among ``names``, or None when there are none."""
     lower = {name.lower(): name for name in reversed(names)}
@@ -93,7 +107,7 @@ def settle(spec: TimeSpec, sample: pd.DataFrame) -> TimeSpec:
     if spec.kind != "text":
         return spec
     cells = sample[spec.columns[0]].dropna()
-    numeric = pd.to_numeric(cells, errors="coerce").notna()
+    numeric = numbers(cells).notna()
     kind = "epoch" if len(cells) and numeric.mean() >= 0.5 else "iso"
     return replace(spec, kind=kind)
 
@@ -122,16 +136,15 @@ def text_of(frame: pd.DataFrame, spec: TimeSpec, row: int) -> str:
 
 
 def _epoch(column: pd.Series) -> np.ndarray:
-    numbers = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    seconds = np.where(np.abs(numbers) > MS_THRESHOLD, numbers / 1000.0, numbers)
+    epoch = numbers(column).to_numpy(np.float64, na_value=np.nan)
+    seconds = np.where(np.abs(epoch) > MS_THRESHOLD, epoch / 1000.0, epoch)
     # over 1e11 s even read as milliseconds (past the year 5138), or infinite: no time
     return np.where(np.abs(seconds) <= MS_THRESHOLD, seconds, np.nan)
 
 
 def _split(frame: pd.DataFrame, spec: TimeSpec) -> pd.Series:
     parts = {
-        unit: pd.to_numeric(frame[column], errors="coerce")
-        for unit, column in zip(UNITS, spec.columns, strict=False)
+        unit: numbers(frame[column]) for unit, column in zip(UNITS, spec.columns, strict=False)
     }
     if spec.two_digit_years:  # NDBC wrote 2-digit years until 1998
         parts["year"] = parts["year"].where(parts["year"] >= 100, parts["year"] + 1900)

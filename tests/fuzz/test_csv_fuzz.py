@@ -228,3 +228,22 @@ def test_absurd_epoch_numbers_are_unreadable_times(tmp_path: Path) -> None:
     assert [(r.reason, r.seq, r.count) for r in rejections] == [(Reason.BAD_TIMESTAMP, 3, 3)]
     assert "cannot read '2e30' as a time" in rejections[0].detail
     assert run_replay(path, tmp_path / "out.csv") == (0, "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "timestamp,value\n2020-01-01T00:00:00Z," + "9" * 400 + "\n2020-01-01T00:01:00Z,2\n",
+        "year,month,day,hour,temp\n" + "9" * 400 + ",1,1,0,1\n2020,1,1,0,2\n",
+    ],
+)
+def test_integers_too_long_for_a_float_are_no_crash(tmp_path: Path, text: str) -> None:
+    """pandas reads such cells as Python ints, and to_numeric raised OverflowError on them."""
+    path = tmp_path / "log.csv"
+    path.write_text(text)
+    batches = replay(path, chunk_rows=65_536)
+    assert readings_of(batches)[-1][1:] == (
+        1_577_836_860.0 if "value" in text else 1_577_836_800.0,
+        2.0,
+    )
+    assert run_replay(path, tmp_path / "out.csv") == (0, "")
