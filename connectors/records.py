@@ -37,15 +37,19 @@ _TIME_COLUMNS = ("timestamp", "next_timestamp")
 _REASON_LABELS = np.array(["", *(Reason(c).label for c in range(1, max(Reason) + 1))], object)
 
 
+LAST_ISO_SECOND = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
 def iso_times(seconds: np.ndarray) -> np.ndarray:
-    """Epoch seconds as ISO 8601 UTC strings, ``''`` for NaN.
+    """Epoch seconds as ISO 8601 UTC strings, ``''`` for NaN and for times past year
+    9999 (a forecast's next time can overflow where a stream's interval is absurd).
 
     >>> iso_times(np.array([0.0, 1.5, np.nan])).tolist()
     ['1970-01-01T00:00:00.000Z', '1970-01-01T00:00:01.500Z', '']
-    >>> iso_times(np.array([60.0])).tolist()
-    ['1970-01-01T00:01:00Z']
+    >>> iso_times(np.array([60.0, 1e300])).tolist()
+    ['1970-01-01T00:01:00Z', '']
     """
-    finite = np.isfinite(seconds)
+    finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
     whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
     unit: Literal["s", "ms"] = "s" if whole else "ms"
     stamps = np.zeros(len(seconds), f"datetime64[{unit}]")
