@@ -38,7 +38,7 @@ demo: setup
 	$(BIN)/sensorcast demo $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .  # a stale cache has hidden findings before
 
 typecheck: setup
 	$(BIN)/mypy

@@ -161,8 +161,9 @@ class StateTable:
     def _allocate(self, key: str) -> int:
         if len(self.index) >= self.max_streams:
             return -1
-        if not self._free:
-            self._grow(self.capacity * 2)
+        if not self._free:  # doubling, but never past max_streams: at 10^6 streams the
+            # slack of the next power of two would cost ~5% of the table
+            self._grow(max(self.capacity + 1, min(self.capacity * 2, self.max_streams)))
         slot = self._free.pop()
         self.index[key] = slot
         self.keys[slot] = key

@@ -8,8 +8,9 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from fuzz.hostile import encode
 from hypothesis import strategies as st
+
+from fuzz.hostile import encode
 
 TIME_STYLES = ("iso-z", "iso-naive", "iso-offset", "epoch", "epoch-ms", "split", "pair")
 # 1976..2096 in whole minutes: epoch ms stay above 1e11, where they are told from seconds

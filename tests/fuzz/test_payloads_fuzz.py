@@ -13,6 +13,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from connectors.payloads import PAYLOAD_KINDS, Decoder, make_decoder
 from fuzz.hostile import NOW, Generated, encode, examples, hostile_payload, mutate, outcome
 from fuzz.payload_formats import (
     NAME,
@@ -23,10 +27,6 @@ from fuzz.payload_formats import (
     numbers,
     senml_packs,
 )
-from hypothesis import example, given
-from hypothesis import strategies as st
-
-from connectors.payloads import PAYLOAD_KINDS, Decoder, make_decoder
 from pipeline.types import Reason
 
 DECODERS = [make_decoder(kind) for kind in PAYLOAD_KINDS] + [

@@ -17,7 +17,6 @@ import random
 import re
 
 import numpy as np
-from fuzz.hostile import NOW, Generated, examples
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -31,6 +30,7 @@ from connectors.topics import (
     stream_topic,
     unescape_level,
 )
+from fuzz.hostile import NOW, Generated, examples
 from pipeline.errors import ConfigError
 from pipeline.types import VerdictBatch, stream_key_problem
 

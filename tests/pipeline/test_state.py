@@ -210,3 +210,10 @@ def test_restore_marks_streams_as_just_seen(tmp_path):
     restored = make_engine(clock, stream_ttl=60)
     restored.restore(tmp_path / "s.snap")
     assert restored.evict_idle() == 0
+
+
+def test_growth_stops_at_max_streams_not_the_next_power_of_two():
+    table = new_table(capacity=4, max_streams=5)
+    slots = table.slots_for([f"s/{i}" for i in range(6)], now=0.0)
+    assert slots.tolist() == [0, 1, 2, 3, 4, -1]
+    assert table.capacity == 5
