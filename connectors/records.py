@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.types import Reason, VerdictBatch
 
@@ -68,6 +69,28 @@ def verdict_frame(verdicts: VerdictBatch) -> pd.DataFrame:
     frame["model"] = verdicts.model
     frame["dropped"] = _REASON_LABELS[verdicts.dropped]
     return frame
+
+
+def verdict_table(verdicts: VerdictBatch) -> pa.Table:
+    """The output columns as an Arrow table: NaN and empty times are nulls (empty cells)."""
+    columns: dict[str, pa.Array] = {}
+    for name in CSV_COLUMNS:
+        if name == "model":
+            column = pa.array([verdicts.model] * len(verdicts), pa.string())
+        elif name == "dropped":
+            column = pa.array(_REASON_LABELS[verdicts.dropped], pa.string(),
+                              mask=verdicts.dropped == 0)  # fmt: skip
+        elif name in _TIME_COLUMNS:
+            text = iso_times(getattr(verdicts, name))
+            column = pa.array(text, pa.string(), mask=text == "")
+        elif name == "is_anomaly":
+            column = pa.array(verdicts.is_anomaly.astype(np.int8))
+        elif name == "stream":
+            column = pa.array(verdicts.stream, pa.string())
+        else:
+            column = pa.array(getattr(verdicts, name), from_pandas=True)  # NaN -> null
+        columns[name] = column
+    return pa.table(columns)
 
 
 def verdict_records(verdicts: VerdictBatch) -> list[dict[str, Any]]:

@@ -1,0 +1,51 @@
+"""CSV and JSON lines output: the header contract, empty cells, quoting when needed."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from helpers import make_engine
+
+from connectors.file_sink import open_file_sink
+from connectors.records import CSV_COLUMNS
+from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
+
+KEYS = ["plain/dev/temp", 'odd,"key"/dev/temp']
+
+
+def verdicts(keys: list[str]) -> VerdictBatch:
+    items = [Reading(StreamKey(k), 60.0 * t, float(t)) for t in range(3) for k in keys]
+    return make_engine().process(ReadingBatch.from_readings(items))
+
+
+def test_csv_starts_with_the_documented_header_and_leaves_unknowns_empty(tmp_path):
+    sink = open_file_sink(tmp_path / "out.csv")
+    sink.add(verdicts(KEYS[:1]))
+    sink.add(verdicts(["other/dev/temp"]))
+    sink.close()
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0] == ",".join(CSV_COLUMNS)  # once, unquoted
+    assert len(lines) == 1 + 6
+    first = lines[1].split(",")
+    assert first[0] == "plain/dev/temp" and first[1] == "1970-01-01T00:00:00Z"
+    assert first[3] == "" and first[-1] == ""  # no forecast yet; not dropped
+
+
+def test_a_key_that_needs_quotes_is_quoted_and_reads_back_intact(tmp_path):
+    sink = open_file_sink(tmp_path / "out.csv")
+    sink.add(verdicts(KEYS))
+    sink.close()
+    frame = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert list(frame.columns) == list(CSV_COLUMNS)
+    assert sorted(set(frame["stream"])) == sorted(KEYS)
+    assert frame["value"].tolist() == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+
+
+def test_jsonl_has_nulls_for_unknowns(tmp_path):
+    sink = open_file_sink(tmp_path / "out.jsonl")
+    sink.add(verdicts(KEYS[:1]))
+    sink.close()
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert rows[0]["forecast"] is None and rows[1]["forecast"] == 0.0
