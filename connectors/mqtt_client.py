@@ -16,8 +16,10 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +180,10 @@ def _no_delay(client: mqtt.Client) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, message id
+PUBACK = 0x40
+
+
 class BufferedClient(mqtt.Client):
     """paho's client, reading the socket 64 KiB at a time.
 
@@ -187,8 +193,9 @@ class BufferedClient(mqtt.Client):
     time in system calls. Here ``_sock_recv`` serves those small reads from a
     buffer filled by large reads, ``loop_read`` goes on through every packet
     already buffered, and ``_loop`` never sleeps while bytes wait in the buffer.
-    Only these three private hooks of paho 2.x are replaced; everything else
-    (protocol, acks, reconnects) is paho's own.
+    Only these three private hooks of paho 2.x are replaced, and ``ack_many``
+    queues many PUBACKs as one write; everything else (protocol, reconnects) is
+    paho's own.
     """
 
     MAX_PACKETS_PER_READ = 2000  # then let the loop write (acks, pings) again
@@ -209,6 +216,18 @@ class BufferedClient(mqtt.Client):
         data = bytes(self._rbuf[:bufsize])
         del self._rbuf[:bufsize]
         return data
+
+    def ack_many(self, acks: Sequence[tuple[int, int]]) -> None:
+        """Acknowledge ``(mid, qos)`` messages with one queued write: paho's ``ack``
+        queues a packet and wakes the network loop (a system call) per message."""
+        if not self._manual_ack:
+            return
+        pubacks = b"".join(_PUBACK.pack(PUBACK, 2, mid) for mid, qos in acks if qos == 1)
+        for mid, qos in acks:
+            if qos == 2:
+                self.ack(mid, qos)
+        if pubacks:
+            self._packet_queue(PUBACK, pubacks, 0, 1)
 
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
         # select() cannot see bytes already in our buffer: handle them first, and then do
@@ -232,7 +251,7 @@ class BufferedClient(mqtt.Client):
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
-def _client(c: Connection, manual_ack: bool) -> mqtt.Client:
+def _client(c: Connection, manual_ack: bool) -> BufferedClient:
     v5 = c.protocol == "5"
     client = BufferedClient(
         CallbackAPIVersion.VERSION2,

@@ -195,9 +195,7 @@ class MqttSource:
 
     def commit(self) -> None:
         """Acknowledge every message polled so far: their effect is in the pipeline."""
-        client = self.session.client
-        for mid, qos in self._unacked:
-            client.ack(mid, qos)
+        self.session.client.ack_many(self._unacked)
         self._unacked.clear()
 
     def seek(self, positions: Mapping[str, int]) -> None:
