@@ -19,7 +19,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,8 +193,10 @@ class BufferedClient(mqtt.Client):
     time in system calls. Here ``_sock_recv`` serves those small reads from a
     buffer filled by large reads, ``loop_read`` goes on through every packet
     already buffered, and ``_loop`` never sleeps while bytes wait in the buffer.
-    Only these three private hooks of paho 2.x are replaced, and ``ack_many``
-    queues many PUBACKs as one write; everything else (protocol, reconnects) is
+    Only these private hooks of paho 2.x are replaced: ``_sock_recv``,
+    ``loop_read`` and ``_loop`` for reading, ``_packet_queue`` so that ``batch``
+    can queue many publishes with one wake-up of the network loop; ``ack_many``
+    queues many PUBACKs as one write. Everything else (protocol, reconnects) is
     paho's own.
     """
 
@@ -204,6 +206,43 @@ class BufferedClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._rbuf_sock: Any = None  # the socket the buffered bytes came from
+        self._batching = False  # queue packets without waking the network loop each time
+        self._unwoken = False  # packets queued in a batch that the loop was not told of
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Publish many messages, waking the network loop once at the end: paho writes a
+        byte to its wake-up socket pair per queued packet, a system call per message."""
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            self.wake()
+
+    def wake(self) -> None:
+        """Tell the network loop about packets queued in a batch (e.g. before waiting)."""
+        if self._unwoken and self._sockpairW is not None:
+            self._unwoken = False
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._sockpairW.send(b"0")
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> mqtt.MQTTErrorCode:
+        if not (self._batching and self._thread is not None):
+            return super()._packet_queue(command, packet, mid, qos, info)
+        # paho's own queue entry, without the wake-up; the loop thread writes it once woken
+        entry: Any = {"command": command, "mid": mid, "qos": qos, "pos": 0}
+        entry.update(to_process=len(packet), packet=packet, info=info)
+        self._out_packet.append(entry)
+        self._unwoken = True
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rbuf_sock is not self._sock:  # a new connection: old bytes are void

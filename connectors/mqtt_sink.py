@@ -71,15 +71,16 @@ class MqttSink:
         self.session.start(cancel=cancel)
 
     def add(self, verdicts: VerdictBatch) -> None:
-        for record in verdict_records(verdicts):
-            if record.pop("dropped", None) is not None:
-                continue  # dropped readings are counted and dead-lettered, not forecast
-            payload = json.dumps(record)
-            self._publish(stream_topic(self.prefix, "forecast", record["stream"]), payload)
-            self.counters.forecasts += 1
-            if record["is_anomaly"]:
-                self._publish(stream_topic(self.prefix, "anomaly", record["stream"]), payload)
-                self.counters.anomalies += 1
+        with self.session.client.batch():
+            for record in verdict_records(verdicts):
+                if record.pop("dropped", None) is not None:
+                    continue  # dropped readings are counted and dead-lettered, not forecast
+                payload = json.dumps(record)
+                self._publish(stream_topic(self.prefix, "forecast", record["stream"]), payload)
+                self.counters.forecasts += 1
+                if record["is_anomaly"]:
+                    self._publish(stream_topic(self.prefix, "anomaly", record["stream"]), payload)
+                    self.counters.anomalies += 1
 
     def dead_letter(self, rejection: Rejection) -> None:
         """Publish a rejected input with its reason and original topic."""
@@ -106,6 +107,7 @@ class MqttSink:
         the ingest queue fills, and the broker holds the input)."""
         if self.unconfirmed < self.max_pending:
             return
+        self.session.client.wake()  # what this batch queued must go out for acks to come
         self.counters.waits += 1
         while self.unconfirmed >= self.max_pending and not self._cancel.is_set():
             time.sleep(0.002)
