@@ -133,6 +133,8 @@ class Session:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho closes its socket and wake-up socket pair only when garbage-collected
+        self.client._reset_sockets()
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

@@ -17,7 +17,6 @@ import io
 import json
 import pickle
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,6 @@ from connectors.topics import unescape_level
 from models.persistence import PersistenceForecaster
 from pipeline.check_config import render
 from pipeline.cli import main
-from pipeline.daemon import Daemon
 from pipeline.detect import GaussianTailDetector
 from pipeline.errors import SnapshotError
 from pipeline.settings import Settings, load_settings
@@ -249,24 +247,9 @@ def close(publisher: mqtt.Client) -> None:
     publisher.loop_stop()
 
 
-@contextlib.contextmanager
-def daemon_of(given: Settings) -> Iterator[Daemon]:
-    """``running``, then the daemon's paho clients closed for good.
-
-    ``Session.stop`` leaves paho's wake-up socket pair open until garbage
-    collection, which then may warn of an unclosed socket in whatever test runs;
-    ``reinitialise`` is paho's public way to close it.
-    """
-    daemon: Daemon
-    with running(given) as daemon:
-        yield daemon
-    daemon.source.session.client.reinitialise()
-    daemon.sink.session.client.reinitialise()
-
-
 def test_hostile_stream_names_are_published_on_escaped_topics(mosquitto: Mosquitto) -> None:
     everything = Collector(mosquitto.port, "#")
-    with daemon_of(settings_for(mosquitto.url)) as daemon:
+    with running(settings_for(mosquitto.url)) as daemon:
         pub = client(mosquitto.port)
         payload = {**HOSTILE_FIELDS, "ts": 1_700_000_000}
         pub.publish("sensors/s%25/d/m", json.dumps(payload), qos=1).wait_for_publish(5)
@@ -293,7 +276,7 @@ def test_payload_size_limit_default_and_config_key() -> None:
 
 def test_payloads_over_the_configured_limit_are_rejected(mosquitto: Mosquitto) -> None:
     dead = Collector(mosquitto.port, "sensorcast/deadletter")
-    with daemon_of(settings_for(mosquitto.url, mqtt__max_payload="1KiB")) as daemon:
+    with running(settings_for(mosquitto.url, mqtt__max_payload="1KiB")) as daemon:
         pub = client(mosquitto.port)
         pub.publish("sensors/s/d/fits", b"21.5".ljust(1024), qos=1).wait_for_publish(5)
         pub.publish("sensors/s/d/over", b"21.5".ljust(1025), qos=1).wait_for_publish(5)
@@ -320,6 +303,6 @@ def test_metrics_bind_only_the_configured_address(mosquitto: Mosquitto) -> None:
         pytest.skip("127.0.0.2 is not a loopback address here")
     port = free_port()
     given = settings_for(mosquitto.url, metrics__address="127.0.0.2", metrics__port=port)
-    with daemon_of(given):
+    with running(given):
         assert http_get(f"http://127.0.0.2:{port}/healthz") == (200, "ok\n")
         assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 0  # nothing listens there
