@@ -9,6 +9,7 @@ faster than the daemon can go must not grow its queue past its bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -235,3 +236,43 @@ def test_a_snapshot_it_cannot_use_is_refused_whole_and_the_daemon_starts_cold(
         publisher.disconnect()
     assert failures == 1
     assert "corrupt or truncated" in caplog.text and "starting cold" in caplog.text
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Any:
+    """A directory on a tiny tmpfs, filled to the last byte: a full disk for real."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with contextlib.suppress(OSError), open(folder / "filler", "wb", buffering=0) as f:
+            while True:
+                f.write(b"\0" * 4096)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_under_the_state_directory_is_an_error_and_a_metric_not_an_outage(
+    mosquitto, full_disk, caplog
+):
+    settings = settings_for(mosquitto.url, state__dir=str(full_disk),
+                            state__snapshot_interval="0.2s")  # fmt: skip
+    forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
+    publisher = client(mosquitto.port)
+    try:
+        with running(settings) as daemon:
+            for t in range(5):
+                payload = json.dumps({"value": 20 + t, "ts": T0 + 60 * t})
+                publisher.publish("sensors/a/b/temp", payload, qos=1).wait_for_publish(5)
+            assert len(forecasts.wait_for(5, 10)) == 5  # still serving
+            assert wait_until(lambda: daemon.engine.stats.snapshot_failures > 0, 10)
+            stats = daemon.engine.stats
+    finally:
+        forecasts.close()
+        publisher.disconnect()
+    assert stats.journal_failures > 0  # the journal could not even start
+    assert "No space left on device" in caplog.text
