@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from pipeline.types import Reason, VerdictBatch
@@ -58,17 +57,6 @@ def iso_times(seconds: np.ndarray) -> np.ndarray:
     text = np.datetime_as_string(stamps, unit=unit, timezone="UTC").astype(object)
     text[~finite] = ""
     return text
-
-
-def verdict_frame(verdicts: VerdictBatch) -> pd.DataFrame:
-    """The output columns of a batch, times as ISO strings."""
-    frame = pd.DataFrame({name: getattr(verdicts, name) for name in CSV_COLUMNS[:-2]})
-    frame["is_anomaly"] = verdicts.is_anomaly.astype(np.int8)
-    for name in _TIME_COLUMNS:
-        frame[name] = iso_times(getattr(verdicts, name))
-    frame["model"] = verdicts.model
-    frame["dropped"] = _REASON_LABELS[verdicts.dropped]
-    return frame
 
 
 def verdict_table(verdicts: VerdictBatch) -> pa.Table:

@@ -16,7 +16,22 @@ import numpy as np
 from pipeline.types import DetectionChunk, StepChunk
 
 
-class GaussianTailDetector:
+class _ColumnDetector:
+    """What every detector here shares: its parameters are its fingerprint, and its
+    per-stream state is ``state_width`` float64 columns starting at zero."""
+
+    state_width: int
+    state_dtype: type[np.floating] = np.float64
+
+    @property
+    def fingerprint(self) -> str:
+        return repr(self)
+
+    def initial_state(self, n: int) -> np.ndarray:
+        return np.zeros((n, self.state_width), self.state_dtype)
+
+
+class GaussianTailDetector(_ColumnDetector):
     """Score ``erf(|z| / sqrt 2)`` with ``z = (value - mean) / scale``.
 
     threshold: flag when the score reaches this (0.999 is |z| >= 3.29)
@@ -25,7 +40,6 @@ class GaussianTailDetector:
 
     name = "gaussian-tail"
     state_width = 1  # scored steps so far
-    state_dtype: type[np.floating] = np.float64
 
     def __init__(self, threshold: float = 0.999, warmup: int = 30) -> None:
         self.threshold = threshold
@@ -33,13 +47,6 @@ class GaussianTailDetector:
 
     def __repr__(self) -> str:
         return f"GaussianTailDetector(threshold={self.threshold!r}, warmup={self.warmup!r})"
-
-    @property
-    def fingerprint(self) -> str:
-        return repr(self)
-
-    def initial_state(self, n: int) -> np.ndarray:
-        return np.zeros((n, self.state_width), self.state_dtype)
 
     def step(
         self, state: np.ndarray, chunk: StepChunk, mean: np.ndarray, scale: np.ndarray
@@ -77,7 +84,7 @@ def _tail_kernel(value, length, mean, scale, threshold, warmup, state, score, fl
         state[b, 0] = scored
 
 
-class LikelihoodDetector:
+class LikelihoodDetector(_ColumnDetector):
     """How unusual a step's surprise is for its own stream, now and over the last few steps.
 
     Per step, the residual's two-sided tail probability under the forecast
@@ -106,7 +113,6 @@ class LikelihoodDetector:
     # surprise centre, surprise spread, short-mean centre, short-mean spread,
     # tail quantile of surprise
     state_width = 9
-    state_dtype: type[np.floating] = np.float64
 
     def __init__(
         self,
@@ -145,13 +151,6 @@ class LikelihoodDetector:
     def __repr__(self) -> str:
         args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._PARAMS)
         return f"LikelihoodDetector({args})"
-
-    @property
-    def fingerprint(self) -> str:
-        return repr(self)
-
-    def initial_state(self, n: int) -> np.ndarray:
-        return np.zeros((n, self.state_width), self.state_dtype)
 
     def step(
         self, state: np.ndarray, chunk: StepChunk, mean: np.ndarray, scale: np.ndarray

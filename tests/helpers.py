@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from models.persistence import PersistenceForecaster
@@ -22,3 +23,22 @@ def make_engine(clock: FakeClock | None = None, strict: bool = False, **config: 
         capacity=4,
         **policy,
     )
+
+
+def topic_oracle(template: str, topic: str) -> tuple[str, ...] | None:
+    """An independent oracle for TopicTemplate.stream_parts: the template's grammar
+    compiled to a regular expression."""
+    pattern = []
+    for level in template.split("/"):
+        if level == "#":
+            pattern.append("([^/]+(?:/[^/]+)*)")
+        elif level == "_":
+            pattern.append("[^/]*")
+        elif level.startswith("{"):
+            pattern.append("([^/]+)")
+        else:
+            pattern.append(re.escape(level))
+    match = re.fullmatch("/".join(pattern), topic, re.DOTALL)
+    if match is None:
+        return None
+    return tuple(part for group in match.groups() for part in group.split("/"))

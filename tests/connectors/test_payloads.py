@@ -10,6 +10,7 @@ import time
 from dataclasses import FrozenInstanceError
 
 import pytest
+from fuzz.hostile import check_decoded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,18 +50,6 @@ def one(value: float, name: str | None = None, timestamp: float | None = None) -
     return [Decoded(name, value, timestamp)]
 
 
-def check_result(result: object) -> None:
-    """What every successful decode promises."""
-    assert isinstance(result, list) and result
-    for item in result:
-        assert type(item) is Decoded
-        assert type(item.value) is float and math.isfinite(item.value)
-        assert item.name is None or (type(item.name) is str and item.name)
-        if item.timestamp is not None:
-            assert type(item.timestamp) is float
-            assert payloads.MIN_TIME <= item.timestamp < payloads.MAX_TIME
-
-
 def check_error(exc: PayloadError) -> None:
     assert isinstance(exc.reason, Reason)
     assert str(exc) == exc.detail
@@ -75,7 +64,7 @@ def survives(payload: bytes) -> None:
         except PayloadError as exc:
             check_error(exc)
         else:
-            check_result(result)
+            check_decoded(result)
 
 
 # -- the API -----------------------------------------------------------------------------
@@ -561,7 +550,7 @@ def test_ten_megabytes(payload: bytes) -> None:
         except PayloadError as exc:
             check_error(exc)
         else:
-            check_result(result)
+            check_decoded(result)
             assert len(result) <= MAX_READINGS
         assert time.perf_counter() - start < 5.0, kind
 
