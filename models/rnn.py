@@ -8,14 +8,16 @@ nets per stream, both learned online from the stream's own past:
 
 * **never worse than persistence**: the network predicts the next change;
   the forecast is the last value plus that change times a per-stream weight.
-  Five candidate weights (0, 1/4, ..., 1) keep a discounted absolute error
+  Seven candidate weights (0, 1/4, ..., 3/2) keep a discounted absolute error
   each, and the forecast follows them by an exponentially weighted average
   (softmin of those errors). A stream whose changes the network cannot
   predict drifts to weight 0: persistence; one it predicts well, to 1.
+  The change is rounded to the smallest step the stream has moved by: a
+  quantised sensor's forecast is one of the values it can read.
 * **calibrated intervals**: the scale is multiplied by a factor nudged after
   every step towards the target coverage (adaptive conformal inference).
 
-Per-stream state, float64: ``[stats (8) | post (8) | hidden (layers * hidden)]``.
+Per-stream state, float64: ``[stats (STATS) | post (POST) | hidden (layers * hidden)]``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from models.gru import GaussianGRU
 from pipeline.types import ForecastChunk, StepChunk
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # candidate shares of the predicted change
-POST = 6 + len(WEIGHTS)
-GAP_PREV, MIX_PREV, ANCHOR_PREV, SCALE_PREV, UNIT_PREV, CALIB, LOSSES = range(7)
+POST = 7 + len(WEIGHTS)
+GAP_PREV, MIX_PREV, ANCHOR_PREV, SCALE_PREV, UNIT_PREV, CALIB, LATTICE, LOSSES = range(8)
 DISCOUNT = 0.999  # memory of the candidates' errors, ~1000 steps
 SHARPNESS = 3.0  # how decisively the lowest error wins
 CALIB_RATE = 0.02  # step of the coverage correction
@@ -60,13 +62,14 @@ class RnnForecaster:
     @property
     def fingerprint(self) -> str:
         """The weights, and every constant that gives the per-stream state its meaning."""
-        mix = f"weights={WEIGHTS!r};discount={DISCOUNT!r};sharpness={SHARPNESS!r}"
+        mix = f"weights={WEIGHTS!r};discount={DISCOUNT!r};sharpness={SHARPNESS!r};lattice"
         return f"{self._fingerprint};coverage={self.coverage!r};{mix};features={STATS}"
 
     def initial_state(self, n: int) -> np.ndarray:
         state = np.zeros((n, self.state_width), self.state_dtype)
         state[:, :STATS] = initial_stats(n)
         state[:, STATS + GAP_PREV : STATS + UNIT_PREV + 1] = math.nan
+        state[:, STATS + LATTICE] = math.inf
         return state
 
     def step(self, state: np.ndarray, chunk: StepChunk) -> ForecastChunk:
@@ -132,7 +135,7 @@ def _combine_kernel(post, value, missing, length, anchor, unit, y, z, coverage, 
             weight = _weight(p)
             gru_scale = u * math.exp(min(max(y[b, j, 1], -10.0), 10.0))
             mix_scale = math.sqrt(gru_scale * gru_scale + weight * (1.0 - weight) * gap * gap)
-            mean[b, j] = anchor[b, j] + weight * gap
+            mean[b, j] = anchor[b, j] + _on_lattice(weight * gap, p[LATTICE])
             scale[b, j] = mix_scale * math.exp(p[CALIB])
             p[GAP_PREV], p[MIX_PREV], p[ANCHOR_PREV] = gap, mean[b, j], anchor[b, j]
             p[SCALE_PREV], p[UNIT_PREV] = mix_scale, u
@@ -153,13 +156,29 @@ def _weight(p):
 
 
 @numba.njit(cache=True)
+def _on_lattice(change, lattice):
+    """``change`` rounded to the stream's smallest step seen (``inf``: none yet).
+
+    A quantised sensor only ever reads multiples of its step, and for such
+    values the point that minimises the expected absolute error is one of
+    them: a 0.1 degree sea temperature that mostly sits still is best forecast
+    by its last value, not by the last value plus 0.02.
+    """
+    if lattice == math.inf:
+        return change
+    return lattice * round(change / lattice)
+
+
+@numba.njit(cache=True)
 def _learn(p, v, z, coverage):
     """Score the forecasts made at the previous step against ``v``."""
     if p[GAP_PREV] != p[GAP_PREV]:
         return  # nothing was forecast yet
-    u = p[UNIT_PREV]
+    u, change = p[UNIT_PREV], v - p[ANCHOR_PREV]
+    if change != 0.0:
+        p[LATTICE] = min(p[LATTICE], abs(change))
     for k in range(len(_WEIGHTS)):
-        error = abs(v - p[ANCHOR_PREV] - _WEIGHTS[k] * p[GAP_PREV]) / u
+        error = abs(change - _on_lattice(_WEIGHTS[k] * p[GAP_PREV], p[LATTICE])) / u
         p[LOSSES + k] = DISCOUNT * p[LOSSES + k] + min(error, 50.0)
     outside = abs(v - p[MIX_PREV]) > z * p[SCALE_PREV] * math.exp(p[CALIB])
     p[CALIB] += CALIB_RATE * ((1.0 if outside else 0.0) - (1.0 - coverage))

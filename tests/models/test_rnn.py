@@ -71,6 +71,17 @@ def test_a_constant_stream_forecasts_its_constant_with_a_small_interval():
     assert np.all(out.scale[0, 50:] < 0.01)
 
 
+def test_a_quantised_stream_is_forecast_on_its_own_steps():
+    # a random walk read in 0.1 steps: a forecast between two readable values
+    # can only lose absolute error against the nearer one of them
+    rng = np.random.default_rng(3)
+    rows = list(20.0 + 0.1 * np.cumsum(rng.choice([-1, 0, 0, 1], 400)))
+    forecaster = load_forecaster("default")
+    out = forecaster.step(forecaster.initial_state(1), chunk_of([rows], 3600.0))
+    moves = (out.mean[0, 50:] - np.array(rows[50:])) / 0.1
+    assert np.allclose(moves, np.round(moves), atol=1e-6)
+
+
 def test_a_glitch_costs_a_few_steps_not_the_rest_of_the_stream():
     rows = real_rows()[0]
     glitched = list(rows)
