@@ -1,9 +1,11 @@
 """Anomaly detectors: from a step and its forecast to a score in [0, 1] and a flag.
 
+``RecordDetector`` is the default: how far a step breaks its stream's own
+records (its range of values, its largest recent surprise).
 ``GaussianTailDetector`` is the simple baseline: the two-sided tail mass of
 the standardised residual under the forecast's Gaussian, flagged above a
-threshold once the stream is warmed up. Vectorised across streams: one
-compiled pass over a ``(B, T)`` chunk.
+threshold once the stream is warmed up. Both are vectorised across streams:
+one compiled pass over a ``(B, T)`` chunk.
 """
 
 from __future__ import annotations
@@ -84,73 +86,71 @@ def _tail_kernel(value, length, mean, scale, threshold, warmup, state, score, fl
         state[b, 0] = scored
 
 
-class LikelihoodDetector(_ColumnDetector):
-    """How unusual a step's surprise is for its own stream, now and over the last few steps.
+class RecordDetector(_ColumnDetector):
+    """How far a step breaks its stream's own records: its range, and its surprises.
 
-    Per step, the residual's two-sided tail probability under the forecast
-    (``p``) becomes a surprise ``-log10 p``. Each stream learns, from its
-    unflagged steps only, the spread (mean absolute deviation) of its
-    surprises, their ``quantile``, and the centre and spread of a short
-    exponentially weighted mean of them (``short`` steps), all over ``long``
-    steps. Evidence is the larger of two robust z-scores:
+    Two kinds of evidence, each measured against the stream's own, slowly
+    forgotten extremes, so a score means the same on every stream:
 
-    * a spike: this step's surprise above the stream's usual ``quantile``, in
-      spreads, over ``spike_z``;
-    * a burst: the short mean against its usual values, over ``burst_z``;
-      a run of moderate surprises is as telling as one huge one.
+    * **level**: the value beyond the range ``[lo, hi]`` the stream has kept
+      (over about ``range_memory`` steps), in widths of that range; the width
+      is never less than ``interval_floor`` forecast scales, so a smooth
+      sensor's next quantisation step is not news. Score ``e / (e + level_margin)``
+      for an excess ``e``.
+    * **surprise**: the residual ``|z| = |value - mean| / scale`` beyond the
+      largest the stream has shown lately (about ``surprise_memory`` steps, and
+      never below ``surprise_floor``), in units of that record. Score
+      ``surprise_weight * e / (e + surprise_margin)``. The record starts after
+      warm-up and at most doubles per step, so a forecast whose scale was
+      not yet learned, or one absurd residual, does not blind it for long.
 
-    Because both are measured against the stream's own history, a stream whose
-    forecasts are always rough (tweet counts) does not cry wolf and a smooth
-    one (a thermostat) is watched closely; the score ``x / (1 + x)`` means the
-    same on every stream (0.5 is evidence ``x = 1``). After a flag, scores are
-    multiplied by ``damping`` for ``hold`` steps: one event raises one alarm.
-    The defaults were chosen on the NAB corpus with one parameter set for all
-    files (docs/anomaly.md).
+    The score is the larger of the two; a step is flagged at ``threshold``
+    after ``warmup`` steps. Every step, flagged or not, moves the records:
+    that is what makes one event one alarm (a level shift is news once, then
+    it is the range). The defaults were chosen on the NAB corpus with one
+    parameter set for all files (docs/anomaly.md).
     """
 
-    name = "likelihood"
-    # scored steps, short mean, hold countdown, long weight,
-    # surprise centre, surprise spread, short-mean centre, short-mean spread,
-    # tail quantile of surprise
-    state_width = 9
+    name = "record"
+    state_width = 5  # steps seen, high, low, surprise record, steps with a forecast
 
     def __init__(
         self,
-        threshold: float = 0.5,
-        warmup: int = 50,
-        short: float = 3.0,
-        long: float = 300.0,
-        spike_z: float = 25.0,
-        burst_z: float = 12.0,
-        hold: int = 200,
-        damping: float = 0.3,
-        quantile: float = 0.9,
+        threshold: float = 0.6,
+        warmup: int = 300,
+        range_memory: float = 10_000.0,
+        level_margin: float = 0.02,
+        interval_floor: float = 6.0,
+        surprise_memory: float = 1_000.0,
+        surprise_margin: float = 0.1,
+        surprise_weight: float = 0.7,
+        surprise_floor: float = 3.0,
     ) -> None:
         self.threshold = threshold
         self.warmup = warmup
-        self.short = short
-        self.long = long
-        self.spike_z = spike_z
-        self.burst_z = burst_z
-        self.hold = hold
-        self.damping = damping
-        self.quantile = quantile
+        self.range_memory = range_memory
+        self.level_margin = level_margin
+        self.interval_floor = interval_floor
+        self.surprise_memory = surprise_memory
+        self.surprise_margin = surprise_margin
+        self.surprise_weight = surprise_weight
+        self.surprise_floor = surprise_floor
 
     _PARAMS = (
         "threshold",
         "warmup",
-        "short",
-        "long",
-        "spike_z",
-        "burst_z",
-        "hold",
-        "damping",
-        "quantile",
+        "range_memory",
+        "level_margin",
+        "interval_floor",
+        "surprise_memory",
+        "surprise_margin",
+        "surprise_weight",
+        "surprise_floor",
     )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._PARAMS)
-        return f"LikelihoodDetector({args})"
+        return f"RecordDetector({args})"
 
     def step(
         self, state: np.ndarray, chunk: StepChunk, mean: np.ndarray, scale: np.ndarray
@@ -159,68 +159,48 @@ class LikelihoodDetector(_ColumnDetector):
         score = np.zeros(chunk.shape)
         flag = np.zeros(chunk.shape, np.bool_)
         params = np.array([getattr(self, n) for n in self._PARAMS], np.float64)
-        params[2], params[3] = 1.0 / self.short, 1.0 / self.long  # as rates
-        _likelihood_kernel(chunk.value, chunk.length, mean, scale, params, new_state, score, flag)
+        _record_kernel(chunk.value, chunk.length, mean, scale, params, new_state, score, flag)
         return DetectionChunk(score=score, is_anomaly=flag, state=new_state)
 
 
-_STEPS, _SHORT, _HOLD, _WEIGHT, _CENTRE, _SPREAD, _SHORT_CENTRE, _SHORT_SPREAD, _TAIL = range(9)
-_MIN_SPREAD = 0.05  # decades: a stream that never surprises still has this much spread
+_SEEN, _HIGH, _LOW, _RECORD, _FORECAST_SEEN = range(5)
+RECORD_GROWTH = 2.0  # one absurd residual (a fill value) raises the record at most this much
 
 
 @numba.njit(cache=True)
-def _likelihood_kernel(value, length, mean, scale, params, state, score, flag):
-    threshold, warmup, a_short, a_long, spike_z, burst_z, hold, damping, quantile = params
+def _record_kernel(value, length, mean, scale, params, state, score, flag):
+    threshold, warmup, range_memory, level_margin, interval_floor = params[:5]
+    surprise_memory, surprise_margin, surprise_weight, surprise_floor = params[5:]
+    range_keep = 1.0 - 1.0 / range_memory  # per step, the range shrinks to its midpoint
+    record_keep = 1.0 - 1.0 / surprise_memory
     for b in range(value.shape[0]):
         s = state[b]
         for j in range(length[b]):
-            m, sd = mean[b, j], scale[b, j]
-            if not (sd > 0.0) or m != m:
-                continue  # no forecast yet
-            z = abs(value[b, j] - m) / sd
-            surprise = min(-math.log10(max(math.erfc(z / math.sqrt(2.0)), 1e-300)), 300.0)
-            s[_SHORT] += a_short * (surprise - s[_SHORT])
-            s[_STEPS] += 1.0
-            evidence = 0.0
-            if s[_WEIGHT] > 0.0:
-                spread = max(s[_SPREAD] / s[_WEIGHT], _MIN_SPREAD)
-                spike = (surprise - s[_TAIL]) / spread / spike_z
-                burst = _robust_z(s, s[_SHORT], _SHORT_CENTRE, _SHORT_SPREAD) / burst_z
-                evidence = max(spike, burst, 0.0)
-            raw = evidence / (1.0 + evidence)
-            if s[_HOLD] > 0:  # holding after a flag
-                raw *= damping
-                s[_HOLD] -= 1.0
-            score[b, j] = raw
-            flagged = s[_STEPS] > warmup and raw >= threshold
-            flag[b, j] = flagged
-            if flagged:
-                s[_HOLD] = hold
-            else:  # learn the long run from ordinary steps only
-                s[_WEIGHT] += a_long * (1.0 - s[_WEIGHT])
-                _learn_long(s, surprise, _CENTRE, _SPREAD, a_long)
-                _learn_long(s, s[_SHORT], _SHORT_CENTRE, _SHORT_SPREAD, a_long)
-                _learn_tail(s, surprise, quantile)
+            x, m, sd = value[b, j], mean[b, j], scale[b, j]
+            s[_SEEN] += 1.0
+            level = 0.0
+            if s[_SEEN] > warmup:
+                floor = interval_floor * sd if sd > 0.0 else 0.0  # False for NaN
+                excess = max(x - s[_HIGH], s[_LOW] - x, 0.0) / max(s[_HIGH] - s[_LOW], floor, 1e-12)
+                level = excess / (excess + level_margin)
+            surprise = 0.0
+            z = abs(x - m) / sd if sd > 0.0 else math.nan  # NaN: no forecast yet
+            if z == z:
+                s[_FORECAST_SEEN] += 1.0
+                record = max(s[_RECORD], surprise_floor)
+                if s[_FORECAST_SEEN] > warmup:  # a young forecast's scale sets no record
+                    excess = max(z - record, 0.0) / record
+                    surprise = surprise_weight * excess / (excess + surprise_margin)
+                    s[_RECORD] = max(s[_RECORD] * record_keep, min(z, RECORD_GROWTH * record))
+            score[b, j] = max(level, surprise)
+            flag[b, j] = s[_SEEN] > warmup and score[b, j] >= threshold
+            if s[_SEEN] == 1.0:
+                s[_HIGH], s[_LOW] = x, x
+            middle = 0.5 * (s[_HIGH] + s[_LOW])
+            s[_HIGH] = max(middle + (s[_HIGH] - middle) * range_keep, x)
+            s[_LOW] = min(middle - (middle - s[_LOW]) * range_keep, x)
 
 
-@numba.njit(cache=True, inline="always")
-def _learn_tail(s, surprise, quantile):
-    """Stochastic quantile tracking: up by ``q``, down by ``1 - q`` (in small steps)."""
-    step = 0.05 * max(s[_SPREAD] / s[_WEIGHT], _MIN_SPREAD)
-    s[_TAIL] += step * (quantile if surprise > s[_TAIL] else quantile - 1.0)
-
-
-@numba.njit(cache=True, inline="always")
-def _robust_z(s, x, centre, spread):
-    return (x - s[centre] / s[_WEIGHT]) / max(s[spread] / s[_WEIGHT], _MIN_SPREAD)
-
-
-@numba.njit(cache=True, inline="always")
-def _learn_long(s, x, centre, spread, a_long):
-    s[centre] += a_long * (x - s[centre])
-    s[spread] += a_long * (abs(x - s[centre] / s[_WEIGHT]) - s[spread])
-
-
-def default_detector() -> LikelihoodDetector:
+def default_detector() -> RecordDetector:
     """The detector the pipeline uses unless told otherwise."""
-    return LikelihoodDetector()
+    return RecordDetector()

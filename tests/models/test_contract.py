@@ -10,7 +10,7 @@ from models.features import N_FEATURES
 from models.gru import GaussianGRU
 from models.persistence import PersistenceForecaster
 from models.rnn import RnnForecaster
-from pipeline.detect import GaussianTailDetector, LikelihoodDetector
+from pipeline.detect import GaussianTailDetector, RecordDetector
 from pipeline.testing import chunk_of
 from pipeline.types import StepChunk
 
@@ -31,8 +31,8 @@ FORECASTERS = [
 DETECTORS = [
     GaussianTailDetector(),
     GaussianTailDetector(threshold=0.9, warmup=3),
-    LikelihoodDetector(),
-    LikelihoodDetector(warmup=5, hold=3),
+    RecordDetector(),
+    RecordDetector(warmup=5, range_memory=50.0, surprise_memory=20.0),
 ]
 
 rng = np.random.default_rng(0)
@@ -116,7 +116,9 @@ class TestDetectorContract:
         assert len(flagged) and flagged[0] >= detector.warmup
 
     def test_a_wild_step_scores_higher_than_a_tame_one(self, detector):
-        chunk = chunk_of([[0.0, 0.1, 9.0]])
+        calm = list(0.5 * np.random.default_rng(0).normal(size=detector.warmup + 50))
+        chunk = chunk_of([[*calm, 0.1, 9.0]])
         mean = np.zeros(chunk.shape)
         out = detector.step(detector.initial_state(1), chunk, mean, np.ones(chunk.shape))
-        assert out.score[0, 2] > out.score[0, 1] > out.score[0, 0] - 1e-12
+        assert out.score[0, -1] > out.score[0, -2] >= 0.0
+        assert out.is_anomaly[0, -1] and not out.is_anomaly[0, -2]

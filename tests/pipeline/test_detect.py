@@ -1,63 +1,85 @@
-"""The likelihood detector: bursts, spikes, the long run, one alarm per event."""
+"""The record detector: new ranges and new surprises, judged per stream, after warm-up."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from pipeline.detect import LikelihoodDetector
+from pipeline.detect import RecordDetector
 from pipeline.testing import chunk_of
 
-
-def run(detector: LikelihoodDetector, z: list[float]):
-    """Steps whose residual is ``z`` scales, against forecasts of 0 with scale 1."""
-    chunk = chunk_of([z])
-    mean = np.zeros(chunk.shape)
-    return detector.step(detector.initial_state(1), chunk, mean, np.ones(chunk.shape))
+SEEDS = range(5)
 
 
-def calm(n: int, seed: int = 0) -> list[float]:
+def run(detector: RecordDetector, values: list[float], means: list[float], scale: float = 1.0):
+    """Steps of ``values`` against forecasts ``means`` with a constant scale."""
+    chunk = chunk_of([values])
+    return detector.step(
+        detector.initial_state(1), chunk, np.array([means]), np.full(chunk.shape, scale)
+    )
+
+
+def noise(n: int, seed: int) -> list[float]:
     return list(np.random.default_rng(seed).normal(size=n))
 
 
-def test_ordinary_noise_is_not_flagged():
-    out = run(LikelihoodDetector(), calm(3000))
-    assert out.is_anomaly.sum() <= 1  # a 1e-6 event in 3000 draws is rare
-    assert np.median(out.score) < 0.1
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pure_noise_is_flagged_no_more_often_than_a_three_sigma_rule(seed):
+    values = noise(20_000, seed)
+    out = run(RecordDetector(), values, [0.0] * len(values))
+    assert out.is_anomaly.mean() < 0.0027  # P(|z| > 3)
+    assert np.median(out.score) < 0.01
 
 
-def test_a_spike_is_flagged_at_once():
-    z = calm(500)
-    z[400] = 12.0
-    out = run(LikelihoodDetector(), z)
-    assert out.is_anomaly[0, 400] and out.score[0, 400] > 0.8
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_level_shift_is_flagged_at_once_and_then_is_the_new_range(seed):
+    values = noise(1_000, seed)
+    values[700:] = [v + 20.0 for v in values[700:]]
+    persistence = [0.0, *values[:-1]]
+    out = run(RecordDetector(), values, persistence, scale=1.5)
+    assert out.is_anomaly[0, 700] and out.score[0, 700] > 0.9
+    assert out.is_anomaly[0, 701:].mean() < 0.02  # new highs of the new level, rarely
 
 
-def test_a_burst_of_moderate_surprises_is_flagged_though_no_step_is_extreme():
-    z = calm(800)
-    z[600:615] = [3.5 * (-1) ** i for i in range(15)]  # |z| = 3.5: p = 5e-4, alone unremarkable
-    out = run(LikelihoodDetector(), z)
-    assert not out.is_anomaly[0, 600] and out.is_anomaly[0, 600:615].any()
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_spike_inside_the_range_is_flagged_by_its_surprise(seed):
+    signal = 10.0 * np.sin(2 * np.pi * np.arange(800) / 100)  # a range of +-10
+    values = list(signal + np.random.default_rng(seed).normal(size=800))
+    values[650] = signal[650] + 9.0  # 9 scales off its forecast, inside the range
+    out = run(RecordDetector(), values, list(signal))
+    assert abs(values[650]) < 10.0
+    assert out.is_anomaly[0, 650]
 
 
-def test_one_event_raises_one_alarm():
-    z = calm(800)
-    z[500:520] = [15.0] * 20
-    held = run(LikelihoodDetector(hold=50), z)
-    loose = run(LikelihoodDetector(hold=0), z)
-    assert held.is_anomaly[0, 500:520].sum() == 1
-    assert loose.is_anomaly[0, 500:520].sum() > 5
+def test_a_surprise_is_judged_against_the_streams_own_record():
+    values = list(10.0 * np.sin(2 * np.pi * np.arange(700) / 100))  # the same values twice
+    misses = noise(700, seed=2)
+    misses[650] = 8.0
+    rough = list(misses)
+    rough[400:600:40] = [7.0, -7.5, 7.2, -6.9, 7.4]  # this stream's forecasts often miss by 7
+    smooth_out = run(RecordDetector(), values, list(np.subtract(values, misses)))
+    rough_out = run(RecordDetector(), values, list(np.subtract(values, rough)))
+    assert smooth_out.is_anomaly[0, 650] and not rough_out.is_anomaly[0, 650]
 
 
-def test_flagged_steps_stay_out_of_the_long_run():
-    z = calm(1500)
-    z[700:760] = [20.0] * 60  # a long anomalous stretch
-    out = run(LikelihoodDetector(hold=0), z)
-    state = out.state[0]
-    long_mean = state[2] / state[4]
-    assert long_mean < 1.0  # ordinary surprises are about 0.43 on average
+def test_one_absurd_residual_does_not_blind_the_record_for_long():
+    values = noise(1_000, seed=3)
+    values[400] = 1e9  # a fill value, forecast at 0
+    values[600] = 9.0
+    out = run(RecordDetector(), values, [0.0] * 1_000)
+    assert out.is_anomaly[0, 400] and out.is_anomaly[0, 600]
 
 
 def test_no_flag_before_warmup():
-    z = [30.0] * 60
-    out = run(LikelihoodDetector(warmup=50), z)
-    assert not out.is_anomaly[0, :50].any() and out.is_anomaly[0, 50:].any()
+    values = noise(400, seed=4)
+    values[50] = 40.0
+    values[350] = 80.0
+    out = run(RecordDetector(warmup=300), values, [0.0] * 400)
+    assert not out.is_anomaly[0, :300].any() and out.is_anomaly[0, 350]
+
+
+def test_scores_are_in_the_unit_interval_even_for_absurd_values():
+    values = noise(500, seed=5)
+    values[350], values[450] = 1e300, -1e300
+    out = run(RecordDetector(), values, [0.0] * 500)
+    assert np.all((out.score >= 0) & (out.score <= 1))
