@@ -74,15 +74,24 @@ class CsvFileSink(_FileSink):
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
-        text = _csv_rows(verdict_table(verdicts))
+        rows = _csv_rows(verdict_table(verdicts))
         with self._writing():
             if self._header:
                 self._file.write(",".join(CSV_COLUMNS) + "\n")
-            self._file.write(text)
+            self._write_bytes(rows)
         self._header = False
 
+    def _write_bytes(self, data: bytes) -> None:
+        """Arrow's UTF-8 straight to the file's byte layer (no decode and re-encode)."""
+        raw = getattr(self._file, "buffer", None)
+        if raw is None:  # a text-only stream (a redirected stdout)
+            self._file.write(data.decode())
+            return
+        self._file.flush()  # what was written as text goes first
+        raw.write(data)
 
-def _csv_rows(table: pa.Table) -> str:
+
+def _csv_rows(table: pa.Table) -> bytes:
     """Rows without a header; text unquoted unless a cell needs quotes (a comma in a
     stream key, say), then every text cell of the batch is quoted."""
     buffer = io.BytesIO()
@@ -93,7 +102,7 @@ def _csv_rows(table: pa.Table) -> str:
         buffer = io.BytesIO()
         options = arrow_csv.WriteOptions(include_header=False, quoting_style="needed")
         arrow_csv.write_csv(table, buffer, options)
-    return buffer.getvalue().decode()
+    return buffer.getvalue()
 
 
 class JsonlFileSink(_FileSink):

@@ -6,10 +6,12 @@ from here, so every output speaks the same format.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.types import Reason, VerdictBatch
 
@@ -59,6 +61,40 @@ def iso_times(seconds: np.ndarray) -> np.ndarray:
     return text
 
 
+DAY = 86_400
+
+
+def iso_time_array(seconds: np.ndarray) -> pa.StringArray:
+    """``iso_times`` as an Arrow array (null where it gives ``''``), built in Arrow.
+
+    The same text, a few times faster on a replay's batches: a batch spans few
+    days, so each day is formatted once, and the clock comes from a table of the
+    day's 86,400 seconds.
+    """
+    finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
+    whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
+    millis = np.zeros(len(seconds), np.int64)
+    millis[finite] = np.round(seconds[finite] * 1000).astype(np.int64)
+    whole_seconds = millis // 1000
+    days = whole_seconds // DAY
+    unique_days, day_of_row = np.unique(days, return_inverse=True)
+    day_text = pa.array(np.datetime_as_string(unique_days.astype("datetime64[D]")).tolist())
+    date = pa.DictionaryArray.from_arrays(pa.array(day_of_row.astype(np.int32)), day_text)
+    clock = _clock_table().take(pa.array(whole_seconds - days * DAY))
+    tail = pa.scalar("Z") if whole else _MILLIS_TABLE.take(pa.array(millis % 1000))
+    text = pc.binary_join_element_wise(date.cast(pa.string()), clock, tail, "")
+    return pc.if_else(pa.array(finite), text, pa.nulls(len(seconds), pa.string()))
+
+
+_MILLIS_TABLE = pa.array([f".{ms:03d}Z" for ms in range(1000)])
+
+
+@functools.cache
+def _clock_table() -> pa.StringArray:
+    """``T00:00:00`` .. ``T23:59:59``, indexed by the second of the day."""
+    return pa.array([f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(DAY)])
+
+
 def verdict_table(verdicts: VerdictBatch) -> pa.Table:
     """The output columns as an Arrow table: NaN and empty times are nulls (empty cells)."""
     columns: dict[str, pa.Array] = {}
@@ -69,8 +105,7 @@ def verdict_table(verdicts: VerdictBatch) -> pa.Table:
             column = pa.array(_REASON_LABELS[verdicts.dropped], pa.string(),
                               mask=verdicts.dropped == 0)  # fmt: skip
         elif name in _TIME_COLUMNS:
-            text = iso_times(getattr(verdicts, name))
-            column = pa.array(text, pa.string(), mask=text == "")
+            column = iso_time_array(getattr(verdicts, name))
         elif name == "is_anomaly":
             column = pa.array(verdicts.is_anomaly.astype(np.int8))
         elif name == "stream":

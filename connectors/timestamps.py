@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 SINGLE_NAMES = ("timestamp", "datetime", "ts", "time", "date")
 EXPECTED = "expected ISO 8601, epoch seconds/ms, or split year/month/day/hour columns"
@@ -67,6 +68,12 @@ def numbers(cells: pd.Series) -> pd.Series:
     >>> numbers(pd.Series([int("9" * 400), 1], dtype=object)).tolist()
     [inf, 1.0]
     """
+    if cells.dtype == object or isinstance(cells.dtype, pd.StringDtype):
+        try:  # Arrow's parser is several times faster, and agrees wherever it accepts
+            parsed = pa.array(cells, pa.string(), from_pandas=True).cast(pa.float64())
+            return pd.Series(parsed.to_numpy(zero_copy_only=False), index=cells.index)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # a cell Arrow does not read: pandas coerces it to NaN
     try:
         return pd.to_numeric(cells, errors="coerce")
     except OverflowError:
