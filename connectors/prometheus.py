@@ -282,6 +282,8 @@ class StreamCollector(Collector):
     def select(self) -> tuple[list[str], np.ndarray, int, int]:
         """(keys, slots) of the exported streams, and how many were not allowed / over limit."""
         keys = list(self.engine.table.keys)  # slot -> key; copied before the columns are read
+        if not self.max_streams and "*" in self.patterns:  # nothing to choose: just count
+            return [], np.zeros(0, np.int64), 0, len(keys) - keys.count(None)
         live = [(key, slot) for slot, key in enumerate(keys) if key is not None]
         allowed = [item for item in live if self._allowed(item[0])]
         chosen = heapq.nsmallest(self.max_streams, allowed) if self.max_streams else []

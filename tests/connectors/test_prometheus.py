@@ -154,10 +154,15 @@ def test_allowlist_and_cap_choose_streams_in_key_order_and_count_the_rest():
 def test_no_patterns_or_a_zero_cap_export_no_stream_series():
     engine = make_engine()
     engine.process(batch(10, 2))
-    for collector in (StreamCollector(engine, patterns=()), StreamCollector(engine, 0)):
+    omitted = "sensorcast_stream_series_omitted"
+    for collector, reason in (
+        (StreamCollector(engine, patterns=()), "not_allowed"),
+        (StreamCollector(engine, 0), "over_limit"),
+    ):
         got = samples(scrape(collector))
         assert not [key for key in got if key[0] == "sensorcast_stream_value"]
-        assert sum(v for (name, _), v in got.items() if "omitted" in name) == 10
+        assert got[(omitted, (("reason", reason),))] == 10
+        assert sum(v for (name, _), v in got.items() if name == omitted) == 10
 
 
 def test_a_scrape_of_100k_streams_stays_under_the_cap_and_under_a_second():
