@@ -10,6 +10,12 @@ UTC (``...Z``); an unknown number (no forecast yet) is an empty cell in CSV and
 
 CSV is written by Arrow's C++ writer: formatting the numbers took most of a
 replay's time with pandas' ``to_csv`` (``sensorcast bench --scenario replay``).
+
+Parquet (``.parquet``) holds the same columns with native types (UTC
+timestamps, booleans, nulls) and skips text formatting altogether, for bulk
+replays read back by pandas, polars or DuckDB. Its rows become readable when
+the sink closes (the file's footer is written last), so ``flush`` cannot make
+them durable: a replay killed midway leaves no readable Parquet file.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from typing import IO
 
 import pyarrow as pa
 import pyarrow.csv as arrow_csv
+import pyarrow.parquet as parquet
 
-from connectors.records import CSV_COLUMNS, verdict_records, verdict_table
+from connectors.records import CSV_COLUMNS, verdict_records, verdict_table, verdict_typed_table
 from pipeline.errors import ConfigError, SinkError
 from pipeline.types import VerdictBatch
 
@@ -115,12 +122,69 @@ class JsonlFileSink(_FileSink):
             self._file.writelines(json.dumps(r) + "\n" for r in verdict_records(verdicts))
 
 
-def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink:
-    """A sink chosen by the file's suffix: ``.csv`` (or ``-`` for stdout) or ``.jsonl``."""
+class ParquetFileSink:
+    """Writes ``CSV_COLUMNS`` with native types; one row group per batch."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+        except OSError as exc:
+            msg = f"--out: cannot write {path}: {exc.strerror}"
+            raise ConfigError(msg) from exc
+        self._writer: parquet.ParquetWriter | None = None
+
+    def add(self, verdicts: VerdictBatch) -> None:
+        if not len(verdicts):
+            return
+        self._write(verdict_typed_table(verdicts))
+
+    def _write(self, table: pa.Table) -> None:
+        try:
+            if self._writer is None:
+                self._writer = parquet.ParquetWriter(self._file, _PARQUET_SCHEMA)
+            self._writer.write_table(table.cast(_PARQUET_SCHEMA))
+        except OSError as exc:
+            msg = f"cannot write {self.path}: {exc.strerror or exc}"
+            raise SinkError(msg) from exc
+
+    def flush(self) -> None:
+        """Nothing to do: Parquet rows are readable once the file is closed."""
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        if self._writer is None:  # no rows: still a valid file, with the columns
+            self._write(_PARQUET_SCHEMA.empty_table())
+        assert self._writer is not None
+        self._writer.close()
+        self._file.close()
+
+
+_PARQUET_SCHEMA = pa.schema([
+    ("stream", pa.dictionary(pa.int32(), pa.string())),
+    ("timestamp", pa.timestamp("ms", tz="UTC")),
+    *[(name, pa.float64()) for name in ("value", "forecast", "lower", "upper", "anomaly_score")],
+    ("is_anomaly", pa.bool_()),
+    ("next_timestamp", pa.timestamp("ms", tz="UTC")),
+    *[(name, pa.float64()) for name in ("next_forecast", "next_lower", "next_upper")],
+    ("count", pa.int64()),
+    ("min", pa.float64()),
+    ("max", pa.float64()),
+    ("model", pa.string()),
+    ("dropped", pa.string()),
+])  # fmt: skip
+
+
+def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink | ParquetFileSink:
+    """A sink chosen by the file's suffix: ``.csv`` (or ``-`` for stdout), ``.jsonl`` or
+    ``.parquet``."""
     suffix = Path(str(path)).suffix.lower()
     if str(path) == "-" or suffix == ".csv":
         return CsvFileSink(path)
     if suffix in (".jsonl", ".ndjson"):
         return JsonlFileSink(path)
-    msg = f"--out: {path} must end in .csv or .jsonl (or be - for CSV on stdout)"
+    if suffix == ".parquet":
+        return ParquetFileSink(path)
+    msg = f"--out: {path} must end in .csv, .jsonl or .parquet (or be - for CSV on stdout)"
     raise ConfigError(msg)

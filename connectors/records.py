@@ -116,6 +116,37 @@ def verdict_table(verdicts: VerdictBatch) -> pa.Table:
     return pa.table(columns)
 
 
+def verdict_typed_table(verdicts: VerdictBatch) -> pa.Table:
+    """The output columns with native types, for binary files: times as UTC
+    millisecond timestamps, flags as booleans, NaN as null; stream keys
+    dictionary-encoded (a replay repeats each key many times)."""
+    columns: dict[str, pa.Array] = {}
+    for name in CSV_COLUMNS:
+        if name == "model":
+            column = pa.array([verdicts.model] * len(verdicts), pa.string())
+        elif name == "dropped":
+            column = pa.array(_REASON_LABELS[verdicts.dropped], pa.string(),
+                              mask=verdicts.dropped == 0)  # fmt: skip
+        elif name in _TIME_COLUMNS:
+            column = _timestamps(getattr(verdicts, name))
+        elif name == "is_anomaly":
+            column = pa.array(verdicts.is_anomaly, pa.bool_())
+        elif name == "stream":
+            column = pa.array(verdicts.stream, pa.string()).dictionary_encode()
+        else:
+            column = pa.array(getattr(verdicts, name), from_pandas=True)  # NaN -> null
+        columns[name] = column
+    return pa.table(columns)
+
+
+def _timestamps(seconds: np.ndarray) -> pa.TimestampArray:
+    """Epoch seconds as UTC milliseconds; null where ``iso_times`` gives ``''``."""
+    finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
+    millis = np.zeros(len(seconds), np.int64)
+    millis[finite] = np.round(seconds[finite] * 1000).astype(np.int64)
+    return pa.array(millis, pa.timestamp("ms", tz="UTC"), mask=~finite)
+
+
 def verdict_records(verdicts: VerdictBatch) -> list[dict[str, Any]]:
     """One JSON-able dict per row, keys in ``CSV_COLUMNS`` order.
 

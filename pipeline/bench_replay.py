@@ -2,7 +2,8 @@
 
 sensorcast runs exactly what ``sensorcast replay LOG --out FILE.csv`` runs: the CSV
 source (parsing is timed), the default model, the default detector and a CSV file
-sink, one core for torch. The baseline is what a River user would write: per
+sink, one core for torch; and, over the synthetic streams, the same with
+``--out FILE.parquet``. The baseline is what a River user would write: per
 stream a SNARIMAX forecaster (the parameters of ``river-snarimax``) and a
 ``MinMaxScaler | HalfSpaceTrees`` detector, predict then learn, a CSV row per
 reading. River is far slower, so it gets a subsample of the same parsed log: whole
@@ -171,14 +172,21 @@ def river_rate(sample: Sequence[tuple[str, float, float]], out: Path) -> float:
 
 
 def measure(
-    name: str, paths: Sequence[Path], runs: int, size: ReplaySize, folder: Path
+    name: str,
+    paths: Sequence[Path],
+    runs: int,
+    size: ReplaySize,
+    folder: Path,
+    output: str = "csv",
 ) -> list[Row]:
+    """One row: sensorcast writing ``output`` (csv or parquet) against River writing CSV."""
     sample = river_sample(paths, size.river_readings)
     streams = len({key for key, _, _ in sample})
-    _, readings = sensorcast_rate(paths, folder / "sensorcast.csv")  # warm-up: imports, caches
+    out = folder / f"sensorcast.{output}"
+    _, readings = sensorcast_rate(paths, out)  # warm-up: imports, caches
 
     def once() -> tuple[float, float]:
-        ours = sensorcast_rate(paths, folder / "sensorcast.csv")[0]
+        ours = sensorcast_rate(paths, out)[0]
         return ours, river_rate(sample, folder / "river.csv")
 
     ours, river = repeat(runs, once)
@@ -201,5 +209,7 @@ def run(runs: int, size: ReplaySize, nab: Path | None) -> list[Row]:
             rows += measure("NAB", nab_files(nab), runs, size, folder)
         log = folder / "synthetic.csv"
         write_synthetic(log, size.streams, size.steps)
-        rows += measure(f"{size.streams:,} synthetic streams", [log], runs, size, folder)
+        name = f"{size.streams:,} synthetic streams"
+        rows += measure(name, [log], runs, size, folder)
+        rows += measure(f"{name}, Parquet out", [log], runs, size, folder, "parquet")
         return rows

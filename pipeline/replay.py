@@ -33,7 +33,9 @@ def register(commands: Any) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="CSV files or directories")
     add_input_arguments(parser)
     add_pipeline_arguments(parser)
-    parser.add_argument("--out", help="write steps to FILE.csv, FILE.jsonl or - (CSV on stdout)")
+    parser.add_argument(
+        "--out", help="write steps to FILE.csv, FILE.jsonl, FILE.parquet or - (CSV on stdout)"
+    )
     parser.add_argument(
         "--state",
         metavar="FILE",

@@ -73,14 +73,17 @@ def test_replay_against_river(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     nab = nab_folder(tmp_path / "nab")
     document = bench(tmp_path, capsys, "--scenario", "replay", "--runs", "3", "--nab", str(nab))
     rows = document["rows"]
-    assert [row["metric"] for row in rows] == ["NAB throughput",
-                                               "50 synthetic streams throughput"]  # fmt: skip
+    assert [row["metric"] for row in rows] == [
+        "NAB throughput",
+        "50 synthetic streams throughput",
+        "50 synthetic streams, Parquet out throughput",
+    ]
     for row in rows:
         check_row(row, 3)
         assert row["unit"] == "readings/s"
         assert row["extra"]["river_readings"] <= row["extra"]["readings"]
     assert rows[0]["extra"]["readings"] == 400
-    assert rows[1]["extra"]["readings"] == 50 * 40
+    assert rows[1]["extra"]["readings"] == rows[2]["extra"]["readings"] == 50 * 40
 
 
 @needs_mosquitto

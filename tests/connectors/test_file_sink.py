@@ -72,3 +72,28 @@ def test_csv_to_a_text_only_stdout_is_written_as_text(monkeypatch, capsys):
     sink.add(verdicts(KEYS[:1]))
     text = sys.stdout.getvalue()
     assert text.startswith(",".join(CSV_COLUMNS)) and text.count("\n") == 4
+
+
+def test_parquet_holds_the_csv_rows_with_native_types(tmp_path):
+    for name in ("out.csv", "out.parquet"):
+        sink = open_file_sink(tmp_path / name)
+        sink.add(verdicts(KEYS))
+        sink.add(verdicts(["other/dev/temp"]))
+        sink.close()
+    text = pd.read_csv(tmp_path / "out.csv")
+    typed = pd.read_parquet(tmp_path / "out.parquet")
+    assert list(typed.columns) == list(CSV_COLUMNS) and len(typed) == len(text) == 9
+    assert str(typed["timestamp"].dtype) == "datetime64[ms, UTC]"
+    assert typed["is_anomaly"].dtype == bool and typed["count"].dtype == np.int64
+    assert typed["stream"].astype(str).tolist() == text["stream"].tolist()
+    assert (typed["timestamp"] == pd.to_datetime(text["timestamp"])).all()
+    for column in ("value", "forecast", "lower", "upper", "next_forecast"):
+        np.testing.assert_array_equal(typed[column].to_numpy(float), text[column].to_numpy())
+
+
+def test_a_parquet_file_without_rows_still_has_the_columns(tmp_path):
+    sink = open_file_sink(tmp_path / "empty.parquet")
+    sink.close()
+    sink.close()  # twice is harmless
+    frame = pd.read_parquet(tmp_path / "empty.parquet")
+    assert list(frame.columns) == list(CSV_COLUMNS) and frame.empty
