@@ -213,6 +213,12 @@ class PipelineCollector(Collector):
             "Flushes that were not acknowledged in time.",
             counters.failed_flushes,
         )
+        if hasattr(self.sink, "unconfirmed"):
+            yield _gauge(
+                "publish_pending",
+                "QoS 1 messages published and not yet acknowledged by the broker.",
+                self.sink.unconfirmed,
+            )
 
     def _connection_metrics(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(

@@ -50,6 +50,8 @@ def test_live_metrics_pass_promtool_and_count_what_happened(mosquitto):
         # The runner observes latency after the tick publishes, just after the steps count.
         latency_count = ("sensorcast_forecast_latency_seconds_count", ())
         assert wait_until(lambda: scrape(port).get(latency_count) == 40, 5)
+        pending = ("sensorcast_publish_pending", ())
+        assert wait_until(lambda: scrape(port).get(pending) == 0, 10)  # the broker acked all
         status, text = http_get(f"http://127.0.0.1:{port}/metrics")
         got = scrape(port)
         publisher.disconnect()
@@ -62,6 +64,7 @@ def test_live_metrics_pass_promtool_and_count_what_happened(mosquitto):
     assert got[latency_count] == 40  # one per reading
     assert got[("sensorcast_batch_size_sum", ())] == 40
     assert got[("sensorcast_steps_total", ())] == 40
+    assert got[("sensorcast_messages_published_total", (("kind", "forecast"),))] == 40
     for connection in ("source", "sink"):
         assert got[("sensorcast_broker_connected", (("connection", connection),))] == 1
     assert got[("sensorcast_stream_value", (("stream", streams[0]),))] == 19 % 3
