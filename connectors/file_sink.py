@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as arrow_csv
 import pyarrow.parquet as parquet
 
-from connectors.records import CSV_COLUMNS, verdict_records, verdict_table, verdict_typed_table
+from connectors.records import CSV_COLUMNS, verdict_records, verdict_table
 from pipeline.errors import ConfigError, SinkError
 from pipeline.types import VerdictBatch
 
@@ -137,13 +137,13 @@ class ParquetFileSink:
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
-        self._write(verdict_typed_table(verdicts))
+        self._write(verdict_table(verdicts, typed=True))
 
     def _write(self, table: pa.Table) -> None:
         try:
             if self._writer is None:
-                self._writer = parquet.ParquetWriter(self._file, _PARQUET_SCHEMA)
-            self._writer.write_table(table.cast(_PARQUET_SCHEMA))
+                self._writer = parquet.ParquetWriter(self._file, table.schema)
+            self._writer.write_table(table)
         except OSError as exc:
             msg = f"cannot write {self.path}: {exc.strerror or exc}"
             raise SinkError(msg) from exc
@@ -155,25 +155,10 @@ class ParquetFileSink:
         if self._file.closed:
             return
         if self._writer is None:  # no rows: still a valid file, with the columns
-            self._write(_PARQUET_SCHEMA.empty_table())
+            self._write(verdict_table(VerdictBatch.empty(), typed=True))
         assert self._writer is not None
         self._writer.close()
         self._file.close()
-
-
-_PARQUET_SCHEMA = pa.schema([
-    ("stream", pa.dictionary(pa.int32(), pa.string())),
-    ("timestamp", pa.timestamp("ms", tz="UTC")),
-    *[(name, pa.float64()) for name in ("value", "forecast", "lower", "upper", "anomaly_score")],
-    ("is_anomaly", pa.bool_()),
-    ("next_timestamp", pa.timestamp("ms", tz="UTC")),
-    *[(name, pa.float64()) for name in ("next_forecast", "next_lower", "next_upper")],
-    ("count", pa.int64()),
-    ("min", pa.float64()),
-    ("max", pa.float64()),
-    ("model", pa.string()),
-    ("dropped", pa.string()),
-])  # fmt: skip
 
 
 def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink | ParquetFileSink:

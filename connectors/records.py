@@ -71,10 +71,8 @@ def iso_time_array(seconds: np.ndarray) -> pa.StringArray:
     days, so each day is formatted once, and the clock comes from a table of the
     day's 86,400 seconds.
     """
-    finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
+    finite, millis = _epoch_millis(seconds)
     whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
-    millis = np.zeros(len(seconds), np.int64)
-    millis[finite] = np.round(seconds[finite] * 1000).astype(np.int64)
     whole_seconds = millis // 1000
     days = whole_seconds // DAY
     unique_days, day_of_row = np.unique(days, return_inverse=True)
@@ -86,6 +84,14 @@ def iso_time_array(seconds: np.ndarray) -> pa.StringArray:
     return pc.if_else(pa.array(finite), text, pa.nulls(len(seconds), pa.string()))
 
 
+def _epoch_millis(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(writable, milliseconds): times ISO 8601 can spell, as int64 ms (0 elsewhere)."""
+    finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
+    millis = np.zeros(len(seconds), np.int64)
+    millis[finite] = np.round(seconds[finite] * 1000).astype(np.int64)
+    return finite, millis
+
+
 _MILLIS_TABLE = pa.array([f".{ms:03d}Z" for ms in range(1000)])
 
 
@@ -95,8 +101,13 @@ def _clock_table() -> pa.StringArray:
     return pa.array([f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(DAY)])
 
 
-def verdict_table(verdicts: VerdictBatch) -> pa.Table:
-    """The output columns as an Arrow table: NaN and empty times are nulls (empty cells)."""
+def verdict_table(verdicts: VerdictBatch, typed: bool = False) -> pa.Table:
+    """The output columns as an Arrow table, NaN as null (an empty CSV cell).
+
+    For CSV (``typed=False``) times are ISO 8601 text and flags 0/1. For binary
+    files (``typed=True``) times are UTC millisecond timestamps, flags booleans,
+    and stream keys dictionary-encoded (a replay repeats each key many times).
+    """
     columns: dict[str, pa.Array] = {}
     for name in CSV_COLUMNS:
         if name == "model":
@@ -105,34 +116,14 @@ def verdict_table(verdicts: VerdictBatch) -> pa.Table:
             column = pa.array(_REASON_LABELS[verdicts.dropped], pa.string(),
                               mask=verdicts.dropped == 0)  # fmt: skip
         elif name in _TIME_COLUMNS:
-            column = iso_time_array(getattr(verdicts, name))
+            seconds = getattr(verdicts, name)
+            column = _timestamps(seconds) if typed else iso_time_array(seconds)
         elif name == "is_anomaly":
-            column = pa.array(verdicts.is_anomaly.astype(np.int8))
+            flags = verdicts.is_anomaly
+            column = pa.array(flags, pa.bool_()) if typed else pa.array(flags.astype(np.int8))
         elif name == "stream":
             column = pa.array(verdicts.stream, pa.string())
-        else:
-            column = pa.array(getattr(verdicts, name), from_pandas=True)  # NaN -> null
-        columns[name] = column
-    return pa.table(columns)
-
-
-def verdict_typed_table(verdicts: VerdictBatch) -> pa.Table:
-    """The output columns with native types, for binary files: times as UTC
-    millisecond timestamps, flags as booleans, NaN as null; stream keys
-    dictionary-encoded (a replay repeats each key many times)."""
-    columns: dict[str, pa.Array] = {}
-    for name in CSV_COLUMNS:
-        if name == "model":
-            column = pa.array([verdicts.model] * len(verdicts), pa.string())
-        elif name == "dropped":
-            column = pa.array(_REASON_LABELS[verdicts.dropped], pa.string(),
-                              mask=verdicts.dropped == 0)  # fmt: skip
-        elif name in _TIME_COLUMNS:
-            column = _timestamps(getattr(verdicts, name))
-        elif name == "is_anomaly":
-            column = pa.array(verdicts.is_anomaly, pa.bool_())
-        elif name == "stream":
-            column = pa.array(verdicts.stream, pa.string()).dictionary_encode()
+            column = column.dictionary_encode() if typed else column
         else:
             column = pa.array(getattr(verdicts, name), from_pandas=True)  # NaN -> null
         columns[name] = column
@@ -141,9 +132,7 @@ def verdict_typed_table(verdicts: VerdictBatch) -> pa.Table:
 
 def _timestamps(seconds: np.ndarray) -> pa.TimestampArray:
     """Epoch seconds as UTC milliseconds; null where ``iso_times`` gives ``''``."""
-    finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
-    millis = np.zeros(len(seconds), np.int64)
-    millis[finite] = np.round(seconds[finite] * 1000).astype(np.int64)
+    finite, millis = _epoch_millis(seconds)
     return pa.array(millis, pa.timestamp("ms", tz="UTC"), mask=~finite)
 
 
