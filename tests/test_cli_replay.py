@@ -107,6 +107,7 @@ def write(path: Path, text: str) -> Path:
         (lambda d: MACHINE, ["--speed", "fast"], "--speed: 'fast'"),
         (lambda d: MACHINE, ["--model", "gpt"], "--model: unknown model 'gpt'"),
         (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.csv"))], "cannot write"),
+        (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.parquet"))], "cannot write"),
         (lambda d: MACHINE, ["--out", "o.txt"], "must end in .csv, .jsonl or .parquet"),
         (lambda d: MACHINE, ["--state", "/dev/null"], "snapshot /dev/null is corrupt"),
     ],
