@@ -122,6 +122,9 @@ class JsonlFileSink(_FileSink):
             self._file.writelines(json.dumps(r) + "\n" for r in verdict_records(verdicts))
 
 
+_DICTIONARY_COLUMNS = ["stream", "model", "dropped"]
+
+
 class ParquetFileSink:
     """Writes ``CSV_COLUMNS`` with native types; one row group per batch."""
 
@@ -142,7 +145,10 @@ class ParquetFileSink:
     def _write(self, table: pa.Table) -> None:
         try:
             if self._writer is None:
-                self._writer = parquet.ParquetWriter(self._file, table.schema)
+                # dictionaries only where values repeat: hashing every float costs half the write
+                self._writer = parquet.ParquetWriter(
+                    self._file, table.schema, use_dictionary=_DICTIONARY_COLUMNS
+                )
             self._writer.write_table(table)
         except OSError as exc:
             msg = f"cannot write {self.path}: {exc.strerror or exc}"

@@ -19,7 +19,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pipeline.errors import ConfigError
 
@@ -184,6 +185,10 @@ def _no_delay(client: mqtt.Client) -> None:
 
 _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, message id
 PUBACK = 0x40
+PUBLISH = 0x30
+Publish = tuple[str | None, bytes, int, int]  # topic (None: not UTF-8), payload, mid, qos
+_SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
 
 class BufferedClient(mqtt.Client):
@@ -200,6 +205,15 @@ class BufferedClient(mqtt.Client):
     can queue many publishes with one wake-up of the network loop; ``ack_many``
     queues many PUBACKs as one write. Everything else (protocol, reconnects) is
     paho's own.
+
+    With ``on_publishes`` set, QoS 0 and 1 PUBLISH packets that lie whole in the
+    buffer are parsed here and handed over as one list per read, as
+    ``(topic, payload, mid, qos)``: paho's path builds a message object, parses
+    MQTT 5 properties and takes a callback lock per message, most of what a
+    subscriber spends. Plain PUBACKs (success, nothing else) are handled here a
+    read at a time too (``_published``), with paho's own bookkeeping. Any other
+    packet (and a PUBLISH cut by the end of a read, a QoS 2 one, or one using a
+    topic alias) goes to paho, in order, and reaches ``on_message`` as usual.
     """
 
     MAX_PACKETS_PER_READ = 2000  # then let the loop write (acks, pings) again
@@ -210,6 +224,7 @@ class BufferedClient(mqtt.Client):
         self._rbuf_sock: Any = None  # the socket the buffered bytes came from
         self._batching = False  # queue packets without waking the network loop each time
         self._unwoken = False  # packets queued in a batch that the loop was not told of
+        self.on_publishes: Callable[[list[Publish]], None] | None = None
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -246,10 +261,13 @@ class BufferedClient(mqtt.Client):
         self._unwoken = True
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _sock_recv(self, bufsize: int) -> bytes:
+    def _forget_old_bytes(self) -> None:
         if self._rbuf_sock is not self._sock:  # a new connection: old bytes are void
             self._rbuf.clear()
             self._rbuf_sock = self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        self._forget_old_bytes()
         if not self._rbuf:
             self._rbuf += super()._sock_recv(65536)  # raises BlockingIOError when empty
             if not self._rbuf:
@@ -274,22 +292,155 @@ class BufferedClient(mqtt.Client):
         # select() cannot see bytes already in our buffer: handle them first, and then do
         # not sleep in select while any are left (a burst over MAX_PACKETS_PER_READ), or
         # they would wait for the next packet from the broker, perhaps a keepalive away.
-        if self._rbuf and self._sock is not None:
+        if self._sock is not None and self._buffered_work():
             rc = self.loop_read()
             if rc > 0:
                 return rc
-        return super()._loop(0.0 if self._rbuf else timeout)
+        return super()._loop(0.0 if self._buffered_work() else timeout)
+
+    def _buffered_work(self) -> bool:
+        """Bytes wait that can be handled without reading more: a whole packet, or
+        the rest of the one paho is in the middle of."""
+        if not self._rbuf:
+            return False
+        return self._in_packet["command"] != 0 or _whole_packet(self._rbuf, 0) > 0
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        self._forget_old_bytes()
         for _ in range(self.MAX_PACKETS_PER_READ):
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            if self._in_packet["command"] == 0:
+                if not _whole_packet(self._rbuf, 0):
+                    more = self._read_more()
+                    if more is None:
+                        return self._loop_rc_handle(mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST)
+                    if not more:
+                        break  # nothing to read now; a cut packet waits in the buffer
+                if self._take_whole_packets():
+                    continue
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
             if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN or not self._rbuf:
                 break
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _read_more(self) -> bool | None:
+        """One large read into the buffer. False when nothing is there to read; True
+        when bytes came, or the peer closed (paho's next read then sees the end);
+        None when the connection failed (reset, say)."""
+        try:
+            data = super()._sock_recv(65536)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            log.debug("read from %s failed: %s", self._host, exc)
+            return None
+        self._rbuf += data
+        return True
+
+    def _take_whole_packets(self) -> int:
+        """Handle the run of whole PUBLISH (with ``on_publishes``) and plain PUBACK
+        packets at the head of the buffer in one go; stop at any other packet."""
+        buf, v5 = self._rbuf, self._protocol == mqtt.MQTTv5
+        publishes: list[Publish] = []
+        acked: list[int] = []
+        start = 0
+        while end := _whole_packet(buf, start):
+            if buf[start] == PUBACK and end - start == 4:  # success, no reason or properties
+                acked.append(buf[start + 2] << 8 | buf[start + 3])
+            elif self.on_publishes is not None and (publish := _parse_publish(buf, start, end, v5)):
+                publishes.append(publish)
+            else:
+                break
+            start = end
+        if not start:
+            return 0
+        del buf[:start]
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        if publishes:
+            assert self.on_publishes is not None
+            self.on_publishes(publishes)
+        if acked:
+            self._published(acked)
+        return len(publishes) + len(acked)
+
+    def _published(self, mids: list[int]) -> None:
+        """paho's PUBACK handling for many messages at once: ``on_publish`` per message,
+        then one pass over the queue to send what the freed window lets out (paho
+        makes that pass, from the start of its queue, after every PUBACK)."""
+        on_publish: Any = self.on_publish  # the VERSION2 signature (see _client)
+        with self._out_message_mutex:
+            for mid in mids:
+                message = self._out_messages.pop(mid, None)
+                if message is None:
+                    continue  # not ours (a late duplicate): paho ignores it too
+                if on_publish is not None:
+                    on_publish(self, self._userdata, mid, _SUCCESS, _NO_PROPERTIES)
+                message.info._set_as_published()
+                if message.qos > 0:
+                    self._inflight_messages -= 1
+            if self._max_inflight_messages > 0:
+                rc = self._update_inflight()
+                if rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._loop_rc_handle(rc)
+
+
+def _whole_packet(buf: bytearray, start: int) -> int:
+    """The end of the packet at ``buf[start:]`` if all of it is buffered, else 0."""
+    length, shift = 0, 0
+    for i in range(start + 1, min(start + 5, len(buf))):  # the remaining length: 1-4 bytes
+        byte = buf[i]
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            end = i + 1 + length
+            return end if end <= len(buf) else 0
+        shift += 7
+    return 0  # cut short, or malformed (paho's read reports that)
+
+
+def _parse_publish(buf: bytearray, start: int, end: int, v5: bool) -> Publish | None:
+    """``(topic, payload, mid, qos)`` of the whole packet ``buf[start:end]`` if it is a
+    PUBLISH this fast path takes (QoS 0 or 1, a topic name), else None."""
+    header = buf[start]
+    qos = (header >> 1) & 3
+    if header >> 4 != PUBLISH >> 4 or qos > 1:
+        return None
+    i = start + 1
+    while buf[i] & 0x80:  # skip the remaining length
+        i += 1
+    i += 1
+    if i + 2 > end:
+        return None
+    topic_end = i + 2 + (buf[i] << 8 | buf[i + 1])
+    if topic_end == i + 2 or topic_end > end:  # empty (a topic alias) or malformed
+        return None
+    mid = 0
+    body = topic_end
+    if qos:
+        mid = buf[body] << 8 | buf[body + 1] if body + 2 <= end else 0
+        body += 2
+        if body > end or mid == 0:
+            return None
+    if v5:  # skip the properties: a length (1-4 bytes) and that many bytes
+        length, shift = 0, 0
+        while body < end:
+            byte = buf[body]
+            body += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        body += length
+        if body > end:
+            return None
+    try:
+        topic: str | None = bytes(buf[i + 2 : topic_end]).decode()
+    except UnicodeDecodeError:
+        topic = None
+    return topic, bytes(buf[body:end]), mid, qos
 
 
 def _client(c: Connection, manual_ack: bool) -> BufferedClient:

@@ -1,10 +1,11 @@
 """Readings from MQTT: subscribe, enqueue on the network thread, decode on the engine's.
 
-The paho callback only puts ``(topic, payload, received, mid, qos)`` on a
-bounded queue. When the queue is full it waits (counting the wait), which
-stops paho reading the socket: the broker then holds the messages, which is
-backpressure rather than loss. Decoding, topic matching and validation happen
-in ``poll`` on the engine thread.
+The network thread only puts ``(topic, payload, received, mid, qos)`` on a
+bounded inbox, a whole socket read's messages at a time. When the inbox is full
+it waits (counting the messages that waited), which stops the client reading
+the socket: the broker then holds the messages, which is backpressure rather
+than loss. Decoding, topic matching and validation happen in ``poll`` on the
+engine thread.
 
 Messages are acknowledged manually, only once ``commit`` is called, after the
 pipeline has applied them: a daemon that dies before that gets them again from
@@ -14,14 +15,14 @@ its persistent session.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from connectors.mqtt_client import Connection, Session
+from connectors.mqtt_client import Connection, Publish, Session
 from connectors.payloads import Decoder, PayloadError
 from connectors.topics import TopicTemplate
 from pipeline.clock import Clock, SystemClock
@@ -31,6 +32,52 @@ log = logging.getLogger(__name__)
 
 PARTITION = "mqtt"
 _Item = tuple[str | None, bytes, float, int, int]  # topic, payload, received, mid, qos
+
+
+class Inbox:
+    """A bounded FIFO of messages, put and taken a batch at a time under one lock
+    (``queue.Queue`` takes its lock and notifies per message)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: deque[_Item] = deque()
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(
+        self, items: list[_Item], stop: Callable[[], bool], waiting: Callable[[int], None]
+    ) -> None:
+        """Append ``items`` in order as room allows, waiting for the rest (first telling
+        ``waiting`` how many must wait); gives up when ``stop()``."""
+        waited = False
+        with self._changed:
+            i = 0
+            while i < len(items):
+                room = self.capacity - len(self._items)
+                if room <= 0:
+                    if stop():
+                        break
+                    if not waited:
+                        waiting(len(items) - i)
+                        waited = True
+                    self._changed.wait(0.25)
+                    continue
+                self._items.extend(items[i : i + room])
+                i += room
+                self._changed.notify_all()
+
+    def take(self, max_items: int, timeout: float) -> list[_Item]:
+        """Up to ``max_items`` from the front, waiting at most ``timeout`` for the first."""
+        with self._changed:
+            if not self._items and timeout > 0:
+                self._changed.wait_for(lambda: bool(self._items), timeout)
+            n = min(max_items, len(self._items))
+            taken = [self._items.popleft() for _ in range(n)]
+            if taken:
+                self._changed.notify_all()  # room for a waiting network thread
+        return taken
 
 
 @dataclass
@@ -96,13 +143,14 @@ class MqttSource:
         self.queue_size = queue_size
         self.clock = clock or SystemClock()
         self.counters = SourceCounters()
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
+        self._inbox = Inbox(queue_size)
         self._paused = False
         self._seq = 0
         self._unacked: list[tuple[int, int]] = []
         self.session = Session(connection, manual_ack=True)
         self.session.on_connected.append(self._subscribe)
         self.session.client.on_message = self._on_message
+        self.session.client.on_publishes = self._on_publishes
 
     # -- network thread ----------------------------------------------------------------
 
@@ -110,23 +158,27 @@ class MqttSource:
         for topic_filter in self.subscribe:
             self.session.client.subscribe(topic_filter, qos=self.qos)
 
+    def _on_publishes(self, publishes: list[Publish]) -> None:
+        """The client's fast path: every whole PUBLISH of one socket read."""
+        received = self.clock.now()
+        self._enqueue([(topic, payload, received, mid, qos)
+                       for topic, payload, mid, qos in publishes])  # fmt: skip
+
     def _on_message(self, client: object, userdata: object, message: object) -> None:
-        if self._paused:
-            return  # not acknowledged: the broker delivers it again next session
+        """paho's path: a PUBLISH the fast path left to it (cut by a read, QoS 2, ...)."""
         try:
             topic: str | None = message.topic  # type: ignore[attr-defined]
         except UnicodeDecodeError:
             topic = None
-        item = (topic, message.payload, self.clock.now(), message.mid, message.qos)  # type: ignore[attr-defined]
-        waited = False
-        while not self._paused:
-            try:
-                self._queue.put(item, timeout=0.25)
-                return
-            except queue.Full:
-                if not waited:
-                    self.counters.queue_full += 1
-                    waited = True
+        self._enqueue([(topic, message.payload, self.clock.now(), message.mid, message.qos)])  # type: ignore[attr-defined]
+
+    def _enqueue(self, items: list[_Item]) -> None:
+        if self._paused:
+            return  # not acknowledged: the broker delivers them again next session
+        self._inbox.put(items, lambda: self._paused, self._count_waiting)
+
+    def _count_waiting(self, messages: int) -> None:
+        self.counters.queue_full += messages
 
     # -- engine thread -----------------------------------------------------------------
 
@@ -135,7 +187,7 @@ class MqttSource:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._inbox)
 
     def poll(self, max_items: int, timeout: float) -> ReadingBatch | None:
         items = self._drain(max_items, timeout)
@@ -153,16 +205,7 @@ class MqttSource:
         return decoded.batch()
 
     def _drain(self, max_items: int, timeout: float) -> list[_Item]:
-        try:
-            items = [self._queue.get(timeout=0 if self._paused else timeout)]
-        except queue.Empty:
-            return []
-        while len(items) < max_items:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
+        return self._inbox.take(max_items, 0 if self._paused else timeout)
 
     def _decode(self, out: _Decoded, topic: str | None, payload: bytes, received: float) -> None:
         seq, self._seq = self._seq, self._seq + 1
