@@ -13,6 +13,7 @@ in ``ConfigError`` with the fix.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY = 7 * 24 * 3600  # seconds the broker keeps our session (and queue) while we are away
 RECEIVE_MAXIMUM = 65535  # QoS 1 messages we accept un-acknowledged (MQTT 5)
-INFLIGHT = 100  # QoS 1 messages we send before waiting for PUBACKs (or the broker's maximum)
+INFLIGHT = 1000  # QoS 1 messages we send before waiting for PUBACKs (or the broker's maximum)
 _REFUSED_CREDENTIALS = {"Bad user name or password", "Not authorized", "Not authorised"}
 
 
@@ -187,8 +188,24 @@ _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, message id
 PUBACK = 0x40
 PUBLISH = 0x30
 Publish = tuple[str | None, bytes, int, int]  # topic (None: not UTF-8), payload, mid, qos
-_SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+
+
+@functools.cache
+def _reason_code(value: int) -> ReasonCode:
+    return ReasonCode(PacketTypes.PUBACK, identifier=value)
+
+
+def _puback_reason(buf: bytearray, start: int, end: int) -> int | None:
+    """The reason code of the whole PUBACK ``buf[start:end]`` if it carries no
+    properties (2 bytes: success; 3: a reason, e.g. 0x10 "no matching subscribers";
+    4: a reason and an empty property list), else None (paho reads it)."""
+    size = end - start - 2  # the remaining length (one byte: it is short)
+    if size == 2:
+        return 0
+    if size == 3 or (size == 4 and buf[start + 5] == 0):
+        return buf[start + 4]
+    return None
 
 
 class BufferedClient(mqtt.Client):
@@ -210,7 +227,7 @@ class BufferedClient(mqtt.Client):
     buffer are parsed here and handed over as one list per read, as
     ``(topic, payload, mid, qos)``: paho's path builds a message object, parses
     MQTT 5 properties and takes a callback lock per message, most of what a
-    subscriber spends. Plain PUBACKs (success, nothing else) are handled here a
+    subscriber spends. PUBACKs without properties are handled here a
     read at a time too (``_published``), with paho's own bookkeeping. Any other
     packet (and a PUBLISH cut by the end of a read, a QoS 2 one, or one using a
     topic alias) goes to paho, in order, and reaches ``on_message`` as usual.
@@ -345,11 +362,11 @@ class BufferedClient(mqtt.Client):
         packets at the head of the buffer in one go; stop at any other packet."""
         buf, v5 = self._rbuf, self._protocol == mqtt.MQTTv5
         publishes: list[Publish] = []
-        acked: list[int] = []
+        acked: list[tuple[int, int]] = []  # (mid, reason code)
         start = 0
         while end := _whole_packet(buf, start):
-            if buf[start] == PUBACK and end - start == 4:  # success, no reason or properties
-                acked.append(buf[start + 2] << 8 | buf[start + 3])
+            if buf[start] == PUBACK and (reason := _puback_reason(buf, start, end)) is not None:
+                acked.append((buf[start + 2] << 8 | buf[start + 3], reason))
             elif self.on_publishes is not None and (publish := _parse_publish(buf, start, end, v5)):
                 publishes.append(publish)
             else:
@@ -367,18 +384,18 @@ class BufferedClient(mqtt.Client):
             self._published(acked)
         return len(publishes) + len(acked)
 
-    def _published(self, mids: list[int]) -> None:
+    def _published(self, acked: list[tuple[int, int]]) -> None:
         """paho's PUBACK handling for many messages at once: ``on_publish`` per message,
         then one pass over the queue to send what the freed window lets out (paho
         makes that pass, from the start of its queue, after every PUBACK)."""
         on_publish: Any = self.on_publish  # the VERSION2 signature (see _client)
         with self._out_message_mutex:
-            for mid in mids:
+            for mid, reason in acked:
                 message = self._out_messages.pop(mid, None)
                 if message is None:
                     continue  # not ours (a late duplicate): paho ignores it too
                 if on_publish is not None:
-                    on_publish(self, self._userdata, mid, _SUCCESS, _NO_PROPERTIES)
+                    on_publish(self, self._userdata, mid, _reason_code(reason), _NO_PROPERTIES)
                 message.info._set_as_published()
                 if message.qos > 0:
                     self._inflight_messages -= 1
