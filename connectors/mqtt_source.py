@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +47,7 @@ class Inbox:
         return len(self._items)
 
     def put(
-        self, items: list[_Item], stop: Callable[[], bool], waiting: Callable[[int], None]
+        self, items: Sequence[_Item], stop: Callable[[], bool], waiting: Callable[[int], None]
     ) -> None:
         """Append ``items`` in order as room allows, waiting for the rest (first telling
         ``waiting`` how many must wait); gives up when ``stop()``."""
