@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 
 from connectors.mqtt_client import Connection, Session
@@ -75,7 +76,7 @@ class MqttSink:
             for record in verdict_records(verdicts):
                 if record.pop("dropped", None) is not None:
                     continue  # dropped readings are counted and dead-lettered, not forecast
-                payload = json.dumps(record)
+                payload = orjson.dumps(record)  # bytes, as paho sends them
                 self._publish(stream_topic(self.prefix, "forecast", record["stream"]), payload)
                 self.counters.forecasts += 1
                 if record["is_anomaly"]:
@@ -87,7 +88,7 @@ class MqttSink:
         self._publish(f"{self.prefix}/deadletter", json.dumps(dead_letter_record(rejection)))
         self.counters.deadletters += 1
 
-    def _publish(self, topic: str, payload: str) -> None:
+    def _publish(self, topic: str, payload: str | bytes) -> None:
         # While the broker is away paho keeps QoS 1 messages and sends them on reconnect.
         self._wait_for_room()
         info = self.session.client.publish(topic, payload, qos=self.qos)
