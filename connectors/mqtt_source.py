@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -147,16 +148,37 @@ class MqttSource:
         self._paused = False
         self._seq = 0
         self._unacked: list[tuple[int, int]] = []
+        self.subscribed = threading.Event()  # the broker granted this connection's filters
+        self._unanswered: set[int] = set()  # SUBSCRIBE packet ids without a SUBACK yet
         self.session = Session(connection, manual_ack=True)
         self.session.on_connected.append(self._subscribe)
+        self.session.client.on_subscribe = self._on_subscribe
         self.session.client.on_message = self._on_message
         self.session.client.on_publishes = self._on_publishes
 
     # -- network thread ----------------------------------------------------------------
 
     def _subscribe(self, client: object) -> None:
+        self.subscribed.clear()
+        self._unanswered = set()
         for topic_filter in self.subscribe:
-            self.session.client.subscribe(topic_filter, qos=self.qos)
+            _, mid = self.session.client.subscribe(topic_filter, qos=self.qos)
+            if mid is not None:  # None: the connection went meanwhile; the next one retries
+                self._unanswered.add(mid)
+        if not self.subscribe:
+            self.subscribed.set()  # nothing to wait for
+
+    def _on_subscribe(
+        self, client: object, userdata: object, mid: int, reasons: Any, properties: object
+    ) -> None:
+        refused = [str(reason) for reason in reasons if reason.is_failure]
+        if refused:
+            log.error("broker %s refused a subscription of %s: %s",
+                      self.connection.url, self.subscribe, ", ".join(refused))  # fmt: skip
+            return
+        self._unanswered.discard(mid)
+        if not self._unanswered:
+            self.subscribed.set()
 
     def _on_publishes(self, publishes: list[Publish]) -> None:
         """The client's fast path: every whole PUBLISH of one socket read."""

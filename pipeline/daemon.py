@@ -154,11 +154,15 @@ class Daemon:
 
     def problems(self) -> list[str]:
         """Why the daemon is not ready (``/readyz``); empty when it is. The model is
-        loaded before the endpoint exists, so only the snapshot and the broker remain."""
+        loaded before the endpoint exists, so only the snapshot and the broker remain:
+        both connections up and the input subscription granted (SUBACK), so that a
+        reading published once ready is never missed."""
         found = [] if self.restored else ["snapshot: not restored yet"]
         for role, part in (("source", self.source), ("sink", self.sink)):
             if not part.session.connected.is_set():
                 found.append(f"broker: {role} not connected to {part.connection.url}")
+        if self.source.session.connected.is_set() and not self.source.subscribed.is_set():
+            found.append(f"broker: source not subscribed to {', '.join(self.source.subscribe)}")
         if self.stop.is_set():
             found.append("stopping")
         return found

@@ -41,7 +41,7 @@ def running(settings: Any) -> Iterable[Daemon]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    wait_until(lambda: daemon.source.session.connected.is_set() or bool(errors), 10)
+    wait_until(lambda: daemon.source.subscribed.is_set() or bool(errors), 10)
     try:
         yield daemon
     finally:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from brokers import Mosquitto, free_port
 from daemons import client, running, settings_for, wait_until
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import http_get, promtool
 
@@ -142,3 +144,22 @@ def test_a_real_process_tells_systemd_ready_pings_the_watchdog_and_says_stopping
     assert len(pings) >= 4 and min(pings) > ready, messages
     stopping = [m for m in messages if "STOPPING=1" in m]
     assert len(stopping) == 1 and messages.index(stopping[0]) > ready
+
+
+def test_the_source_is_subscribed_only_once_every_filter_is_granted():
+    source = Daemon(settings_for("mqtt://127.0.0.1:1")).source
+    source._unanswered = {5, 6}  # two SUBSCRIBEs sent
+    granted = [ReasonCode(PacketTypes.SUBACK, identifier=1)]  # QoS 1
+    refused = [ReasonCode(PacketTypes.SUBACK, identifier=0x87)]  # not authorised
+    source._on_subscribe(None, None, 5, granted, None)
+    assert not source.subscribed.is_set()
+    source._on_subscribe(None, None, 6, refused, None)
+    assert not source.subscribed.is_set()
+    source._on_subscribe(None, None, 6, granted, None)
+    assert source.subscribed.is_set()
+
+
+def test_ready_once_subscribed(mosquitto):
+    with running(settings_for(mosquitto.url)) as daemon:
+        assert daemon.source.subscribed.is_set()
+        assert wait_until(lambda: daemon.problems() == [], 10), daemon.problems()

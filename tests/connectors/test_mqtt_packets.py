@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import struct
 import threading
+from typing import Any
 
-from connectors.mqtt_client import _parse_publish, _puback_reason, _whole_packet
+from paho.mqtt.enums import CallbackAPIVersion
+
+from connectors.mqtt_client import BufferedClient, _parse_publish, _puback_reason, _whole_packet
 from connectors.mqtt_source import Inbox
 
 
@@ -89,3 +92,26 @@ def test_a_stopped_put_gives_up_on_what_did_not_fit() -> None:
     items = [("t", b"", 0.0, i, 1) for i in range(5)]
     inbox.put(items, lambda: True, lambda n: None)
     assert [mid for _, _, _, mid, _ in inbox.take(10, 0)] == [0, 1]
+
+
+def test_queued_publishes_and_pubacks_are_joined_up_to_the_first_other_packet() -> None:
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="merge")
+    client.MAX_WRITE = 100
+
+    def queued(command: int, packet: bytes, qos: int = 1, pos: int = 0) -> Any:
+        return {"command": command, "mid": 1, "qos": qos, "pos": pos,
+                "to_process": len(packet) - pos, "packet": packet, "info": None}  # fmt: skip
+
+    publishes = [publish(b"t", b"x" * 40, mid=m) for m in range(1, 6)]  # 46 bytes each
+    puback = b"\x40\x02\x00\x09"
+    client._out_packet.extend([queued(0x32, p) for p in publishes[:3]])
+    client._out_packet.append(queued(0x40, puback))
+    client._out_packet.append(queued(0xE0, b"\xe0\x00"))  # DISCONNECT: goes alone
+    client._out_packet.extend([queued(0x32, p) for p in publishes[3:]])
+    client._merge_queued_packets()
+    entries = list(client._out_packet)
+    assert [e["packet"] for e in entries[:2]] == [b"".join(publishes[:3]), puback]
+    assert all(e["to_process"] == len(e["packet"]) and e["pos"] == 0 for e in entries[:2])
+    assert entries[2]["command"] == 0xE0  # the merge stopped there
+    assert [e["packet"] for e in entries[3:]] == publishes[3:]  # left for the next write
+    client._reset_sockets()
