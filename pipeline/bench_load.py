@@ -160,6 +160,66 @@ def subscribe(args: argparse.Namespace) -> dict[str, Any]:
     return state.result()
 
 
+def probe(args: argparse.Namespace) -> dict[str, Any]:
+    """Time messages on ``filter`` with a raw QoS 0 connection; ``ready`` once subscribed.
+
+    The latency probe on the daemon's forecasts: like the publisher, a measuring
+    instrument that must not be the bottleneck. It only frames packets and stamps
+    each socket read as it comes; payloads are decoded once the run is over.
+    """
+    sock = socket.create_connection(("127.0.0.1", args.port))
+    ident = f"bench-probe-{time.time_ns()}".encode()
+    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack(">H", len(ident)) + ident
+    sock.sendall(b"\x10" + remaining_length(len(connect)) + connect)
+    topic_filter = args.filter.encode()
+    body = struct.pack(">HH", 1, len(topic_filter)) + topic_filter + b"\x00"  # QoS 0
+    sock.sendall(b"\x82" + remaining_length(len(body)) + body)
+    buf = bytearray()
+    received: list[tuple[bytes, float]] = []  # (payload, epoch seconds of its read)
+    subscribed = False
+    sock.settimeout(0.1)
+    last_at = time.monotonic()
+    while len(received) < args.readings and time.monotonic() - last_at < args.idle:
+        try:
+            data = sock.recv(65_536)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        now, last_at = time.time(), time.monotonic()
+        buf += data
+        for header, packet in whole_packets(buf):
+            if header >> 4 == 3:  # PUBLISH, QoS 0: topic length, topic, payload
+                start = 2 + (packet[0] << 8 | packet[1])
+                received.append((bytes(packet[start:]), now))
+            elif header == 0x90 and not subscribed:  # SUBACK
+                subscribed = True
+                print("ready", flush=True)
+    sock.close()
+    latencies = [at - sent_at(payload, args.latency) for payload, at in received]
+    return {"count": len(received), "done": last_at, **latency_summary(latencies)}
+
+
+def whole_packets(buf: bytearray) -> list[tuple[int, bytes]]:
+    """(first byte, body) of each whole packet at the front of ``buf``, removed from it."""
+    packets = []
+    start, n = 0, len(buf)
+    while start < n:
+        length, shift, i = 0, 0, start + 1
+        while i < n and buf[i] & 0x80:  # the remaining length, 7 bits a byte
+            length |= (buf[i] & 0x7F) << shift
+            shift, i = shift + 7, i + 1
+        if i >= n:
+            break
+        end = i + 1 + (length | buf[i] << shift)
+        if end > n:
+            break
+        packets.append((buf[start], bytes(buf[i + 1 : end])))
+        start = end
+    del buf[:start]
+    return packets
+
+
 class Counting:
     """What the bare subscriber keeps: a count, the time it reached ``expect``, latencies."""
 
@@ -237,7 +297,7 @@ def connect(args: argparse.Namespace) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.bench_load")
-    p.add_argument("mode", choices=("publish", "pace", "count", "connect"))
+    p.add_argument("mode", choices=("publish", "pace", "count", "probe", "connect"))
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--root", default="sensors")
     p.add_argument("--streams", type=int, default=10_000)
@@ -253,7 +313,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Iterator[str] | Sequence[str] | None = None) -> int:
     args = parser().parse_args(list(argv) if argv is not None else None)
-    modes = {"publish": publish_fast, "pace": publish_paced, "count": subscribe, "connect": connect}
+    modes = {"publish": publish_fast, "pace": publish_paced, "count": subscribe,
+             "probe": probe, "connect": connect}  # fmt: skip
     run = modes[args.mode]
     print(json.dumps(run(args)), flush=True)
     return 0

@@ -57,9 +57,9 @@ def result(process: subprocess.Popen[str], timeout: float = 600.0) -> dict[str, 
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def counter(port: int, *args: str) -> subprocess.Popen[str]:
-    """A bare subscriber, returned once it is subscribed."""
-    process = load("count", port, *args)
+def counter(port: int, *args: str, mode: str = "count") -> subprocess.Popen[str]:
+    """A bare subscriber (or the ``probe``), returned once it is subscribed."""
+    process = load(mode, port, *args)
     if process.stdout is None or process.stdout.readline().strip() != "ready":
         msg = "bench: the bare subscriber did not subscribe"
         raise RuntimeError(msg)
@@ -199,12 +199,15 @@ class Rig:
             raise RuntimeError(msg)
         return float(readings / (counted["done"] - started))
 
-    def latency(self, root: str, subscribe: str, field: str, rate: float) -> dict[str, Any]:
-        """p50/p99 (ms) of publish -> received on ``subscribe`` at ``rate`` readings/s."""
+    def latency(
+        self, root: str, subscribe: str, field: str, rate: float, watch: str = "count"
+    ) -> dict[str, Any]:
+        """p50/p99 (ms) of publish -> received on ``subscribe`` at ``rate`` readings/s, by
+        the bare paho subscriber (``count``) or the raw-socket probe (``probe``)."""
         seconds = self.size.latency_seconds
         expect = int(rate * seconds)
         watcher = counter(self.broker_port, "--filter", subscribe, "--latency", field,
-                          "--readings", str(expect), "--idle", "3")  # fmt: skip
+                          "--readings", str(expect), "--idle", "3", mode=watch)  # fmt: skip
         pace = ["--root", root, "--streams", str(self.size.streams),
                 "--rate", f"{rate:.1f}", "--seconds", str(seconds)]  # fmt: skip
         result(load("pace", self.broker_port, *pace))
@@ -229,7 +232,7 @@ def latencies(rig: Rig, runs: int, rate: float) -> tuple[Latencies, Latencies]:
     bare: Latencies = []
     for _ in range(runs):
         bare.append(rig.latency(BASELINE_ROOT, f"{BASELINE_ROOT}/#", "ts", rate))
-        ours.append(rig.latency("sensors", "sensorcast/forecast/#", "timestamp", rate))
+        ours.append(rig.latency("sensors", "sensorcast/forecast/#", "timestamp", rate, "probe"))
     return ours, bare
 
 

@@ -95,6 +95,20 @@ def test_mqtt_against_bare_paho(tmp_path: Path, capsys: pytest.CaptureFixture[st
         check_row(row, 1)
     assert rows["latency p50"]["sensorcast"] <= rows["latency p99"]["sensorcast"]
     assert rows["throughput"]["target"] == ">= 0.8x baseline"
+    # the probe timed a forecast for every paced reading, as the bare subscriber did the readings
+    probed = rows["latency p50"]["extra"]["sensorcast_samples"]
+    assert probed == rows["latency p99"]["extra"]["baseline_samples"] and probed[0] > 0
+
+
+def test_the_probe_frames_whole_packets_and_keeps_a_cut_one() -> None:
+    from pipeline.bench_load import frame, whole_packets
+
+    big, small = frame(b"t/a", b"x" * 300, 5), frame(b"t", b"y", 6)  # 2- and 1-byte lengths
+    buf = bytearray(big + small[:3])
+    assert whole_packets(buf) == [(0x32, big[3:])]
+    assert buf == small[:3]  # waits for the rest
+    buf += small[3:]
+    assert whole_packets(buf) == [(0x32, small[2:])] and not buf
 
 
 def test_memory_per_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
