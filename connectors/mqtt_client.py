@@ -358,7 +358,7 @@ class BufferedClient(mqtt.Client):
         the rest of the one paho is in the middle of."""
         if not self._rbuf:
             return False
-        return self._in_packet["command"] != 0 or _whole_packet(self._rbuf, 0) > 0
+        return self._in_packet["command"] != 0 or packet_end(self._rbuf, 0) > 0
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         self._forget_old_bytes()
@@ -366,7 +366,7 @@ class BufferedClient(mqtt.Client):
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
             if self._in_packet["command"] == 0:
-                if not _whole_packet(self._rbuf, 0):
+                if not packet_end(self._rbuf, 0):
                     more = self._read_more()
                     if more is None:
                         return self._loop_rc_handle(mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST)
@@ -402,7 +402,7 @@ class BufferedClient(mqtt.Client):
         publishes: list[Publish] = []
         acked: list[tuple[int, int]] = []  # (mid, reason code)
         start = 0
-        while end := _whole_packet(buf, start):
+        while end := packet_end(buf, start):
             if buf[start] == PUBACK and (reason := _puback_reason(buf, start, end)) is not None:
                 acked.append((buf[start + 2] << 8 | buf[start + 3], reason))
             elif self.on_publishes is not None and (publish := _parse_publish(buf, start, end, v5)):
@@ -451,17 +451,26 @@ def _mergeable(entry: Any) -> bool:
     return command == PUBACK or (command == PUBLISH and entry["qos"] == 1)
 
 
-def _whole_packet(buf: bytearray, start: int) -> int:
-    """The end of the packet at ``buf[start:]`` if all of it is buffered, else 0."""
-    length, shift = 0, 0
-    for i in range(start + 1, min(start + 5, len(buf))):  # the remaining length: 1-4 bytes
-        byte = buf[i]
-        length |= (byte & 0x7F) << shift
+def varint(buf: bytes | bytearray, i: int, end: int) -> tuple[int, int] | None:
+    """MQTT's variable byte integer at ``buf[i:end]``: (value, index after it), or None
+    when it is cut short by ``end`` or longer than the 4 bytes allowed."""
+    value = 0
+    for k in range(min(4, end - i)):
+        byte = buf[i + k]
+        value |= (byte & 0x7F) << (7 * k)
         if byte < 0x80:
-            end = i + 1 + length
-            return end if end <= len(buf) else 0
-        shift += 7
-    return 0  # cut short, or malformed (paho's read reports that)
+            return value, i + k + 1
+    return None
+
+
+def packet_end(buf: bytes | bytearray, start: int) -> int:
+    """The end of the packet at ``buf[start:]`` if all of it is buffered, else 0 (cut
+    short, or a malformed length, which paho's own read then reports)."""
+    header = varint(buf, start + 1, len(buf))  # the remaining length
+    if header is None:
+        return 0
+    length, body = header
+    return body + length if body + length <= len(buf) else 0
 
 
 def _parse_publish(buf: bytearray, start: int, end: int, v5: bool) -> Publish | None:
@@ -471,10 +480,7 @@ def _parse_publish(buf: bytearray, start: int, end: int, v5: bool) -> Publish | 
     qos = (header >> 1) & 3
     if header >> 4 != PUBLISH >> 4 or qos > 1:
         return None
-    i = start + 1
-    while buf[i] & 0x80:  # skip the remaining length
-        i += 1
-    i += 1
+    _, i = varint(buf, start + 1, end) or (0, end)  # after the remaining length
     if i + 2 > end:
         return None
     topic_end = i + 2 + (buf[i] << 8 | buf[i + 1])
@@ -488,14 +494,10 @@ def _parse_publish(buf: bytearray, start: int, end: int, v5: bool) -> Publish | 
         if body > end or mid == 0:
             return None
     if v5:  # skip the properties: a length (1-4 bytes) and that many bytes
-        length, shift = 0, 0
-        while body < end:
-            byte = buf[body]
-            body += 1
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
+        properties = varint(buf, body, end)
+        if properties is None:
+            return None
+        length, body = properties
         body += length
         if body > end:
             return None

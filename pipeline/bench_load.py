@@ -61,15 +61,21 @@ def frames(root: str, streams: int, readings: int, t0: float) -> list[bytes]:
     ]  # fmt: skip
 
 
+def raw_connect(port: int, client_id: str) -> socket.socket:
+    """A raw MQTT 3.1.1 connection (clean session, 60 s keepalive), CONNACK read."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    ident = client_id.encode()
+    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack(">H", len(ident)) + ident
+    sock.sendall(b"\x10" + remaining_length(len(connect)) + connect)
+    sock.recv(4)  # CONNACK
+    return sock
+
+
 class Publisher:
     """A raw MQTT connection that counts PUBACKs on a reader thread."""
 
     def __init__(self, port: int, client_id: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        ident = client_id.encode()
-        connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack(">H", len(ident)) + ident
-        self.sock.sendall(b"\x10" + remaining_length(len(connect)) + connect)
-        self.sock.recv(4)  # CONNACK
+        self.sock = raw_connect(port, client_id)
         self.sent = 0
         self.acked = 0
         self._stop = False
@@ -167,10 +173,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     instrument that must not be the bottleneck. It only frames packets and stamps
     each socket read as it comes; payloads are decoded once the run is over.
     """
-    sock = socket.create_connection(("127.0.0.1", args.port))
-    ident = f"bench-probe-{time.time_ns()}".encode()
-    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack(">H", len(ident)) + ident
-    sock.sendall(b"\x10" + remaining_length(len(connect)) + connect)
+    sock = raw_connect(args.port, f"bench-probe-{time.time_ns()}")
     topic_filter = args.filter.encode()
     body = struct.pack(">HH", 1, len(topic_filter)) + topic_filter + b"\x00"  # QoS 0
     sock.sendall(b"\x82" + remaining_length(len(body)) + body)
@@ -202,19 +205,13 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 
 def whole_packets(buf: bytearray) -> list[tuple[int, bytes]]:
     """(first byte, body) of each whole packet at the front of ``buf``, removed from it."""
+    from connectors.mqtt_client import packet_end, varint
+
     packets = []
-    start, n = 0, len(buf)
-    while start < n:
-        length, shift, i = 0, 0, start + 1
-        while i < n and buf[i] & 0x80:  # the remaining length, 7 bits a byte
-            length |= (buf[i] & 0x7F) << shift
-            shift, i = shift + 7, i + 1
-        if i >= n:
-            break
-        end = i + 1 + (length | buf[i] << shift)
-        if end > n:
-            break
-        packets.append((buf[start], bytes(buf[i + 1 : end])))
+    start = 0
+    while end := packet_end(buf, start):
+        _, body = varint(buf, start + 1, end) or (0, end)  # after the remaining length
+        packets.append((buf[start], bytes(buf[body:end])))
         start = end
     del buf[:start]
     return packets

@@ -61,7 +61,7 @@ def counter(port: int, *args: str, mode: str = "count") -> subprocess.Popen[str]
     """A bare subscriber (or the ``probe``), returned once it is subscribed."""
     process = load(mode, port, *args)
     if process.stdout is None or process.stdout.readline().strip() != "ready":
-        msg = "bench: the bare subscriber did not subscribe"
+        msg = f"bench: the {mode} subscriber did not subscribe"
         raise RuntimeError(msg)
     return process
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from paho.mqtt.enums import CallbackAPIVersion
 
-from connectors.mqtt_client import BufferedClient, _parse_publish, _puback_reason, _whole_packet
+from connectors.mqtt_client import BufferedClient, _parse_publish, _puback_reason, packet_end
 from connectors.mqtt_source import Inbox
 
 
@@ -31,9 +31,9 @@ def publish(
 def test_a_whole_packet_is_found_and_a_cut_one_is_not() -> None:
     packet = publish(b"sensors/a", b"x" * 200)  # a two-byte remaining length
     buf = bytearray(packet + packet[:10])
-    assert _whole_packet(buf, 0) == len(packet)
-    assert _whole_packet(buf, len(packet)) == 0  # cut by the end of the read
-    assert _whole_packet(bytearray(packet[:1]), 0) == 0  # not even the length yet
+    assert packet_end(buf, 0) == len(packet)
+    assert packet_end(buf, len(packet)) == 0  # cut by the end of the read
+    assert packet_end(bytearray(packet[:1]), 0) == 0  # not even the length yet
 
 
 def test_publish_fields_in_both_protocol_versions() -> None:
