@@ -72,13 +72,20 @@ class Layout:
     def read_options(self) -> dict[str, Any]:
         """Arguments for ``pd.read_csv``; blank lines kept so row n is line first_line + n."""
         text = [*self.time.columns] if self.time.kind != "split" else []
-        text += [self.key] if self.key else []
+        dtype = dict.fromkeys(text, "str")
+        # Repeated text read as categories: the parser hashes the raw cells instead of
+        # making a string per row, and each distinct key or time is parsed once. Keys
+        # repeat in every format; times in long files, where many streams share a step.
+        if self.key:
+            dtype[self.key] = "category"
+        if self.format == "long" and len(text) == 1:
+            dtype[text[0]] = "category"
         return {
             "sep": self.sep,
             "header": None,
             "names": list(self.names),
             "skiprows": self.skip,
-            "dtype": dict.fromkeys(text, "str"),
+            "dtype": dtype,
             "skip_blank_lines": False,
             "low_memory": False,  # else pandas guesses dtypes per block and warns
         }

@@ -37,6 +37,7 @@ CSV_COLUMNS = (
 _TIME_COLUMNS = ("timestamp", "next_timestamp")
 # reason code -> label; "" for a step
 _REASON_LABELS = np.array(["", *(Reason(c).label for c in range(1, max(Reason) + 1))], object)
+_REASON_DICTIONARY = pa.array(_REASON_LABELS.tolist(), pa.string())
 
 
 LAST_ISO_SECOND = 253_402_300_799.0  # 9999-12-31T23:59:59Z
@@ -110,11 +111,12 @@ def verdict_table(verdicts: VerdictBatch, typed: bool = False) -> pa.Table:
     """
     columns: dict[str, pa.Array] = {}
     for name in CSV_COLUMNS:
+        # constant and few-valued text built in Arrow, not from a Python string per row
         if name == "model":
-            column = pa.array([verdicts.model] * len(verdicts), pa.string())
+            column = pa.repeat(pa.scalar(verdicts.model, pa.string()), len(verdicts))
         elif name == "dropped":
-            column = pa.array(_REASON_LABELS[verdicts.dropped], pa.string(),
-                              mask=verdicts.dropped == 0)  # fmt: skip
+            codes = pa.array(verdicts.dropped.astype(np.int32), mask=verdicts.dropped == 0)
+            column = pa.DictionaryArray.from_arrays(codes, _REASON_DICTIONARY).cast(pa.string())
         elif name in _TIME_COLUMNS:
             seconds = getattr(verdicts, name)
             column = _timestamps(seconds) if typed else iso_time_array(seconds)

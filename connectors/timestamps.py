@@ -121,6 +121,11 @@ def settle(spec: TimeSpec, sample: pd.DataFrame) -> TimeSpec:
 
 def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> np.ndarray:
     """Seconds since the epoch, UTC, for every row: (n,) float64, NaN where unreadable."""
+    column = frame[spec.columns[0]]
+    if len(spec.columns) == 1 and isinstance(column.dtype, pd.CategoricalDtype):
+        # each distinct text parsed once; code -1 (an empty cell) picks the appended NaN
+        distinct = pd.DataFrame({spec.columns[0]: column.cat.categories.astype("str")})
+        return np.append(parse(distinct, spec, timezone), np.nan)[column.cat.codes.to_numpy()]
     if spec.kind == "epoch":
         return _epoch(frame[spec.columns[0]])
     if spec.kind == "split":
