@@ -127,11 +127,11 @@ def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> n
         distinct = pd.DataFrame({spec.columns[0]: column.cat.categories.astype("str")})
         return np.append(parse(distinct, spec, timezone), np.nan)[column.cat.codes.to_numpy()]
     if spec.kind == "epoch":
-        return _epoch(frame[spec.columns[0]])
+        return _epoch(column)
     if spec.kind == "split":
         times = _split(frame, spec)
         return _seconds(_in_zone(times, timezone) if timezone else times)
-    text = _pair_text(frame, spec) if spec.kind == "pair" else frame[spec.columns[0]]
+    text = _pair_text(frame, spec) if spec.kind == "pair" else column
     # pandas reads "now" and "today" as the wall clock: never an event time
     wall_clock = text.isin(("now", "today"))  # exactly these, pandas strips nothing
     times = pd.to_datetime(text.mask(wall_clock), utc=True, format="ISO8601", errors="coerce")
