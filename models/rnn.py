@@ -17,7 +17,9 @@ nets per stream, both learned online from the stream's own past:
 * **calibrated intervals**: the scale is multiplied by a factor nudged after
   every step towards the target coverage (adaptive conformal inference).
 
-Per-stream state, float64: ``[stats (STATS) | post (POST) | hidden (layers * hidden)]``.
+Per-stream state, float64: ``[stats (STATS) | post (POST) | hidden]``. The
+network's hidden state (``layers * hidden`` values) is float32, as torch computes
+it, packed two to a float64 column: half the bytes per stream, nothing lost.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class RnnForecaster:
         self.network = network.eval()
         self._fingerprint = fingerprint
         self.coverage = coverage
-        self.state_width = STATS + POST + network.layers * network.hidden
+        self.state_width = STATS + POST + packed_width(network.layers * network.hidden)
         self._z = statistics.NormalDist().inv_cdf(0.5 + coverage / 2)
 
     def __repr__(self) -> str:
@@ -63,7 +65,8 @@ class RnnForecaster:
     def fingerprint(self) -> str:
         """The weights, and every constant that gives the per-stream state its meaning."""
         mix = f"weights={WEIGHTS!r};discount={DISCOUNT!r};sharpness={SHARPNESS!r};lattice"
-        return f"{self._fingerprint};coverage={self.coverage!r};{mix};features={STATS}"
+        state = f"features={STATS};hidden=float32"
+        return f"{self._fingerprint};coverage={self.coverage!r};{mix};{state}"
 
     def initial_state(self, n: int) -> np.ndarray:
         state = np.zeros((n, self.state_width), self.state_dtype)
@@ -85,7 +88,8 @@ class RnnForecaster:
             chunk.next_timestamp,
             chunk.length,
         )
-        y, hidden = self._run(x, state[:, STATS + POST :], chunk.length)  # (B, T, 2), (B, L*H)
+        hidden = unpack_hidden(state[:, STATS + POST :], self.network.layers * self.network.hidden)
+        y, hidden = self._run(x, hidden, chunk.length)  # (B, T, 2), (B, L*H) float32
         mean = np.full((rows, steps), math.nan)
         scale = np.full((rows, steps), math.nan)
         _combine_kernel(
@@ -101,14 +105,16 @@ class RnnForecaster:
             mean,
             scale,
         )
-        return ForecastChunk(mean=mean, scale=scale, state=np.hstack([stats, post, hidden]))
+        return ForecastChunk(
+            mean=mean, scale=scale, state=np.hstack([stats, post, pack_hidden(hidden)])
+        )
 
     def _run(
         self, x: np.ndarray, hidden: np.ndarray, length: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         net = self.network
         rows = x.shape[0]
-        h = torch.from_numpy(hidden.astype(np.float32).reshape(rows, net.layers, net.hidden))
+        h = torch.from_numpy(hidden.reshape(rows, net.layers, net.hidden))
         h = h.transpose(0, 1).contiguous()  # (L, B, H)
         with torch.inference_mode():
             if x.shape[1] == 1:
@@ -117,7 +123,29 @@ class RnnForecaster:
             else:
                 y, h = net(torch.from_numpy(x), h, torch.from_numpy(length))  # (B, T, 2)
         flat_hidden = h.transpose(0, 1).reshape(rows, -1)  # (B, L*H)
-        return y.numpy().astype(np.float64), flat_hidden.numpy().astype(np.float64)
+        return y.numpy().astype(np.float64), flat_hidden.numpy()
+
+
+def packed_width(values: int) -> int:
+    """float64 columns that hold ``values`` float32s."""
+    return (values + 1) // 2
+
+
+def pack_hidden(hidden: np.ndarray) -> np.ndarray:
+    """(B, n) float32 -> (B, ceil(n / 2)) float64 holding the same bits (zero padded).
+
+    Lossless, and safe to store as float64: hidden states lie in [-1, 1], whose
+    float32 bits never form a float64 NaN, so no copy can canonicalise them.
+    """
+    rows, n = hidden.shape
+    padded = np.zeros((rows, 2 * packed_width(n)), np.float32)
+    padded[:, :n] = hidden
+    return padded.view(np.float64)
+
+
+def unpack_hidden(packed: np.ndarray, n: int) -> np.ndarray:
+    """(B, ceil(n / 2)) float64 -> (B, n) float32: the inverse of ``pack_hidden``."""
+    return np.ascontiguousarray(packed).view(np.float32)[:, :n]
 
 
 _WEIGHTS = np.array(WEIGHTS)

@@ -86,6 +86,12 @@ def _tail_kernel(value, length, mean, scale, threshold, warmup, state, score, fl
         state[b, 0] = scored
 
 
+_SEEN, _HIGH, _LOW, _RECORD, _FORECAST_SEEN, _PROFILE = range(6)  # RecordDetector's state
+PROFILE_BINS = 24  # the daily profile's bins: hours of the day, on the stream's clock
+RECORD_GROWTH = 2.0  # one absurd residual (a fill value) raises the record at most this much
+DAY = 86_400.0
+
+
 class RecordDetector(_ColumnDetector):
     """How far a step breaks its stream's own records: its range, and its surprises.
 
@@ -97,22 +103,32 @@ class RecordDetector(_ColumnDetector):
       is never less than ``interval_floor`` forecast scales, so a smooth
       sensor's next quantisation step is not news. Score ``e / (e + level_margin)``
       for an excess ``e``.
-    * **surprise**: the residual ``|z| = |value - mean| / scale`` beyond the
-      largest the stream has shown lately (about ``surprise_memory`` steps, and
-      never below ``surprise_floor``), in units of that record. Score
-      ``surprise_weight * e / (e + surprise_margin)``. The record starts after
-      warm-up and at most doubles per step, so a forecast whose scale was
-      not yet learned, or one absurd residual, does not blind it for long.
+    * **surprise**: how far the step misses what was expected of it, in
+      forecast scales, beyond the largest such miss the stream has shown lately
+      (about ``surprise_memory`` steps, and never below ``surprise_floor``), in
+      units of that record. Score ``surprise_weight * e / (e + surprise_margin)``.
+      Two things are expected of a step, and it surprises only if it misses
+      both: the forecast, and the stream's usual value at that hour of the day
+      (a daily profile of ``PROFILE_BINS`` bins that replaces about
+      ``profile_rate`` of itself per day), so a jump the stream makes every
+      day at the same time is not news. The record starts after warm-up and
+      at most doubles per step, so a forecast whose scale was not yet learned,
+      or one absurd residual, does not blind it for long.
 
     The score is the larger of the two; a step is flagged at ``threshold``
     after ``warmup`` steps. Every step, flagged or not, moves the records:
     that is what makes one event one alarm (a level shift is news once, then
     it is the range). The defaults were chosen on the NAB corpus with one
     parameter set for all files (docs/anomaly.md).
+
+    State per stream, float32 (the records need no more, and 1 KiB per stream
+    is the budget): ``[steps seen, high, low, surprise record, steps with a
+    forecast, profile (PROFILE_BINS, NaN until its bin is first visited)]``.
     """
 
     name = "record"
-    state_width = 5  # steps seen, high, low, surprise record, steps with a forecast
+    state_width = _PROFILE + PROFILE_BINS
+    state_dtype = np.float32
 
     def __init__(
         self,
@@ -125,6 +141,7 @@ class RecordDetector(_ColumnDetector):
         surprise_margin: float = 0.1,
         surprise_weight: float = 0.7,
         surprise_floor: float = 3.0,
+        profile_rate: float = 0.5,
     ) -> None:
         self.threshold = threshold
         self.warmup = warmup
@@ -135,6 +152,7 @@ class RecordDetector(_ColumnDetector):
         self.surprise_margin = surprise_margin
         self.surprise_weight = surprise_weight
         self.surprise_floor = surprise_floor
+        self.profile_rate = profile_rate
 
     _PARAMS = (
         "threshold",
@@ -146,11 +164,17 @@ class RecordDetector(_ColumnDetector):
         "surprise_margin",
         "surprise_weight",
         "surprise_floor",
+        "profile_rate",
     )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._PARAMS)
         return f"RecordDetector({args})"
+
+    def initial_state(self, n: int) -> np.ndarray:
+        state = super().initial_state(n)
+        state[:, _PROFILE:] = math.nan
+        return state
 
     def step(
         self, state: np.ndarray, chunk: StepChunk, mean: np.ndarray, scale: np.ndarray
@@ -159,33 +183,45 @@ class RecordDetector(_ColumnDetector):
         score = np.zeros(chunk.shape)
         flag = np.zeros(chunk.shape, np.bool_)
         params = np.array([getattr(self, n) for n in self._PARAMS], np.float64)
-        _record_kernel(chunk.value, chunk.length, mean, scale, params, new_state, score, flag)
+        _record_kernel(
+            chunk.value,
+            chunk.timestamp,
+            chunk.dt,
+            chunk.length,
+            mean,
+            scale,
+            params,
+            new_state,
+            score,
+            flag,
+        )
         return DetectionChunk(score=score, is_anomaly=flag, state=new_state)
 
 
-_SEEN, _HIGH, _LOW, _RECORD, _FORECAST_SEEN = range(5)
-RECORD_GROWTH = 2.0  # one absurd residual (a fill value) raises the record at most this much
-
-
 @numba.njit(cache=True)
-def _record_kernel(value, length, mean, scale, params, state, score, flag):
+def _record_kernel(value, timestamp, dt, length, mean, scale, params, state, score, flag):
     threshold, warmup, range_memory, level_margin, interval_floor = params[:5]
-    surprise_memory, surprise_margin, surprise_weight, surprise_floor = params[5:]
+    surprise_memory, surprise_margin, surprise_weight, surprise_floor, profile_rate = params[5:]
     range_keep = 1.0 - 1.0 / range_memory  # per step, the range shrinks to its midpoint
     record_keep = 1.0 - 1.0 / surprise_memory
+    bin_width = DAY / PROFILE_BINS
     for b in range(value.shape[0]):
         s = state[b]
         for j in range(length[b]):
-            x, m, sd = value[b, j], mean[b, j], scale[b, j]
+            x, m, sd, t = value[b, j], mean[b, j], scale[b, j], timestamp[b, j]
             s[_SEEN] += 1.0
             level = 0.0
             if s[_SEEN] > warmup:
                 floor = interval_floor * sd if sd > 0.0 else 0.0  # False for NaN
                 excess = max(x - s[_HIGH], s[_LOW] - x, 0.0) / max(s[_HIGH] - s[_LOW], floor, 1e-12)
                 level = excess / (excess + level_margin)
+            hour = _PROFILE + int((t % DAY) // bin_width) if t == t else -1
+            usual = s[hour] if hour >= 0 else math.nan
             surprise = 0.0
             z = abs(x - m) / sd if sd > 0.0 else math.nan  # NaN: no forecast yet
             if z == z:
+                if usual == usual:  # explained by the time of day: no surprise
+                    z = min(z, abs(x - usual) / sd)
                 s[_FORECAST_SEEN] += 1.0
                 record = max(s[_RECORD], surprise_floor)
                 if s[_FORECAST_SEEN] > warmup:  # a young forecast's scale sets no record
@@ -194,11 +230,31 @@ def _record_kernel(value, length, mean, scale, params, state, score, flag):
                     s[_RECORD] = max(s[_RECORD] * record_keep, min(z, RECORD_GROWTH * record))
             score[b, j] = max(level, surprise)
             flag[b, j] = s[_SEEN] > warmup and score[b, j] >= threshold
+            # the profile learns per day, whatever the cadence: a bin's share of a day's
+            # update is spread over the steps that fall into it (dt is NaN at the first)
+            rate = min(1.0, profile_rate * dt[b, j] / bin_width) if dt[b, j] > 0.0 else 0.0
+            if hour < 0:
+                pass
+            elif usual != usual:
+                s[hour] = _storable(x)
+            elif x == x:
+                s[hour] = _storable(usual + rate * (x - usual))
+            x = _storable(x)
             if s[_SEEN] == 1.0:
                 s[_HIGH], s[_LOW] = x, x
             middle = 0.5 * (s[_HIGH] + s[_LOW])
             s[_HIGH] = max(middle + (s[_HIGH] - middle) * range_keep, x)
             s[_LOW] = min(middle - (middle - s[_LOW]) * range_keep, x)
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@numba.njit(cache=True)
+def _storable(x):
+    """``x`` clipped to what float32 state holds: an absurd 1e300 is stored as 3.4e38,
+    still far beyond any range, instead of overflowing to inf (and NaN after)."""
+    return min(max(x, -FLOAT32_MAX), FLOAT32_MAX)
 
 
 def default_detector() -> RecordDetector:

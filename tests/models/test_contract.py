@@ -109,8 +109,8 @@ class TestDetectorContract:
         np.testing.assert_array_equal(a.score, b.score)
 
     def test_no_flag_during_warmup(self, detector):
-        chunk = chunk_of([[0.0] * (detector.warmup + 10)])
-        mean = np.full(chunk.shape, 100.0)  # every step is wildly off
+        chunk = chunk_of([[0.0, 50.0] * (detector.warmup // 2 + 5)])
+        mean = np.full(chunk.shape, 100.0)  # every step is wildly off, and so unlike the last
         out = detector.step(detector.initial_state(1), chunk, mean, np.ones(chunk.shape))
         flagged = np.flatnonzero(out.is_anomaly[0])
         assert len(flagged) and flagged[0] >= detector.warmup

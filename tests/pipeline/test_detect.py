@@ -52,14 +52,38 @@ def test_a_spike_inside_the_range_is_flagged_by_its_surprise(seed):
 
 
 def test_a_surprise_is_judged_against_the_streams_own_record():
-    values = list(10.0 * np.sin(2 * np.pi * np.arange(700) / 100))  # the same values twice
+    signal = list(10.0 * np.sin(2 * np.pi * np.arange(700) / 100))  # forecast exactly, twice
     misses = noise(700, seed=2)
     misses[650] = 8.0
     rough = list(misses)
-    rough[400:600:40] = [7.0, -7.5, 7.2, -6.9, 7.4]  # this stream's forecasts often miss by 7
-    smooth_out = run(RecordDetector(), values, list(np.subtract(values, misses)))
-    rough_out = run(RecordDetector(), values, list(np.subtract(values, rough)))
+    rough[400:600:40] = [7.0, -7.5, 7.2, -6.9, 7.4]  # this stream's readings often miss by 7
+    smooth_out = run(RecordDetector(), list(np.add(signal, misses)), signal)
+    rough_out = run(RecordDetector(), list(np.add(signal, rough)), signal)
     assert smooth_out.is_anomaly[0, 650] and not rough_out.is_anomaly[0, 650]
+
+
+def daily_square_wave(days: int, seed: int) -> np.ndarray:
+    """Five-minute steps: 0 at night, 10 from 08:00 to 18:00, with noise."""
+    hours = np.arange(days * 288) / 12 % 24
+    wave = np.where((hours >= 8) & (hours < 18), 10.0, 0.0)
+    return wave + 0.1 * np.random.default_rng(seed).normal(size=len(wave))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_jump_made_every_day_at_that_hour_is_not_news_but_one_at_another_hour_is(seed):
+    values = daily_square_wave(days=8, seed=seed)
+    persistence = np.concatenate([[0.0], values[:-1]])  # misses every jump by 10
+    late = 7 * 288 + 20 * 12  # 20:00 on the last day, when the level is 0 at night
+    values[late:] = values[late:] + 10.0  # a jump at an unusual hour that lasts
+    persistence[late + 1 :] = values[late:-1]
+    chunk = chunk_of([list(values)], interval=300.0)
+    detector = RecordDetector()
+    out = detector.step(
+        detector.initial_state(1), chunk, persistence[None], np.full(chunk.shape, 0.5)
+    )
+    eight_am = np.arange(4, 7) * 288 + 8 * 12  # the daily jumps after the profile has seen some
+    assert not out.is_anomaly[0, eight_am].any()
+    assert out.is_anomaly[0, late]
 
 
 def test_one_absurd_residual_does_not_blind_the_record_for_long():
