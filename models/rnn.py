@@ -31,6 +31,7 @@ import numba
 import numpy as np
 import torch
 
+from models.compiled_gru import SMALL_BATCH, CompiledGRU
 from models.features import STATS, compute_features, initial_stats
 from models.gru import GaussianGRU
 from pipeline.types import ForecastChunk, StepChunk
@@ -52,6 +53,8 @@ class RnnForecaster:
 
     def __init__(self, network: GaussianGRU, fingerprint: str, coverage: float = 0.9) -> None:
         self.network = network.eval()
+        self._compiled = CompiledGRU.of(network)
+        self.small_batch = SMALL_BATCH  # chunks of at most this many rows run compiled
         self._fingerprint = fingerprint
         self.coverage = coverage
         self.state_width = STATS + POST + packed_width(network.layers * network.hidden)
@@ -116,6 +119,10 @@ class RnnForecaster:
         rows = x.shape[0]
         h = torch.from_numpy(hidden.reshape(rows, net.layers, net.hidden))
         h = h.transpose(0, 1).contiguous()  # (L, B, H)
+        if x.shape[1] > 1 and rows <= self.small_batch:  # a few long rows: the compiled loop
+            y_small, h_small = self._compiled.forward(x, h.numpy(), length)
+            flat = h_small.transpose(1, 0, 2).reshape(rows, -1)  # (B, L*H)
+            return y_small.astype(np.float64), flat
         with torch.inference_mode():
             if x.shape[1] == 1:
                 y, h = net.step(torch.from_numpy(x[:, 0]), h)  # (B, 2)

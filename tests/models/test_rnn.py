@@ -13,9 +13,10 @@ import torch
 
 from models import DEFAULT_MODEL, load_forecaster
 from models.checkpoint import load_checkpoint, paths_of, save_checkpoint
-from models.features import N_FEATURES
+from models.compiled_gru import SMALL_BATCH
+from models.features import N_FEATURES, STATS
 from models.gru import GaussianGRU
-from models.rnn import RnnForecaster
+from models.rnn import POST, RnnForecaster, unpack_hidden
 from models.train import TrainConfig, build_corpus, train
 from pipeline.errors import InputFileError, ModelLoadError
 from pipeline.testing import chunk_of
@@ -41,8 +42,10 @@ def real_rows() -> list[list[float]]:
     return [list(pres), list(atmp)]
 
 
-def test_live_steps_equal_sequence_mode_on_real_data():
+@pytest.mark.parametrize("small_batch", [0, SMALL_BATCH], ids=["nn.GRU", "compiled"])
+def test_live_steps_equal_sequence_mode_on_real_data(small_batch):
     forecaster = RnnForecaster(small_network(), "test")
+    forecaster.small_batch = small_batch  # which sequence mode the two rows run through
     rows = real_rows()
     whole = forecaster.step(forecaster.initial_state(2), chunk_of(rows, interval=3600.0))
     state = forecaster.initial_state(2)
@@ -52,7 +55,24 @@ def test_live_steps_equal_sequence_mode_on_real_data():
         np.testing.assert_allclose(step.scale[:, 0], whole.scale[:, t], rtol=1e-5)
         state = step.state
     # and the hidden state carried one step at a time is the sequence's
-    np.testing.assert_allclose(state[1], whole.state[1], atol=1e-5)
+    np.testing.assert_allclose(hidden_of(state)[1], hidden_of(whole.state)[1], atol=1e-5)
+
+
+def hidden_of(state: np.ndarray) -> np.ndarray:
+    return unpack_hidden(state[:, STATS + POST :], 8 * 2)  # small_network: 2 layers of 8
+
+
+def test_the_compiled_sequence_mode_is_nn_gru_on_real_data():
+    forecaster = RnnForecaster(small_network(), "test")
+    rows = real_rows()
+    outputs = []
+    for small_batch in (0, SMALL_BATCH):
+        forecaster.small_batch = small_batch
+        outputs.append(forecaster.step(forecaster.initial_state(2), chunk_of(rows, 3600.0)))
+    torch_out, compiled = outputs
+    np.testing.assert_allclose(compiled.mean, torch_out.mean, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(compiled.scale, torch_out.scale, rtol=1e-5)
+    np.testing.assert_allclose(hidden_of(compiled.state), hidden_of(torch_out.state), atol=1e-5)
 
 
 def test_default_model_ships_and_loads():
