@@ -59,6 +59,16 @@ def test_idle_slots_are_judged_by_last_seen():
     assert table.key_array(table.idle_slots(older_than=50.0)).tolist() == ["a"]
 
 
+@pytest.mark.parametrize("picked", [[5], [7, 0, 7, 63], list(range(64))[::-1] * 2])
+def test_key_array_gives_the_keys_of_few_slots_and_of_many_alike(picked):
+    table = new_table(capacity=64)
+    keys = [f"site/dev-{i}" for i in range(64)]
+    table.slots_for(keys, now=0.0)
+    slots = np.array(picked, np.int64)
+    out = table.key_array(slots)
+    assert out.dtype == object and out.tolist() == [keys[i] for i in picked]
+
+
 def test_max_streams_refuses_new_streams_only():
     table = new_table(max_streams=2)
     assert table.slots_for(["a", "b", "c", "a"], now=0.0).tolist() == [0, 1, -1, 0]
