@@ -3,8 +3,8 @@
 ``nn.GRU`` pays a fixed cost per time step (about 13 us on this machine for
 one stream of 32 units), which a batch of many streams shares and one stream
 pays alone: replaying a single sensor's log spent three quarters of its time
-there. For batches of at most ``SMALL_BATCH`` rows the forecaster runs this
-instead: the whole time loop compiled, step by step, with the same weights and
+there. For chunks of at most ``SMALL_BATCH`` rows, and single steps of at most
+``LIVE_BATCH`` streams (a live tick), the forecaster runs this instead: the whole time loop compiled, step by step, with the same weights and
 the same equations as ``nn.GRU`` (gates in its order: reset, update, new), to
 float32 rounding (the exponentials to about 2 ulp: see ``_exp``).
 """
@@ -19,7 +19,11 @@ import numpy as np
 
 from models.gru import GaussianGRU
 
-SMALL_BATCH = 16  # above this many rows nn.GRU's batched matrix products win
+# Above these many rows torch's batched matrix products win: for chunks of many
+# steps (nn.GRU, ~13 us a step), and for the daemon's single steps (torch.gru_cell
+# and the head, ~170 us a call, against ~20 us + 1.8 us a row here).
+SMALL_BATCH = 16
+LIVE_BATCH = 128
 
 
 @dataclass(frozen=True, slots=True)

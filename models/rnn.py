@@ -31,7 +31,7 @@ import numba
 import numpy as np
 import torch
 
-from models.compiled_gru import SMALL_BATCH, CompiledGRU
+from models.compiled_gru import LIVE_BATCH, SMALL_BATCH, CompiledGRU
 from models.features import STATS, compute_features, initial_stats
 from models.gru import GaussianGRU
 from pipeline.types import ForecastChunk, StepChunk
@@ -54,7 +54,9 @@ class RnnForecaster:
     def __init__(self, network: GaussianGRU, fingerprint: str, coverage: float = 0.9) -> None:
         self.network = network.eval()
         self._compiled = CompiledGRU.of(network)
-        self.small_batch = SMALL_BATCH  # chunks of at most this many rows run compiled
+        # at most this many rows run compiled: of chunks, and of single steps
+        self.small_batch = SMALL_BATCH
+        self.live_batch = LIVE_BATCH
         self._fingerprint = fingerprint
         self.coverage = coverage
         self.state_width = STATS + POST + packed_width(network.layers * network.hidden)
@@ -115,22 +117,30 @@ class RnnForecaster:
     def _run(
         self, x: np.ndarray, hidden: np.ndarray, length: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        """x (B, T, F) float32, hidden (B, L*H) float32 -> y (B, T, 2) float64, (B, L*H)."""
         net = self.network
-        rows = x.shape[0]
-        h = torch.from_numpy(hidden.reshape(rows, net.layers, net.hidden))
-        h = h.transpose(0, 1).contiguous()  # (L, B, H)
-        if x.shape[1] > 1 and rows <= self.small_batch:  # a few long rows: the compiled loop
-            y_small, h_small = self._compiled.forward(x, h.numpy(), length)
-            flat = h_small.transpose(1, 0, 2).reshape(rows, -1)  # (B, L*H)
-            return y_small.astype(np.float64), flat
+        rows, steps = x.shape[:2]
+        h = hidden.reshape(rows, net.layers, net.hidden).transpose(1, 0, 2)  # (L, B, H)
+        h = np.ascontiguousarray(h)
+        if rows <= (self.live_batch if steps == 1 else self.small_batch):
+            y, h = self._compiled.forward(x, h, length)
+        else:
+            y, h = self._torch(x, h, length)
+        return y.astype(np.float64), h.transpose(1, 0, 2).reshape(rows, -1)  # (B, L*H)
+
+    def _torch(
+        self, x: np.ndarray, h: np.ndarray, length: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Many rows at once: ``nn.GRU`` over chunks, ``torch.gru_cell`` for one step."""
+        net = self.network
         with torch.inference_mode():
             if x.shape[1] == 1:
-                y, h = net.step(torch.from_numpy(x[:, 0]), h)  # (B, 2)
+                y, h_out = net.step(torch.from_numpy(x[:, 0]), torch.from_numpy(h))  # (B, 2)
                 y = y[:, None]  # (B, 1, 2)
             else:
-                y, h = net(torch.from_numpy(x), h, torch.from_numpy(length))  # (B, T, 2)
-        flat_hidden = h.transpose(0, 1).reshape(rows, -1)  # (B, L*H)
-        return y.numpy().astype(np.float64), flat_hidden.numpy()
+                lengths = torch.from_numpy(length)
+                y, h_out = net(torch.from_numpy(x), torch.from_numpy(h), lengths)  # (B, T, 2)
+        return y.numpy(), h_out.numpy()
 
 
 def packed_width(values: int) -> int:

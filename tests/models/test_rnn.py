@@ -13,7 +13,7 @@ import torch
 
 from models import DEFAULT_MODEL, load_forecaster
 from models.checkpoint import load_checkpoint, paths_of, save_checkpoint
-from models.compiled_gru import SMALL_BATCH
+from models.compiled_gru import LIVE_BATCH, SMALL_BATCH
 from models.features import N_FEATURES, STATS
 from models.gru import GaussianGRU
 from models.rnn import POST, RnnForecaster, unpack_hidden
@@ -42,10 +42,15 @@ def real_rows() -> list[list[float]]:
     return [list(pres), list(atmp)]
 
 
-@pytest.mark.parametrize("small_batch", [0, SMALL_BATCH], ids=["nn.GRU", "compiled"])
-def test_live_steps_equal_sequence_mode_on_real_data(small_batch):
+@pytest.mark.parametrize(
+    ("small_batch", "live_batch"),
+    [(0, 0), (SMALL_BATCH, LIVE_BATCH), (0, LIVE_BATCH), (SMALL_BATCH, 0)],
+    ids=["torch", "compiled", "nn.GRU-vs-compiled-steps", "compiled-vs-gru_cell"],
+)
+def test_live_steps_equal_sequence_mode_on_real_data(small_batch, live_batch):
     forecaster = RnnForecaster(small_network(), "test")
     forecaster.small_batch = small_batch  # which sequence mode the two rows run through
+    forecaster.live_batch = live_batch  # and which step mode
     rows = real_rows()
     whole = forecaster.step(forecaster.initial_state(2), chunk_of(rows, interval=3600.0))
     state = forecaster.initial_state(2)
