@@ -4,9 +4,10 @@
 one stream of 32 units), which a batch of many streams shares and one stream
 pays alone: replaying a single sensor's log spent three quarters of its time
 there. For chunks of at most ``SMALL_BATCH`` rows, and single steps of at most
-``LIVE_BATCH`` streams (a live tick), the forecaster runs this instead: the whole time loop compiled, step by step, with the same weights and
-the same equations as ``nn.GRU`` (gates in its order: reset, update, new), to
-float32 rounding (the exponentials to about 2 ulp: see ``_exp``).
+``LIVE_BATCH`` streams (a live tick), the forecaster runs this instead: the
+whole time loop compiled, step by step, with the same weights and the same
+equations as ``nn.GRU`` (gates in its order: reset, update, new), to float32
+rounding (the exponentials to about 2 ulp: see ``_exp``).
 """
 
 from __future__ import annotations

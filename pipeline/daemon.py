@@ -121,6 +121,7 @@ class Daemon:
         self._serve_metrics()  # first: /healthz and /readyz answer while restoring
         try:
             self.sink.start(cancel=self.stop)  # first: the journal's forecasts go out again
+            self.engine.warm_up()  # the first tick must not load the compiled kernels
             self._restore()
             self.source.start(cancel=self.stop)
             _freeze_heap()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -99,10 +100,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIBED = 0.5  # seconds after "connected": the daemon's SUBSCRIBE goes out after that log
 
 
+@functools.cache
+def compiled_kernels() -> None:
+    """The engine's compiled kernels, compiled (or loaded) once in this process so that
+    numba's cache is on disk before a daemon starts: on a fresh checkout the first
+    daemon would otherwise spend its start-up, and the test's wait, compiling them."""
+    from models import load_forecaster
+    from pipeline.config import PipelineConfig
+    from pipeline.detect import default_detector
+    from pipeline.engine import Engine
+
+    for config in (PipelineConfig(), PipelineConfig(window=60.0, lateness=5.0)):
+        Engine(load_forecaster("default"), default_detector(), config).warm_up()
+
+
 class DaemonProcess:
     """``sensorcast run ARGS`` in a child process; stdout and stderr go to ``folder``."""
 
     def __init__(self, folder: Path, *args: str) -> None:
+        compiled_kernels()
         folder.mkdir(parents=True, exist_ok=True)
         self.stderr_path = folder / "stderr"
         self.stdout_path = folder / "stdout"
@@ -122,7 +138,7 @@ class DaemonProcess:
     def wait_for_log(self, text: str, timeout: float) -> bool:
         return wait_until(lambda: text in self.output, timeout)
 
-    def wait_connected(self, timeout: float = 10) -> bool:
+    def wait_connected(self, timeout: float = 60) -> bool:
         """The source (client id ``sensorcast``) is connected; the sink connects before it."""
         found = wait_until(lambda: " as sensorcast\n" in self.output, timeout)
         time.sleep(SUBSCRIBED)

@@ -21,9 +21,9 @@ from daemons import Collector, DaemonProcess, client, sensorcast_run, wait_until
 from pipeline.daemon import SNAPSHOT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
-# Start-up to the first connection attempt: imports (torch) and the model load;
-# a cold CI machine has taken over 3 s, so this waits generously.
-STARTUP = 20
+# Start-up to the first connection attempt: imports (torch), the model load and the
+# kernels' warm-up; a cold CI machine has taken over 3 s, so this waits generously.
+STARTUP = 60
 STREAMS = ("plant/boiler/temp", "plant/pump/pressure")
 T0 = 1_700_000_000
 

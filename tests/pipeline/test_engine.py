@@ -249,3 +249,35 @@ def test_a_million_distinct_streams_over_time_stay_bounded_by_eviction():
     assert engine.stats.evicted >= per_round * (rounds - 2)  # the metric counts them
     assert len(engine.table) <= 2 * per_round
     assert max(capacities) <= 4 * per_round and capacities[-1] == capacities[10]  # flat
+
+
+class ShapeSpy:
+    """A forecaster that records the (rows, steps) of every chunk it is given."""
+
+    def __init__(self, inner):
+        self.inner, self.shapes = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step(self, state, chunk):
+        self.shapes.append(chunk.shape)
+        return self.inner.step(state, chunk)
+
+
+@pytest.mark.parametrize(
+    "config", [{}, {"window": 60.0, "lateness": 5.0}], ids=["steps", "windows"]
+)
+def test_warm_up_runs_single_and_batched_steps_and_leaves_nothing(config):
+    from models import load_forecaster
+    from models.compiled_gru import LIVE_BATCH
+    from pipeline.detect import default_detector
+
+    spy = ShapeSpy(load_forecaster("default"))
+    engine = Engine(spy, default_detector(), PipelineConfig(**config))
+    engine.warm_up()
+    assert (1, 1) in spy.shapes  # one stream's single step: the compiled path
+    assert any(rows > LIVE_BATCH for rows, _ in spy.shapes)  # and torch's batched one
+    assert len(engine.table) == 0 and engine.stats.readings == 0 and engine.stats.steps == 0
+    out = engine.process(readings("a/b/c", [(0, 1.0), (60, 2.0), (120, 4.0), (180, 3.0)]))
+    assert len(engine.table) == 1 and len(out) >= 1
