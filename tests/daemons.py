@@ -28,9 +28,24 @@ def settings_for(url: str, **overrides: Any) -> Any:
     return load_settings(env={}, overrides=given)
 
 
+@functools.cache
+def compiled_kernels() -> None:
+    """The engine's compiled kernels, compiled (or loaded) once in this process so that
+    numba's cache is on disk before a daemon starts: on a fresh checkout the first
+    daemon would otherwise spend its start-up, and the test's wait, compiling them."""
+    from models import load_forecaster
+    from pipeline.config import PipelineConfig
+    from pipeline.detect import default_detector
+    from pipeline.engine import Engine
+
+    for config in (PipelineConfig(), PipelineConfig(window=60.0, lateness=5.0)):
+        Engine(load_forecaster("default"), default_detector(), config).warm_up()
+
+
 @contextmanager
 def running(settings: Any) -> Iterable[Daemon]:
-    """The daemon in a thread; stopped (drain, flush, snapshot) on the way out."""
+    """The daemon in a thread, subscribed; stopped (drain, flush, snapshot) on the way out."""
+    compiled_kernels()
     daemon = Daemon(settings)
     errors: list[BaseException] = []
 
@@ -42,8 +57,9 @@ def running(settings: Any) -> Iterable[Daemon]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    wait_until(lambda: daemon.source.subscribed.is_set() or bool(errors), 10)
+    started = wait_until(lambda: daemon.source.subscribed.is_set() or bool(errors), 60)
     try:
+        assert started, "the daemon did not subscribe within 60 s"
         yield daemon
     finally:
         daemon.request_stop()
@@ -98,20 +114,6 @@ class Collector:
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIBED = 0.5  # seconds after "connected": the daemon's SUBSCRIBE goes out after that log
-
-
-@functools.cache
-def compiled_kernels() -> None:
-    """The engine's compiled kernels, compiled (or loaded) once in this process so that
-    numba's cache is on disk before a daemon starts: on a fresh checkout the first
-    daemon would otherwise spend its start-up, and the test's wait, compiling them."""
-    from models import load_forecaster
-    from pipeline.config import PipelineConfig
-    from pipeline.detect import default_detector
-    from pipeline.engine import Engine
-
-    for config in (PipelineConfig(), PipelineConfig(window=60.0, lateness=5.0)):
-        Engine(load_forecaster("default"), default_detector(), config).warm_up()
 
 
 class DaemonProcess:
