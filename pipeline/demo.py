@@ -27,6 +27,7 @@ from pipeline.types import VerdictBatch
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
 ROOT = "demo"  # readings go to demo/<stream>; forecasts to sensorcast/forecast/<stream>
+STARTUP_WAIT = 120.0  # seconds for the daemon to subscribe (a first start compiles kernels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,12 @@ class _Background:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="daemon", daemon=True)
         self.thread.start()
-        daemon.source.session.connected.wait(10)
+        # subscribed before anything is published: the daemon first warms its compiled
+        # kernels up, which on a fresh install compiles them (seconds, once)
+        deadline = time.monotonic() + STARTUP_WAIT
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            if daemon.source.subscribed.wait(0.1):
+                break
         if self.error is not None:
             raise self.error
 
