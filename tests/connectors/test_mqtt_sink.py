@@ -41,3 +41,16 @@ def test_a_batch_over_the_backlog_limit_is_delivered_whole_and_in_order(mosquitt
     for k in range(10):  # each stream's forecasts arrive in time order
         times = [m["timestamp"] for topic, m in got if topic.endswith(f"/dev-{k}/temp")]
         assert len(times) == 300 and times == sorted(times)
+
+
+def test_topics_are_escaped_once_per_stream_and_the_memory_is_bounded(monkeypatch):
+    from connectors import mqtt_sink
+    from connectors.topics import stream_topic
+
+    monkeypatch.setattr(mqtt_sink, "TOPIC_CACHE", 3)
+    sink = MqttSink(Connection("127.0.0.1", 1, "sink-topic-test"), "out")  # never started
+    streams = ["plant/boiler/temp", "odd/50%+/level", "a/b/c", "d/e/f"]
+    for stream in streams * 2:
+        for kind in ("forecast", "anomaly"):
+            assert sink.topic(kind, stream) == stream_topic("out", kind, stream)
+    assert all(len(known) <= 3 for known in sink._topics.values())
