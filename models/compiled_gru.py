@@ -85,12 +85,17 @@ def _affine(x, w, bias, length, out):
     """``out[b, t] = x[b, t] @ w + bias`` for each row's steps: w (in, out)."""
     for b in range(x.shape[0]):
         for t in range(length[b]):
-            o = out[b, t]
-            o[:] = bias
-            for i in range(w.shape[0]):
-                xi = x[b, t, i]
-                for k in range(w.shape[1]):
-                    o[k] += w[i, k] * xi
+            _gemv(x[b, t], w, bias, out[b, t])
+
+
+@numba.njit(cache=True, fastmath=_FAST, inline="always")
+def _gemv(v, w, bias, out):
+    """``out = v @ w + bias``: v (in,), w (in, out), out (out,)."""
+    out[:] = bias
+    for i in range(w.shape[0]):
+        vi = v[i]
+        for k in range(w.shape[1]):
+            out[k] += w[i, k] * vi
 
 
 # float32 constants, so that the arithmetic below stays in float32 (8 lanes, not 4)
@@ -135,7 +140,7 @@ def _layer(x, h0, w_ih, b_ih, w_hh, b_hh, length, out):
     r = sigmoid(a_r), z = sigmoid(a_z), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
     h' = (1 - z) * n + z * h, with sigmoid(a) = 1 / (1 + exp(-a)) and
     tanh(a) = 1 - 2 / (1 + exp(2a)), the exponentials taken a gate vector at a time."""
-    rows, _, features = x.shape
+    rows = x.shape[0]
     three_h = w_hh.shape[1]
     size = three_h // 3
     h = h0.copy()
@@ -146,16 +151,8 @@ def _layer(x, h0, w_ih, b_ih, w_hh, b_hh, length, out):
     for b in range(rows):
         hb = h[b]
         for t in range(length[b]):
-            g_in[:] = b_ih
-            for i in range(features):
-                xi = x[b, t, i]
-                for k in range(three_h):
-                    g_in[k] += w_ih[i, k] * xi
-            g_h[:] = b_hh
-            for i in range(size):
-                hi = hb[i]
-                for k in range(three_h):
-                    g_h[k] += w_hh[i, k] * hi
+            _gemv(x[b, t], w_ih, b_ih, g_in)
+            _gemv(hb, w_hh, b_hh, g_h)
             for k in range(2 * size):  # reset and update: exp(-a)
                 e[k] = -(g_in[k] + g_h[k])
             _exp(e[: 2 * size], bits)

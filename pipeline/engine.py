@@ -315,9 +315,8 @@ class Engine:
         scratch = Engine(self.forecaster, self.detector, self.config, capacity=WARM_UP_STREAMS)
         config = self.config
         spacing = 2.0 * (config.window + config.lateness) + 60.0  # each reading its own step
-        keys = tuple(f"warm-up/{i}" for i in range(WARM_UP_STREAMS))
-        for k in range(4):
-            streams = keys[:1] if k < 3 else keys
+        many = tuple(f"warm-up/{i}" for i in range(WARM_UP_STREAMS))
+        for k, streams in enumerate((many[:1], many[:1], many[:1], many)):
             n = len(streams)
             scratch.process(
                 ReadingBatch(
