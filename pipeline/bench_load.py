@@ -128,10 +128,7 @@ def publish_paced(args: argparse.Namespace) -> dict[str, Any]:
     k = 0
     while k < total:
         due = min(total, int((time.monotonic() - started) * args.rate) + 1)
-        stamp = math.floor(time.time() * 1000) / 1000
-        batch = [frame(topic(args.root, j, args.streams),
-                       b'{"value": %d.5, "ts": %.3f}' % (j % 97, stamp), j % 65_535 + 1)
-                 for j in range(k, due)]  # fmt: skip
+        batch = paced_slice(args.root, args.streams, range(k, due), time.time())
         if batch:
             publisher.send(batch)
         k = due
@@ -139,6 +136,17 @@ def publish_paced(args: argparse.Namespace) -> dict[str, Any]:
     publisher.wait_acked()
     publisher.close()
     return {"started": started, "readings": total}
+
+
+def paced_slice(root: str, streams: int, ks: range, now: float) -> list[bytes]:
+    """Readings ``ks`` stamped ``now`` (to the ms), each a microsecond after the one before:
+    a slice that ran late can hold more readings than there are streams, and a stream's
+    second reading at the same time would be a duplicate."""
+    stamp = math.floor(now * 1000) / 1000
+    return [frame(topic(root, j, streams),
+                  b'{"value": %d.5, "ts": %.6f}' % (j % 97, stamp + (j - ks.start) * 1e-6),
+                  j % 65_535 + 1)
+            for j in ks]  # fmt: skip
 
 
 # -- the bare subscriber ------------------------------------------------------------------

@@ -111,6 +111,20 @@ def test_the_probe_frames_whole_packets_and_keeps_a_cut_one() -> None:
     assert whole_packets(buf) == [(0x32, small[2:])] and not buf
 
 
+def test_a_late_paced_slice_never_repeats_a_streams_time() -> None:
+    from pipeline.bench_load import paced_slice, whole_packets
+
+    # 7 readings over 3 streams: the slice ran late and wraps round the streams twice
+    buf = bytearray(b"".join(paced_slice("s", 3, range(10, 17), 1_700_000_000.0004)))
+    seen = set()
+    for _, body in whole_packets(buf):
+        topic_end = 2 + (body[0] << 8 | body[1])
+        reading = json.loads(body[topic_end + 2 :])  # after the packet id
+        seen.add((bytes(body[2:topic_end]), reading["ts"]))
+        assert 0 <= reading["ts"] - 1_700_000_000.0 < 1e-5  # still the slice's ms
+    assert len(seen) == 7
+
+
 def test_memory_per_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flags = ("--scenario", "memory", "--runs", "1", "--memory-streams", "3000")
     (row,) = bench(tmp_path, capsys, *flags)["rows"]
