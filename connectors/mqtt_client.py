@@ -151,8 +151,8 @@ class Session:
         self.refused = None
         _no_delay(client)
         theirs = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's window
-        if theirs:
-            client.max_inflight_messages_set(min(INFLIGHT, int(theirs)))
+        if isinstance(client, BufferedClient):
+            client.limit_inflight(min(INFLIGHT, int(theirs)) if theirs else INFLIGHT)
         log.info("connected to %s as %s", self.connection.url, self.connection.client_id)
         for callback in self.on_connected:
             callback(client)
@@ -255,6 +255,16 @@ class BufferedClient(mqtt.Client):
         finally:
             self._batching = False
             self.wake()
+
+    def limit_inflight(self, window: int) -> None:
+        """Send at most ``window`` unacknowledged QoS 1 messages on this connection.
+
+        For the broker's Receive Maximum (MQTT 5; mosquitto's default is 20), set from
+        on_connect, before paho resends anything. paho's own setter refuses any change
+        once connected (raising in its network thread, which then dies), for fear of a
+        switch between 0 (no limit) and a limit; both windows here are positive.
+        """
+        self._max_inflight_messages = max(1, window)
 
     def wake(self) -> None:
         """Tell the network loop about packets queued in a batch (e.g. before waiting)."""

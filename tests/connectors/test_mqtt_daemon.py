@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+from brokers import Mosquitto
 from daemons import Collector, client, running, settings_for, wait_until
 
 from models import load_forecaster
@@ -100,6 +101,26 @@ def _same(received: float | None, expected: float) -> bool:
     if received is None or np.isnan(expected):
         return received is None and np.isnan(expected)
     return abs(received - expected) <= 1e-6 * max(1.0, abs(expected))
+
+
+def test_a_stock_brokers_receive_maximum_is_kept_to(tmp_path):
+    # mosquitto's default lets an MQTT 5 client have 20 QoS 1 messages in flight and
+    # says so in its CONNACK; the daemon keeps to that window (and stays connected)
+    broker = Mosquitto(tmp_path / "stock", extra=["max_inflight_messages 20"]).start()
+    forecasts = Collector(broker.port, "sensorcast/forecast/#")
+    items = readings(100)  # 300 forecasts out: many windows of 20
+    try:
+        with running(settings_for(broker.url)) as daemon:
+            assert daemon.sink.session.client.max_inflight_messages == 20
+            pub = client(broker.port)
+            for stream, t, v in items:
+                pub.publish(f"sensors/{stream}", json.dumps({"value": v, "ts": t}), qos=1)
+            got = forecasts.wait_for(len(items), 30)
+            pub.disconnect()
+    finally:
+        forecasts.close()
+        broker.stop()
+    assert len({(m["stream"], m["timestamp"]) for _, m in got}) == len(items)
 
 
 def test_bad_input_is_counted_dead_lettered_and_other_streams_carry_on(mosquitto):
