@@ -13,16 +13,19 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file
 
+from models.compiled_gru import GruWeights
 from models.features import FEATURES
-from models.gru import GaussianGRU
 from models.rnn import RnnForecaster
 from pipeline.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from models.gru import GaussianGRU
 
 FORMAT = "sensorcast-gru"
 VERSION = 1
@@ -38,6 +41,8 @@ def paths_of(path: str | Path) -> tuple[Path, Path]:
 
 def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]) -> Path:
     """Write weights and metadata (temp files, then renames); return the metadata path."""
+    from safetensors.torch import save_file
+
     weights, metadata = paths_of(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp_weights = weights.with_name(f".{weights.name}.tmp")
@@ -79,9 +84,8 @@ def load_checkpoint(path: str | Path, coverage: float = 0.9) -> RnnForecaster:
         msg = f"{weights}: does not match the fingerprint in {metadata.name}; the pair is "
         msg += "from two different trainings (or the weights were altered)"
         raise ModelLoadError(msg)
-    network = GaussianGRU(len(FEATURES), arch["hidden"], arch["layers"])
-    _load_weights(network, weights)
-    return RnnForecaster(network, meta["fingerprint"], coverage)
+    sizes = GruWeights({}, len(FEATURES), arch["hidden"], arch["layers"])
+    return RnnForecaster(_load_weights(sizes, weights), meta["fingerprint"], coverage)
 
 
 def read_metadata(metadata: Path) -> dict[str, Any]:
@@ -117,19 +121,21 @@ def _architecture(meta: dict[str, Any], metadata: Path) -> dict[str, Any]:
     return dict(arch)
 
 
-def _load_weights(network: GaussianGRU, weights: Path) -> None:
+def _load_weights(sizes: GruWeights, weights: Path) -> GruWeights:
+    """The tensors of ``weights`` as numpy float32 (no torch), checked against ``sizes``."""
     try:
         tensors = load_file(str(weights))
-    except (OSError, SafetensorError) as exc:
+    except (OSError, SafetensorError, TypeError, ValueError) as exc:  # numpy: no such dtype
         msg = f"{weights}: unreadable weights ({exc}); the file is truncated or not safetensors"
         raise ModelLoadError(msg) from exc
-    expected = {name: t.shape for name, t in network.state_dict().items()}
-    found = {name: t.shape for name, t in tensors.items()}
+    expected = sizes.shapes()
+    found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:
         msg = f"{weights}: tensors do not fit a GRU of this architecture "
         msg += f"(expected {sorted(expected)}, found {sorted(found)})"
         raise ModelLoadError(msg)
-    network.load_state_dict({name: t.to(torch.float32) for name, t in tensors.items()})
+    arrays = {name: np.ascontiguousarray(t, np.float32) for name, t in tensors.items()}
+    return GruWeights(arrays, sizes.n_features, sizes.hidden, sizes.layers)
 
 
 def sha256_of(path: Path) -> str:

@@ -8,28 +8,74 @@ there. For chunks of at most ``SMALL_BATCH`` rows, and single steps of at most
 whole time loop compiled, step by step, with the same weights and the same
 equations as ``nn.GRU`` (gates in its order: reset, update, new), to float32
 rounding (the exponentials to about 2 ulp: see ``_exp``).
+
+The weights live here as numpy arrays (``GruWeights``), read from a checkpoint
+without torch: a daemon that only steps never imports it (about a second of
+its start-up); torch is built from the same arrays when a chunk needs it.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from models.gru import GaussianGRU
+if TYPE_CHECKING:
+    from models.gru import GaussianGRU
 
-# Above these many rows torch's batched matrix products win: for chunks of many
-# steps (nn.GRU, ~13 us a step), and for the daemon's single steps (torch.gru_cell
-# and the head, ~170 us a call, against ~20 us + 1.8 us a row here).
+# Above this many rows, chunks of many steps run nn.GRU, whose fixed cost per time
+# step (~13 us) a batch shares. Single steps always run here: torch.gru_cell wins
+# only above ~500 rows, by under 0.5 us a row (0.82 against 0.35-0.59 us a row at
+# 512-8,192 rows), and importing torch would cost a daemon a second of start-up.
 SMALL_BATCH = 16
-LIVE_BATCH = 128
+LIVE_BATCH = sys.maxsize
+
+
+@dataclass(frozen=True, slots=True)
+class GruWeights:
+    """A ``GaussianGRU``'s state dict as float32 numpy arrays, with its sizes."""
+
+    tensors: dict[str, np.ndarray]  # gru.weight_ih_l0 (3H, F), ..., head.weight (2, H)
+    n_features: int
+    hidden: int
+    layers: int
+
+    @classmethod
+    def of(cls, network: GaussianGRU) -> GruWeights:
+        tensors = {name: t.detach().numpy().astype(np.float32)
+                   for name, t in network.state_dict().items()}  # fmt: skip
+        return cls(tensors, network.n_features, network.hidden, network.layers)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """What each tensor's shape must be for these sizes."""
+        h3 = 3 * self.hidden
+        expected: dict[str, tuple[int, ...]] = {}
+        for k in range(self.layers):
+            inputs = self.n_features if k == 0 else self.hidden
+            expected[f"gru.weight_ih_l{k}"] = (h3, inputs)
+            expected[f"gru.weight_hh_l{k}"] = (h3, self.hidden)
+            expected[f"gru.bias_ih_l{k}"] = (h3,)
+            expected[f"gru.bias_hh_l{k}"] = (h3,)
+        return {**expected, "head.weight": (2, self.hidden), "head.bias": (2,)}
+
+    def network(self) -> GaussianGRU:
+        """The torch module with these weights (imports torch)."""
+        import torch
+
+        from models.gru import GaussianGRU
+
+        network = GaussianGRU(self.n_features, self.hidden, self.layers)
+        network.load_state_dict({name: torch.from_numpy(t) for name, t in self.tensors.items()})
+        return network.eval()
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledGRU:
-    """A ``GaussianGRU``'s weights as float32 arrays, laid out for the compiled loop."""
+    """A GRU's weights as float32 arrays, laid out for the compiled loop."""
 
     w_ih: tuple[np.ndarray, ...]  # per layer (in, 3H): input weights, transposed
     b_ih: tuple[np.ndarray, ...]  # per layer (3H,)
@@ -39,11 +85,11 @@ class CompiledGRU:
     head_b: np.ndarray  # (2,)
 
     @classmethod
-    def of(cls, network: GaussianGRU) -> CompiledGRU:
+    def of(cls, weights: GruWeights) -> CompiledGRU:
         def weight(name: str) -> np.ndarray:
-            return network.get_parameter(name).detach().numpy().astype(np.float32)
+            return weights.tensors[name]
 
-        layers = range(network.layers)
+        layers = range(weights.layers)
         return cls(
             w_ih=tuple(np.ascontiguousarray(weight(f"gru.weight_ih_l{k}").T) for k in layers),
             b_ih=tuple(weight(f"gru.bias_ih_l{k}") for k in layers),

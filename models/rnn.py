@@ -1,10 +1,11 @@
 """The recurrent forecaster behind the pipeline's ``Forecaster`` protocol.
 
 Per chunk of steps: features from each stream's running statistics
-(``models.features``), one batched GRU call over all rows (sequence mode for
-chunks, the cell for single-step ticks), then a compiled pass that turns the
-network's output into forecasts in the stream's units and keeps two safety
-nets per stream, both learned online from the stream's own past:
+(``models.features``), one batched GRU call over all rows (``nn.GRU`` for
+chunks of many streams, a compiled loop for a few and for single-step ticks),
+then a compiled pass that turns the network's output into forecasts in the
+stream's units and keeps two safety nets per stream, both learned online from
+the stream's own past:
 
 * **never worse than persistence**: the network predicts the next change;
   the forecast is the last value plus that change times a per-stream weight.
@@ -18,7 +19,7 @@ nets per stream, both learned online from the stream's own past:
   every step towards the target coverage (adaptive conformal inference).
 
 Per-stream state, float64: ``[stats (STATS) | post (POST) | hidden]``. The
-network's hidden state (``layers * hidden`` values) is float32, as torch computes
+network's hidden state (``layers * hidden`` values) is float32, as the GRU computes
 it, packed two to a float64 column: half the bytes per stream, nothing lost.
 """
 
@@ -26,15 +27,18 @@ from __future__ import annotations
 
 import math
 import statistics
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import torch
 
-from models.compiled_gru import LIVE_BATCH, SMALL_BATCH, CompiledGRU
+from models.compiled_gru import LIVE_BATCH, SMALL_BATCH, CompiledGRU, GruWeights
 from models.features import STATS, compute_features, initial_stats
-from models.gru import GaussianGRU
 from pipeline.types import ForecastChunk, StepChunk
+
+if TYPE_CHECKING:
+    from models.gru import GaussianGRU
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # candidate shares of the predicted change
 POST = 7 + len(WEIGHTS)
@@ -46,25 +50,38 @@ CALIB_LIMIT = 3.0  # the scale factor stays within e^-3 .. e^3
 
 
 class RnnForecaster:
-    """A ``GaussianGRU`` with online normalisation, a persistence fallback and calibration."""
+    """A GRU with online normalisation, a persistence fallback and calibration.
+
+    Built from the weights as numpy arrays (``GruWeights``, or a ``GaussianGRU``
+    to take them from); the torch module is only made, and torch only imported,
+    when a chunk of more than ``small_batch`` rows needs ``nn.GRU``.
+    """
 
     name = "gru"
     state_dtype: type[np.floating] = np.float64
 
-    def __init__(self, network: GaussianGRU, fingerprint: str, coverage: float = 0.9) -> None:
-        self.network = network.eval()
-        self._compiled = CompiledGRU.of(network)
+    def __init__(
+        self, weights: GruWeights | GaussianGRU, fingerprint: str, coverage: float = 0.9
+    ) -> None:
+        self.weights = weights if isinstance(weights, GruWeights) else GruWeights.of(weights)
+        self._compiled = CompiledGRU.of(self.weights)
         # at most this many rows run compiled: of chunks, and of single steps
         self.small_batch = SMALL_BATCH
         self.live_batch = LIVE_BATCH
         self._fingerprint = fingerprint
         self.coverage = coverage
-        self.state_width = STATS + POST + packed_width(network.layers * network.hidden)
+        self._hidden_size = self.weights.layers * self.weights.hidden
+        self.state_width = STATS + POST + packed_width(self._hidden_size)
         self._z = statistics.NormalDist().inv_cdf(0.5 + coverage / 2)
 
     def __repr__(self) -> str:
-        n = self.network
-        return f"RnnForecaster(hidden={n.hidden}, layers={n.layers}, coverage={self.coverage!r})"
+        w = self.weights
+        return f"RnnForecaster(hidden={w.hidden}, layers={w.layers}, coverage={self.coverage!r})"
+
+    @cached_property
+    def network(self) -> GaussianGRU:
+        """The torch module of the same weights, made on first use."""
+        return self.weights.network()
 
     @property
     def fingerprint(self) -> str:
@@ -93,7 +110,7 @@ class RnnForecaster:
             chunk.next_timestamp,
             chunk.length,
         )
-        hidden = unpack_hidden(state[:, STATS + POST :], self.network.layers * self.network.hidden)
+        hidden = unpack_hidden(state[:, STATS + POST :], self._hidden_size)
         y, hidden = self._run(x, hidden, chunk.length)  # (B, T, 2), (B, L*H) float32
         mean = np.full((rows, steps), math.nan)
         scale = np.full((rows, steps), math.nan)
@@ -118,9 +135,9 @@ class RnnForecaster:
         self, x: np.ndarray, hidden: np.ndarray, length: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """x (B, T, F) float32, hidden (B, L*H) float32 -> y (B, T, 2) float64, (B, L*H)."""
-        net = self.network
+        w = self.weights
         rows, steps = x.shape[:2]
-        h = hidden.reshape(rows, net.layers, net.hidden).transpose(1, 0, 2)  # (L, B, H)
+        h = hidden.reshape(rows, w.layers, w.hidden).transpose(1, 0, 2)  # (L, B, H)
         h = np.ascontiguousarray(h)
         if rows <= (self.live_batch if steps == 1 else self.small_batch):
             y, h = self._compiled.forward(x, h, length)
@@ -132,6 +149,8 @@ class RnnForecaster:
         self, x: np.ndarray, h: np.ndarray, length: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Many rows at once: ``nn.GRU`` over chunks, ``torch.gru_cell`` for one step."""
+        import torch
+
         net = self.network
         with torch.inference_mode():
             if x.shape[1] == 1:

@@ -64,7 +64,7 @@ def sensorcast_growth(streams: int) -> dict[str, float]:
                              partition="bench")  # fmt: skip
         engine.process(batch)
 
-    tick(stream_keys(-1, 1))  # warm-up: torch kernels, first allocations
+    tick(stream_keys(-1, 1))  # warm-up: compiled kernels, first allocations
     before = rss()
     for first in range(0, streams, TICK):
         tick(stream_keys(first, min(TICK, streams - first)))

@@ -79,7 +79,7 @@ class EngineStats:
         self.first_rejection.setdefault(label, rejection)
 
 
-WARM_UP_STREAMS = 256  # more than the forecasters' compiled single steps take
+WARM_UP_STREAMS = 256  # a tick of many streams: the batched paths
 WARM_UP_T0 = 1_700_000_000.0
 
 
@@ -306,11 +306,11 @@ class Engine:
         """Run the hot path once, on a scratch engine of the same parts, before serving.
 
         The first call of each compiled kernel loads it from numba's cache (tens of
-        milliseconds; seconds to compile on a fresh install), and torch's first
-        call sets itself up: a live daemon's first tick would pay for all of it,
-        in its latency. A few steps of one stream (the small-batch paths), then one
-        step of many (the batched paths), then a flush (open windows, held-back
-        readings). Nothing stays: the scratch engine has its own table and stats.
+        milliseconds; seconds to compile on a fresh install): a live daemon's first
+        tick would pay for all of it, in its latency. A few steps of one stream (the
+        small-batch paths), then one step of many (the batched paths), then a flush
+        (open windows, held-back readings). Nothing stays: the scratch engine has its
+        own table and stats.
         """
         scratch = Engine(self.forecaster, self.detector, self.config, capacity=WARM_UP_STREAMS)
         config = self.config

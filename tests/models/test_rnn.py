@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +107,33 @@ def test_a_quantised_stream_is_forecast_on_its_own_steps():
     out = forecaster.step(forecaster.initial_state(1), chunk_of([rows], 3600.0))
     moves = (out.mean[0, 50:] - np.array(rows[50:])) / 0.1
     assert np.allclose(moves, np.round(moves), atol=1e-6)
+
+
+def test_a_daemon_loads_and_steps_the_model_without_torch():
+    # importing torch is about a second of a daemon's start-up: the daemon's modules,
+    # the shipped checkpoint and live ticks of one and of 1,000 streams never need it
+    script = """
+import sys
+import numpy as np
+import pipeline.cli, pipeline.daemon
+from models import load_forecaster
+from pipeline.detect import default_detector
+from pipeline.engine import Engine
+from pipeline.types import ReadingBatch
+engine = Engine(load_forecaster("default"), default_detector())
+engine.warm_up()
+streams = tuple(f"s/{i}" for i in range(1000))
+for t in range(3):
+    engine.process(ReadingBatch(streams=streams, stream_index=np.arange(1000, dtype=np.int32),
+        timestamp=np.full(1000, 1.7e9 + 60 * t), value=np.full(1000, 20.0 + t),
+        seq=np.arange(1000, dtype=np.int64)))
+assert engine.stats.steps == 3000, engine.stats.steps
+print(sorted(name for name in sys.modules if name.split(".")[0] == "torch"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_glitch_costs_a_few_steps_not_the_rest_of_the_stream():

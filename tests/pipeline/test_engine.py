@@ -270,14 +270,14 @@ class ShapeSpy:
 )
 def test_warm_up_runs_single_and_batched_steps_and_leaves_nothing(config):
     from models import load_forecaster
-    from models.compiled_gru import LIVE_BATCH
     from pipeline.detect import default_detector
+    from pipeline.engine import WARM_UP_STREAMS
 
     spy = ShapeSpy(load_forecaster("default"))
     engine = Engine(spy, default_detector(), PipelineConfig(**config))
     engine.warm_up()
-    assert (1, 1) in spy.shapes  # one stream's single step: the compiled path
-    assert any(rows > LIVE_BATCH for rows, _ in spy.shapes)  # and torch's batched one
+    assert (1, 1) in spy.shapes  # one stream's single step
+    assert any(rows == WARM_UP_STREAMS for rows, _ in spy.shapes)  # and a tick of many
     assert len(engine.table) == 0 and engine.stats.readings == 0 and engine.stats.steps == 0
     out = engine.process(readings("a/b/c", [(0, 1.0), (60, 2.0), (120, 4.0), (180, 3.0)]))
     assert len(engine.table) == 1 and len(out) >= 1
