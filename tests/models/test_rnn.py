@@ -109,6 +109,24 @@ def test_a_quantised_stream_is_forecast_on_its_own_steps():
     assert np.allclose(moves, np.round(moves), atol=1e-6)
 
 
+def test_a_tick_of_many_streams_runs_compiled_and_equals_gru_cell():
+    # a live tick of 300 streams (real values, each stream its own history) runs the
+    # compiled loop; the same tick through torch.gru_cell gives the same forecasts
+    compiled = RnnForecaster(small_network(), "test")
+    cell = RnnForecaster(small_network(), "test")
+    cell.live_batch = 0
+    pres, atmp = real_rows()
+    rows = [(pres if k % 2 else atmp)[k % 50 : k % 50 + 40] for k in range(300)]
+    states = [compiled.initial_state(300), cell.initial_state(300)]
+    for t in range(40):
+        chunk = chunk_of([[r[t]] for r in rows], 3600.0, first_step=t)
+        a, b = compiled.step(states[0], chunk), cell.step(states[1], chunk)
+        np.testing.assert_allclose(a.mean, b.mean, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a.scale, b.scale, rtol=1e-5)
+        states = [a.state, b.state]
+    assert "network" not in vars(compiled)  # no torch module was made for it
+
+
 def test_a_daemon_loads_and_steps_the_model_without_torch():
     # importing torch is about a second of a daemon's start-up: the daemon's modules,
     # the shipped checkpoint and live ticks of one and of 1,000 streams never need it
