@@ -1,10 +1,10 @@
-"""The sequence mode for a few streams: the GRU's time loop compiled, one set of weights.
+"""The GRU's time loop compiled, one set of weights: for a few streams, and live ticks.
 
 ``nn.GRU`` pays a fixed cost per time step (about 13 us on this machine for
 one stream of 32 units), which a batch of many streams shares and one stream
 pays alone: replaying a single sensor's log spent three quarters of its time
-there. For chunks of at most ``SMALL_BATCH`` rows, and single steps of at most
-``LIVE_BATCH`` streams (a live tick), the forecaster runs this instead: the
+there. For chunks of at most ``SMALL_BATCH`` rows, and for every single step
+(a live tick, ``LIVE_BATCH``), the forecaster runs this instead: the
 whole time loop compiled, step by step, with the same weights and the same
 equations as ``nn.GRU`` (gates in its order: reset, update, new), to float32
 rounding (the exponentials to about 2 ulp: see ``_exp``).
