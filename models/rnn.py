@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,13 @@ class RnnForecaster:
     def __repr__(self) -> str:
         w = self.weights
         return f"RnnForecaster(hidden={w.hidden}, layers={w.layers}, coverage={self.coverage!r})"
+
+    def compiled_only(self) -> RnnForecaster:
+        """Run every chunk, of any size, through the compiled loop: for a process that
+        must not import torch (the daemon: a second of start-up, or of a stall in the
+        middle of serving when a backlog first brings several steps per stream)."""
+        self.small_batch = self.live_batch = sys.maxsize
+        return self
 
     @cached_property
     def network(self) -> GaussianGRU:

@@ -91,7 +91,7 @@ class Daemon:
                              qos=mqtt.qos)  # fmt: skip
         policy = self.sink.dead_letter if mqtt.deadletter else (lambda rejection: None)
         self.engine = Engine(
-            load_forecaster(settings.model, settings.pipeline.interval),
+            _without_torch(load_forecaster(settings.model, settings.pipeline.interval)),
             default_detector(),
             settings.pipeline,
             on_reject=policy,
@@ -236,8 +236,15 @@ class Daemon:
         log.info("metrics on http://%s:%d/metrics", metrics.address, self.metrics.port)
 
 
+def _without_torch(forecaster: Any) -> Any:
+    """The recurrent model with every chunk compiled: the daemon never imports torch."""
+    from models.rnn import RnnForecaster
+
+    return forecaster.compiled_only() if isinstance(forecaster, RnnForecaster) else forecaster
+
+
 def _freeze_heap() -> None:
-    """Move what start-up allocated (torch, numba, the model, restored state) out of the
+    """Move what start-up allocated (numba, the model, restored state) out of the
     garbage collector's sight: otherwise every full collection walks it all again, a
     pause of tens of milliseconds in the middle of serving."""
     gc.collect()

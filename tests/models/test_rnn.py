@@ -128,24 +128,27 @@ def test_a_tick_of_many_streams_runs_compiled_and_equals_gru_cell():
 
 
 def test_a_daemon_loads_and_steps_the_model_without_torch():
-    # importing torch is about a second of a daemon's start-up: the daemon's modules,
-    # the shipped checkpoint and live ticks of one and of 1,000 streams never need it
+    # importing torch is about a second of a daemon's start-up (or a stall while it
+    # serves): the daemon's modules, its model, live ticks of one step for 1,000 streams
+    # and a backlog of three steps each for 1,000 streams never need it
     script = """
 import sys
 import numpy as np
-import pipeline.cli, pipeline.daemon
-from models import load_forecaster
-from pipeline.detect import default_detector
-from pipeline.engine import Engine
+import pipeline.cli
+from pipeline.daemon import Daemon
+from pipeline.settings import load_settings
 from pipeline.types import ReadingBatch
-engine = Engine(load_forecaster("default"), default_detector())
+settings = load_settings(env={}, overrides={"mqtt.broker": "mqtt://127.0.0.1:1"})
+engine = Daemon(settings).engine
 engine.warm_up()
 streams = tuple(f"s/{i}" for i in range(1000))
-for t in range(3):
-    engine.process(ReadingBatch(streams=streams, stream_index=np.arange(1000, dtype=np.int32),
-        timestamp=np.full(1000, 1.7e9 + 60 * t), value=np.full(1000, 20.0 + t),
-        seq=np.arange(1000, dtype=np.int64)))
-assert engine.stats.steps == 3000, engine.stats.steps
+def tick(t, steps):
+    n = 1000 * steps
+    engine.process(ReadingBatch(streams=streams, stream_index=np.arange(n, dtype=np.int32) % 1000,
+        timestamp=1.7e9 + 60 * (t + np.arange(n) // 1000), value=np.full(n, 20.0 + t),
+        seq=np.arange(n, dtype=np.int64)))
+tick(0, 1), tick(1, 1), tick(2, 3)
+assert engine.stats.steps == 5000, engine.stats.steps
 print(sorted(name for name in sys.modules if name.split(".")[0] == "torch"))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
