@@ -22,9 +22,14 @@ A payload is taken or rejected whole. Formats (``kind``):
     object without it, where every top-level number becomes a value named after
     its field (zigbee2mqtt style; booleans, strings, nulls and nested values are
     skipped, as are fields with an empty name); or an array of these (a batch).
-    ``time_field`` holds epoch seconds, epoch milliseconds (above 1e11), either
-    as a number or as text, or ISO 8601 text (naive = UTC); null or absent
-    means the receive time.
+    ``time_field`` holds epoch seconds, milliseconds, microseconds or
+    nanoseconds (told apart by size: above 1e11, 1e14 and 1e17), either as a
+    number or as text, or ISO 8601 text (naive = UTC); null or absent means
+    the receive time. Telegraf's JSON metrics are recognised by their keys
+    (exactly ``fields``, ``name``, ``timestamp`` and optionally ``tags``), one
+    or a batch ``{"metrics": [...]}``: like line protocol, each numeric field
+    is a value named ``name/field`` (``name`` for a field called ``value``),
+    at ``timestamp`` in any of the epoch units above; tags are ignored.
 ``senml``
     An RFC 8428 JSON pack. Name = base name + name; time = base time + time,
     where a resolved time below 2**28 is relative to the receive time (0 = the
@@ -51,6 +56,8 @@ A payload is taken or rejected whole. Formats (``kind``):
 [Decoded(name='temperature', value=21.4, timestamp=1700000000.0)]
 >>> decode(b"weather,site=pier temp=11.5,wind=3i 1700000000000000000", 0.0)[1]
 Decoded(name='weather/wind', value=3.0, timestamp=1700000000.0)
+>>> decode(b'{"fields": {"idle": 98.5}, "name": "cpu", "tags": {}, "timestamp": 1700000000}', 0.0)
+[Decoded(name='cpu/idle', value=98.5, timestamp=1700000000.0)]
 >>> decode(b'[{"bn": "buoy-7:", "n": "wave", "v": 1.2, "t": -10}]', 1700000000.0)
 [Decoded(name='buoy-7:wave', value=1.2, timestamp=1699999990.0)]
 >>> decode(b'{"value": "high"}', 0.0)
@@ -75,7 +82,8 @@ from pipeline.types import Reason
 PAYLOAD_KINDS = ("auto", "number", "json", "senml", "influx")
 MAX_READINGS = 10_000  # values in one payload; more is TOO_LARGE
 _MAX_ELEMENTS = 20 * MAX_READINGS  # commas in a JSON payload, and lines of line protocol
-MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
+# Epoch numbers above these are in ms, µs, ns (1e11 s is the year 5138; 1e14 µs is 1973)
+EPOCH_UNITS = ((1e17, 1_000_000_000), (1e14, 1_000_000), (1e11, 1_000))
 MIN_TIME = -2_208_988_800.0  # 1900-01-01T00:00:00Z
 MAX_TIME = 4_133_980_800.0  # 2101-01-01T00:00:00Z, exclusive
 SENML_RELATIVE = 2.0**28  # SenML times below this are relative to "now"
@@ -276,23 +284,32 @@ def _checked_time(seconds: float, what: str, shown: object) -> float:
 
 
 def _epoch(data: object, field: str) -> float:
-    """A JSON timestamp (epoch s or ms, as a number or text, or ISO 8601) in epoch seconds."""
+    """A JSON timestamp (epoch s, ms, µs or ns, as a number or text, or ISO 8601) in
+    epoch seconds."""
     if isinstance(data, bool) or not isinstance(data, int | float | str):
         msg = f"field {_quote(field)}: {_kind_of(data)} is not a timestamp"
         raise PayloadError(Reason.BAD_TIMESTAMP, msg)
-    if isinstance(data, str):
-        looks_iso = data[4:5] == "-"  # YYYY-...: skip the failing float() attempt
-        number = None if looks_iso else _number_text(data)
-        if number is None:
-            return _checked_time(_iso(data, field), f"field {_quote(field)}", data)
-    else:
-        try:
-            number = float(data)
-        except OverflowError:
-            number = math.inf
-    if abs(number) > MS_THRESHOLD:
-        number /= 1000.0
-    return _checked_time(number, f"field {_quote(field)}", data)
+    what = f"field {_quote(field)}"
+    if not isinstance(data, str):
+        return _checked_time(_epoch_seconds(data), what, data)
+    digits = data.strip().removeprefix("-")
+    if digits.isascii() and digits.isdigit() and len(digits) <= 30:
+        # exact: nanoseconds have more digits than a float holds
+        return _checked_time(_epoch_seconds(int(data)), what, data)
+    number = None if data[4:5] == "-" else _number_text(data)  # YYYY-...: not a number
+    if number is None:
+        return _checked_time(_iso(data, field), what, data)
+    return _checked_time(_epoch_seconds(number), what, data)
+
+
+def _epoch_seconds(count: int | float) -> float:
+    """An epoch count in s, ms, µs or ns (told apart by size) as seconds; an integer
+    count is divided exactly, and one too large for a float is infinite."""
+    per_second = next((p for threshold, p in EPOCH_UNITS if abs(count) > threshold), 1)
+    try:
+        return count / per_second
+    except OverflowError:
+        return math.inf
 
 
 def _iso(text: str, field: str) -> float:
@@ -334,6 +351,10 @@ def _load_json(text: str) -> object:
 
 def _json_items(data: object, value_field: str, time_field: str) -> list[Decoded]:
     if type(data) is dict:
+        if _is_telegraf_batch(data):
+            return _telegraf_batch(data["metrics"])
+        if _is_telegraf(data):
+            return _telegraf(data)
         return _json_object(data, value_field, time_field)
     if type(data) is not list:
         return [Decoded(None, _finite(data, None), None)]
@@ -371,6 +392,64 @@ def _json_object(data: dict[str, object], value_field: str, time_field: str) -> 
             out.append(Decoded(name, _finite(value, name), when))
     if not out:
         raise PayloadError(Reason.DECODE_ERROR, f"no numeric fields and no {_quote(value_field)}")
+    return out
+
+
+# -- Telegraf's JSON serializer ------------------------------------------------------------
+
+_TELEGRAF_KEYS = frozenset(("fields", "name", "tags", "timestamp"))
+
+
+def _is_telegraf(data: dict[str, object]) -> bool:
+    """``{"fields": {...}, "name": "cpu", "tags": {...}, "timestamp": 1700000000}``."""
+    return (
+        type(data.get("fields")) is dict
+        and type(data.get("name")) is str
+        and "timestamp" in data
+        and data.keys() <= _TELEGRAF_KEYS
+    )
+
+
+def _is_telegraf_batch(data: dict[str, object]) -> bool:
+    """``{"metrics": [...]}``, what Telegraf sends with ``batch = true``."""
+    metrics = data.get("metrics")
+    return len(data) == 1 and type(metrics) is list and bool(metrics) and type(metrics[0]) is dict
+
+
+def _telegraf_batch(metrics: list[object]) -> list[Decoded]:
+    if len(metrics) > MAX_READINGS:
+        msg = f"{len(metrics)} metrics > {MAX_READINGS} in one batch"
+        raise PayloadError(Reason.TOO_LARGE, msg)
+    out: list[Decoded] = []
+    for index, metric in enumerate(metrics):
+        if type(metric) is not dict or not _is_telegraf(metric):
+            msg = f"metric {index}: not a Telegraf metric (fields, name, tags, timestamp)"
+            raise PayloadError(Reason.DECODE_ERROR, msg)
+        try:
+            out += _telegraf(metric)
+        except PayloadError as exc:
+            raise PayloadError(exc.reason, f"metric {index}: {exc.detail}") from None
+        if len(out) > MAX_READINGS:
+            raise PayloadError(Reason.TOO_LARGE, f"more than {MAX_READINGS} values in one payload")
+    return out
+
+
+def _telegraf(metric: dict[str, object]) -> list[Decoded]:
+    """One metric's numeric fields, named like line protocol's; strings and booleans skipped."""
+    measurement = metric["name"]
+    fields = metric["fields"]
+    assert isinstance(measurement, str) and isinstance(fields, dict)  # by _is_telegraf
+    when = _epoch(metric["timestamp"], "timestamp")
+    if len(fields) > MAX_READINGS:
+        raise PayloadError(Reason.TOO_LARGE, f"{len(fields)} fields > {MAX_READINGS} in one metric")
+    out = []
+    for key, value in fields.items():
+        kind = type(value)  # exactly: bool is an int subclass, and is skipped here
+        if (kind is float or kind is int) and key:
+            name = measurement if key == "value" else f"{measurement}/{key}".lstrip("/")
+            out.append(Decoded(name or None, _finite(value, key), when))
+    if not out:
+        raise PayloadError(Reason.DECODE_ERROR, "no numeric fields in the Telegraf metric")
     return out
 
 

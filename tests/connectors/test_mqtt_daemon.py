@@ -173,6 +173,39 @@ def test_bad_input_is_counted_dead_lettered_and_other_streams_carry_on(mosquitto
     forecasts.close()
 
 
+def test_telegraf_json_and_line_protocol_become_the_same_streams(mosquitto):
+    # what Telegraf's MQTT output publishes to telegraf/{host}/{plugin}: JSON (one metric
+    # per message, or a batch) and line protocol name the same fields the same way
+    forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
+    template = {"mqtt__subscribe": "telegraf/#", "mqtt__topic_template": "telegraf/{host}/{plugin}"}
+    t0 = 1_700_000_000
+    with running(settings_for(mosquitto.url, **template)) as daemon:
+        pub = client(mosquitto.port)
+        for i in range(3):
+            fields = {"usage_idle": 98.0 - i, "usage_user": 1.0 + i, "state": "ok"}
+            metric = {"fields": fields, "name": "cpu", "tags": {"host": "edge-1"}}
+            pub.publish("telegraf/edge-1/cpu", json.dumps({**metric, "timestamp": t0 + 10 * i}))
+            batch = {"metrics": [{**metric, "timestamp": (t0 + 10 * i) * 10**9}]}
+            pub.publish("telegraf/edge-2/cpu", json.dumps(batch))  # json_timestamp_units=1ns
+            line = (
+                f"cpu,host=edge-3 usage_idle={98.0 - i},usage_user={1 + i}i {(t0 + 10 * i) * 10**9}"
+            )
+            pub.publish("telegraf/edge-3/cpu", line, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: daemon.engine.stats.steps >= 18, 20)
+        stats = daemon.engine.stats
+    assert sum(stats.dropped.values()) == 0
+    got = {(m["stream"], m["timestamp"], m["value"]) for _, m in forecasts.wait_for(18)}
+    times = [_iso(t0 + 10 * i) for i in range(3)]
+    expected = {
+        (f"{host}/cpu/cpu/{field}", times[i], value)
+        for host in ("edge-1", "edge-2", "edge-3")
+        for i in range(3)
+        for field, value in (("usage_idle", 98.0 - i), ("usage_user", 1.0 + i))
+    }
+    assert got == expected
+    forecasts.close()
+
+
 def _publish_invalid_utf8_topic(port: int) -> None:
     """A raw MQTT 3.1.1 CONNECT + PUBLISH whose topic is not UTF-8 (paho refuses to send one)."""
     connect = b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02xx"

@@ -162,6 +162,9 @@ ZIGBEE = (
         ('{"value": 1, "ts": 1700000000}', one(1, None, 1_700_000_000.0)),
         ('{"value": 1, "ts": 1700000000.25}', one(1, None, 1_700_000_000.25)),
         ('{"value": 1, "ts": 1700000000250}', one(1, None, 1_700_000_000.25)),  # ms
+        ('{"value": 1, "ts": 1700000000250000}', one(1, None, 1_700_000_000.25)),  # µs
+        ('{"value": 1, "ts": 1700000000250000000}', one(1, None, 1_700_000_000.25)),  # ns
+        ('{"value": 1, "ts": "1700000000250000000"}', one(1, None, 1_700_000_000.25)),
         ('{"value": 1, "ts": "1700000000"}', one(1, None, 1_700_000_000.0)),
         ('{"value": 1, "ts": "2024-01-01T00:00:00Z"}', one(1, None, T2024)),
         ('{"value": 1, "ts": "2024-01-01T01:30:00+01:30"}', one(1, None, T2024)),
@@ -264,6 +267,67 @@ def test_json_detail_quotes_at_most_60_characters() -> None:
 def test_json_moderately_nested_values_are_skipped() -> None:
     nested = '{"deep": ' + "[" * 200 + "]" * 200 + ', "t": 1}'
     assert decode("json", nested) == one(1.0, "t")
+
+
+# -- Telegraf's JSON serializer ----------------------------------------------------------
+
+# what outputs.mqtt with data_format = "json" publishes (Telegraf's docs, json serializer)
+TELEGRAF_CPU = (
+    '{"fields": {"usage_idle": 98.5, "usage_user": 1, "state": "ok", "up": true},'
+    ' "name": "cpu", "tags": {"cpu": "cpu-total", "host": "edge-1"}, "timestamp": 1700000000}'
+)
+
+
+@pytest.mark.parametrize("kind", ["json", "auto"])
+def test_telegraf_metric_fields_are_named_like_line_protocol(kind: str) -> None:
+    assert decode(kind, TELEGRAF_CPU) == [
+        Decoded("cpu/usage_idle", 98.5, 1_700_000_000.0),
+        Decoded("cpu/usage_user", 1.0, 1_700_000_000.0),
+    ]  # strings and booleans skipped, tags ignored, and no "timestamp" stream
+    line = "cpu,cpu=cpu-total,host=edge-1 usage_idle=98.5,usage_user=1i 1700000000000000000"
+    assert decode("influx", line) == decode(kind, TELEGRAF_CPU)
+
+
+def test_telegraf_batch_and_timestamp_units() -> None:
+    ms, ns = (
+        '{"fields": {"value": 3}, "name": "disk", "timestamp": ' + stamp + "}"
+        for stamp in ("1700000000123", "1700000000123456789")
+    )
+    batch = '{"metrics": [' + ms + ", " + ns + "]}"
+    assert decode("auto", batch) == [
+        Decoded("disk", 3.0, 1_700_000_000.123),
+        Decoded("disk", 3.0, 1_700_000_000.123456789),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "words"),
+    [
+        ('{"fields": {"on": true}, "name": "x", "timestamp": 1700000000}', Reason.DECODE_ERROR,
+         "no numeric fields in the Telegraf metric"),
+        ('{"fields": {"a": 1}, "name": "x", "timestamp": "soon"}', Reason.BAD_TIMESTAMP,
+         "field 'timestamp'"),
+        ('{"fields": {"a": NaN}, "name": "x", "timestamp": 1700000000}', Reason.NON_FINITE,
+         "field 'a'"),
+        ('{"metrics": [{"fields": {"a": 1}, "name": "x", "timestamp": 1}, {"a": 1}]}',
+         Reason.DECODE_ERROR, "metric 1: not a Telegraf metric"),
+        ('{"metrics": [{"fields": {"a": 1}, "name": "x", "timestamp": 1e30}]}',
+         Reason.BAD_TIMESTAMP, "metric 0: field 'timestamp'"),
+    ],
+)  # fmt: skip
+def test_telegraf_rejects(payload: str, reason: Reason, words: str) -> None:
+    exc = rejected("json", payload)
+    assert exc.reason is reason
+    assert words in exc.detail
+    check_error(exc)
+
+
+def test_an_object_with_more_than_telegrafs_keys_is_a_plain_object() -> None:
+    payload = '{"fields": {"a": 1}, "name": "x", "timestamp": 1700000000, "temp": 4}'
+    assert decode("json", payload) == [
+        Decoded("timestamp", 1.7e9, None),
+        Decoded("temp", 4.0, None),
+    ]
 
 
 # -- SenML (RFC 8428 section 5 examples) -------------------------------------------------

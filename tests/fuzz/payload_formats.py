@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from connectors.payloads import MAX_TIME, MIN_TIME, MS_THRESHOLD, SENML_RELATIVE, Decoded
+from connectors.payloads import EPOCH_UNITS, MAX_TIME, MIN_TIME, SENML_RELATIVE, Decoded
 
 Expected = list[Decoded]
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
@@ -51,19 +51,24 @@ DATETIMES = st.datetimes(*WALL, timezones=ZONES)
 
 @st.composite
 def json_times(draw: st.DrawFn) -> tuple[object, float]:
-    """A JSON time (epoch s or ms, number or text, or ISO 8601) and its epoch seconds."""
-    style = draw(st.sampled_from(("seconds", "seconds-text", "ms", "ms-text", "iso")))
+    """A JSON time (epoch s, ms, µs or ns, number or text, or ISO 8601) and its epoch seconds."""
+    units = {"ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+    style = draw(st.sampled_from(("seconds", "iso", *units)))
+    as_text = draw(st.booleans())
     if style == "iso":
         when = draw(DATETIMES)
         aware = when if when.tzinfo else when.replace(tzinfo=UTC)
         return when.isoformat(), (aware - EPOCH).total_seconds()
-    if style.startswith("seconds"):
+    if style == "seconds":
         seconds = draw(SECONDS)
-        return (repr(seconds) if style.endswith("text") else seconds), seconds
-    ms = draw(st.integers(int(MIN_TIME * 1000) + 86_400_000, int(MAX_TIME * 1000) - 86_400_000))
-    if abs(ms) <= MS_THRESHOLD:  # that close to 1970, a number is taken for seconds
-        ms += int(2 * MS_THRESHOLD)
-    return (str(ms) if style.endswith("text") else ms), ms / 1000.0
+        return (repr(seconds) if as_text else seconds), seconds
+    per_second = units[style]
+    day = 86_400 * per_second
+    count = draw(st.integers(int(MIN_TIME) * per_second + day, int(MAX_TIME) * per_second - day))
+    threshold = next(t for t, p in EPOCH_UNITS if p == per_second)
+    if abs(count) <= threshold:  # that close to 1970, a number is taken for a coarser unit
+        count += int(2 * threshold)
+    return (str(count) if as_text else count), count / per_second
 
 
 JSON_VALUES = FINITE | st.integers(-(2**63), 2**63) | FINITE.map(repr)
@@ -103,6 +108,40 @@ def json_payloads(
         separators=draw(st.sampled_from(((",", ":"), (", ", ": ")))),
     )
     return text.encode(), expected
+
+
+TELEGRAF_FIELDS = FINITE | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5) | st.booleans()
+
+
+@st.composite
+def telegraf_metrics(draw: st.DrawFn) -> tuple[dict[str, object], Expected]:
+    """One metric as Telegraf's JSON serializer writes it, and its numeric fields'
+    readings, named like line protocol's (``name/field``, ``name`` for ``value``)."""
+    name = draw(NAME)
+    fields = draw(st.dictionaries(NAME, TELEGRAF_FIELDS, max_size=4))
+    fields[draw(NAME)] = draw(FINITE)  # at least one number
+    timestamp, when = draw(json_times().filter(lambda time: not isinstance(time[0], str)))
+    metric: dict[str, object] = {"fields": fields, "name": name, "timestamp": timestamp}
+    if draw(st.booleans()):
+        metric["tags"] = draw(st.dictionaries(NAME, NAME, max_size=3))  # ignored
+    expected = [
+        Decoded(name if key == "value" else f"{name}/{key}", float(value), when)
+        for key, value in fields.items()
+        if type(value) in (int, float)
+    ]
+    return metric, expected
+
+
+@st.composite
+def telegraf_payloads(draw: st.DrawFn) -> tuple[bytes, Expected]:
+    """One Telegraf metric, or a batch of them (``{"metrics": [...]}``)."""
+    metrics = draw(st.lists(telegraf_metrics(), min_size=1, max_size=3))
+    if draw(st.booleans()):
+        data: object = {"metrics": [metric for metric, _ in metrics]}
+        expected = [decoded for _, readings in metrics for decoded in readings]
+    else:
+        data, expected = metrics[0]
+    return json.dumps(data, ensure_ascii=draw(st.booleans())).encode(), expected
 
 
 def looks_senml(payload: bytes) -> bool:

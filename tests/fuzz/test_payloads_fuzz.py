@@ -26,6 +26,7 @@ from fuzz.payload_formats import (
     looks_senml,
     numbers,
     senml_packs,
+    telegraf_payloads,
 )
 from pipeline.types import Reason
 
@@ -215,11 +216,21 @@ def test_line_protocol_round_trips(generated: Generated, case: tuple[bytes, Expe
         round_trips(AUTO, payload, expected)
 
 
+@examples(500)
+@given(telegraf_payloads())
+def test_telegraf_json_round_trips(generated: Generated, case: tuple[bytes, Expected]) -> None:
+    payload, expected = case
+    generated.add()
+    round_trips(JSON, payload, expected)
+    round_trips(AUTO, payload, expected)
+
+
 # -- mutated valid payloads -------------------------------------------------------------
 
 VALID = st.one_of(
     numbers().map(lambda case: case[0]),
     json_payloads().map(lambda case: case[0]),
+    telegraf_payloads().map(lambda case: case[0]),
     senml_packs(NOW).map(lambda case: case[0]),
     influx_payloads().map(lambda case: case[0]),
 )
