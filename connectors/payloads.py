@@ -19,9 +19,11 @@ A payload is taken or rejected whole. Formats (``kind``):
     A plain number: ``21.4``, `` 21.4\\n``, ``-3e2``. No name, no timestamp.
 ``json``
     A number; or an object with ``value_field`` (one unnamed value); or an
-    object without it, where every top-level number becomes a value named after
-    its field (zigbee2mqtt style; booleans, strings, nulls and nested values are
-    skipped, as are fields with an empty name); or an array of these (a batch).
+    object without it, where every number becomes a value named after its field
+    (zigbee2mqtt style), and the numbers of an object inside it are named
+    ``field/inner`` (Tasmota's ``{"ENERGY": {"Power": 45}}``), down to
+    ``NESTED_LEVELS`` levels (booleans, strings, nulls, arrays and fields with
+    an empty name are skipped); or an array of these (a batch).
     ``time_field`` holds epoch seconds, milliseconds, microseconds or
     nanoseconds (told apart by size: above 1e11, 1e14 and 1e17), either as a
     number or as text, or ISO 8601 text (naive = UTC); null or absent means
@@ -81,6 +83,7 @@ from pipeline.types import Reason
 
 PAYLOAD_KINDS = ("auto", "number", "json", "senml", "influx")
 MAX_READINGS = 10_000  # values in one payload; more is TOO_LARGE
+NESTED_LEVELS = 4  # a JSON object's numbers are read this many objects deep
 _MAX_ELEMENTS = 20 * MAX_READINGS  # commas in a JSON payload, and lines of line protocol
 # Epoch numbers above these are in ms, µs, ns (1e11 s is the year 5138; 1e14 µs is 1973)
 EPOCH_UNITS = ((1e17, 1_000_000_000), (1e14, 1_000_000), (1e11, 1_000))
@@ -383,16 +386,35 @@ def _json_object(data: dict[str, object], value_field: str, time_field: str) -> 
     when = None if stamp is None else _epoch(stamp, time_field)
     if value_field in data:
         return [Decoded(None, _finite(data[value_field], value_field), when)]
-    if len(data) > MAX_READINGS:
-        raise PayloadError(Reason.TOO_LARGE, f"{len(data)} fields > {MAX_READINGS} in one object")
-    out = []
-    for name, value in data.items():
-        kind = type(value)  # exactly: bool is an int subclass, and is skipped here
-        if (kind is float or kind is int) and name and name != time_field:
-            out.append(Decoded(name, _finite(value, name), when))
+    out: list[Decoded] = []
+    _numeric_fields(data, "", when, time_field, out, NESTED_LEVELS)
     if not out:
         raise PayloadError(Reason.DECODE_ERROR, f"no numeric fields and no {_quote(value_field)}")
     return out
+
+
+def _numeric_fields(
+    data: dict[str, object],
+    prefix: str,
+    when: float | None,
+    skip: str,
+    out: list[Decoded],
+    levels: int,
+) -> None:
+    """Every number of ``data``, named ``prefix + field``; an object inside is read the same
+    way, its fields named ``field/inner`` (Tasmota's ``{"ENERGY": {"Power": 45}}``), down to
+    ``levels`` levels. Booleans, strings, nulls, arrays and empty names are skipped, and so
+    is the time field ``skip`` at the top."""
+    for name, value in data.items():
+        kind = type(value)  # exactly: bool is an int subclass, and is skipped here
+        if not name or (not prefix and name == skip):
+            continue
+        if kind is float or kind is int:
+            out.append(Decoded(prefix + name, _finite(value, prefix + name), when))
+        elif isinstance(value, dict) and levels > 1:
+            _numeric_fields(value, f"{prefix}{name}/", when, skip, out, levels - 1)
+        if len(out) > MAX_READINGS:
+            raise PayloadError(Reason.TOO_LARGE, f"more than {MAX_READINGS} values in one payload")
 
 
 # -- Telegraf's JSON serializer ------------------------------------------------------------

@@ -215,7 +215,7 @@ def test_json_custom_fields() -> None:
         ("[]", Reason.DECODE_ERROR, "empty array"),
         ("{}", Reason.DECODE_ERROR, "no numeric fields"),
         (
-            '{"on": true, "mode": "auto", "x": null, "n": {"a": 1}}',
+            '{"on": true, "mode": "auto", "x": null, "n": {"a": "b", "c": [1]}, "l": [2]}',
             Reason.DECODE_ERROR,
             "no numeric",
         ),
@@ -262,6 +262,29 @@ def test_json_rejects(payload: str, reason: Reason, words: str) -> None:
 def test_json_detail_quotes_at_most_60_characters() -> None:
     exc = rejected("json", '{"value": "' + "x" * 1000 + '"}')
     assert exc.reason is Reason.BAD_VALUE and len(exc.detail) < 100
+
+
+# what Tasmota publishes on tele/<device>/SENSOR (an energy plug with a sensor attached)
+TASMOTA = (
+    '{"Time": "2026-12-05T05:19:14", "ENERGY": {"TotalStartTime": "2026-01-01T00:00:00",'
+    ' "Total": 1.234, "Power": 45, "Voltage": 230}, "AM2301": {"Temperature": 21.5,'
+    ' "Humidity": 40.1}, "TempUnit": "C"}'
+)
+
+
+def test_json_nested_objects_name_their_numbers_by_path() -> None:
+    assert decode("json", TASMOTA) == [
+        Decoded("ENERGY/Total", 1.234, None),
+        Decoded("ENERGY/Power", 45.0, None),
+        Decoded("ENERGY/Voltage", 230.0, None),
+        Decoded("AM2301/Temperature", 21.5, None),
+        Decoded("AM2301/Humidity", 40.1, None),
+    ]
+    deep = '{"a": {"b": {"c": {"d": 1, "e": {"f": 2}}}}, "ts": 1700000000, "g": {"ts": 3}}'
+    assert decode("json", deep) == [  # four levels, and "ts" is the time only at the top
+        Decoded("a/b/c/d", 1.0, 1_700_000_000.0),
+        Decoded("g/ts", 3.0, 1_700_000_000.0),
+    ]
 
 
 def test_json_moderately_nested_values_are_skipped() -> None:
@@ -325,6 +348,7 @@ def test_telegraf_rejects(payload: str, reason: Reason, words: str) -> None:
 def test_an_object_with_more_than_telegrafs_keys_is_a_plain_object() -> None:
     payload = '{"fields": {"a": 1}, "name": "x", "timestamp": 1700000000, "temp": 4}'
     assert decode("json", payload) == [
+        Decoded("fields/a", 1.0, None),
         Decoded("timestamp", 1.7e9, None),
         Decoded("temp", 4.0, None),
     ]
