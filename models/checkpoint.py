@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from safetensors.numpy import load_file
 from models.compiled_gru import GruWeights
 from models.features import FEATURES
 from models.rnn import RnnForecaster
-from pipeline.errors import ModelLoadError
+from pipeline.errors import ModelLoadError, SinkError
 
 if TYPE_CHECKING:
     from models.gru import GaussianGRU
@@ -39,26 +40,47 @@ def paths_of(path: str | Path) -> tuple[Path, Path]:
     return path.with_suffix(".safetensors"), path.with_suffix(".json")
 
 
+def prepare_destination(path: str | Path) -> Path:
+    """The folder a checkpoint at ``path`` goes to, made now and shown to be writable
+    (a probe file is created and removed), so that a training run never ends unable to
+    save; OSError if it cannot be."""
+    folder = paths_of(path)[0].parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".sensorcast-probe-"):
+        pass
+    return folder
+
+
 def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write weights and metadata (temp files, then renames); return the metadata path."""
+    """Write weights and metadata (temp files, then renames); return the metadata path.
+
+    Raises SinkError when the files cannot be written (a full disk, say); nothing that
+    was there before is touched then, and no temp file is left behind.
+    """
     from safetensors.torch import save_file
 
     weights, metadata = paths_of(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
     tmp_weights = weights.with_name(f".{weights.name}.tmp")
-    tensors = {name: t.detach().contiguous() for name, t in network.state_dict().items()}
-    save_file(tensors, str(tmp_weights))
-    meta = {
-        **meta,
-        "format": FORMAT,
-        "version": VERSION,
-        "architecture": architecture(network),
-        "fingerprint": fingerprint_of(tmp_weights),
-    }
     tmp_meta = metadata.with_name(f".{metadata.name}.tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_weights, weights)
-    os.replace(tmp_meta, metadata)
+    tensors = {name: t.detach().contiguous() for name, t in network.state_dict().items()}
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp_weights))
+        meta = {
+            **meta,
+            "format": FORMAT,
+            "version": VERSION,
+            "architecture": architecture(network),
+            "fingerprint": fingerprint_of(tmp_weights),
+        }
+        tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_meta, metadata)
+    except OSError as exc:
+        tmp_weights.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+        msg = f"cannot write the checkpoint {weights}: {exc.strerror or exc}"
+        raise SinkError(msg) from exc
     return metadata
 
 

@@ -48,6 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
     from models.train import build_corpus, manifest, require_enough, train
 
     config = _train_config(args)
+    _check_destination(args.out)  # before training, not after
     source = csv_source(args, args.paths)
     steps = series_of(source, PipelineConfig(window=parse_duration(args.window, "--window")))
     corpus = build_corpus(steps)
@@ -78,6 +79,17 @@ def run_train(args: argparse.Namespace) -> int:
         f"network MASE {best['val_mase']:.3f})"
     )
     return 0
+
+
+def _check_destination(out: str) -> None:
+    from models.checkpoint import prepare_destination
+
+    try:
+        prepare_destination(out)
+    except OSError as exc:
+        msg = f"--out: cannot write a checkpoint at {out} ({exc.strerror or exc}); "
+        msg += "give a folder or NAME.safetensors where you can write"
+        raise ConfigError(msg) from exc
 
 
 def _train_config(args: argparse.Namespace) -> Any:

@@ -120,3 +120,27 @@ def test_unusable_checkpoints_are_refused_in_one_line(tmp_path, capsys, damage, 
 def test_bad_training_flags(tmp_path, capsys, flag):
     assert main(["train", str(BUOY), "--out", str(tmp_path / "m"), *flag]) == 2
     assert "sensorcast: error: --" in capsys.readouterr().err
+
+
+def test_an_unwritable_destination_is_refused_before_training(tmp_path, capsys):
+    blocker = write(tmp_path / "a-file", "not a folder")
+    assert main(["train", f"{BUOY}:PRES", "--out", str(blocker / "model"), *FAST]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("sensorcast: error: --out: cannot write a checkpoint at ")
+    assert captured.err.count("\n") == 1  # one line, no traceback, and no training first
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_what_was_there(tmp_path):
+    from models.checkpoint import save_checkpoint
+    from models.features import N_FEATURES
+    from models.gru import GaussianGRU
+    from pipeline.errors import SinkError
+
+    out = tmp_path / "model"
+    (out / "model.safetensors").mkdir(parents=True)  # a folder where the weights file goes
+    (out / "model.json").write_text("the old checkpoint")
+    with pytest.raises(SinkError, match="cannot write the checkpoint"):
+        save_checkpoint(GaussianGRU(N_FEATURES, hidden=4), out, {"training": {}})
+    assert (out / "model.json").read_text() == "the old checkpoint"
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]
