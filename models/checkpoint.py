@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,17 +37,6 @@ def paths_of(path: str | Path) -> tuple[Path, Path]:
     if path.is_dir() or path.suffix == "":
         return path / "model.safetensors", path / "model.json"
     return path.with_suffix(".safetensors"), path.with_suffix(".json")
-
-
-def prepare_destination(path: str | Path) -> Path:
-    """The folder a checkpoint at ``path`` goes to, made now and shown to be writable
-    (a probe file is created and removed), so that a training run never ends unable to
-    save; OSError if it cannot be."""
-    folder = paths_of(path)[0].parent
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".sensorcast-probe-"):
-        pass
-    return folder
 
 
 def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]) -> Path:

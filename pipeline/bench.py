@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.bench_report import Row, table, write_json
 from pipeline.errors import UserError
+from pipeline.writable import writable_file
 
 SCENARIOS = ("replay", "mqtt", "memory", "startup")
 BUNDLED_NAB = Path(__file__).resolve().parents[1] / "data" / "nab"
@@ -103,6 +104,8 @@ def check(args: argparse.Namespace, s: Sizes) -> None:
     if args.nab and not Path(args.nab).is_dir():
         msg = f"--nab: {args.nab} is not a folder"
         raise UserError(msg)
+    if args.json:
+        writable_file(args.json, "--json")  # before the runs, not after
 
 
 def nab_folder(args: argparse.Namespace) -> Path | None:

@@ -30,6 +30,7 @@ from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
 from pipeline.systemd import Notifier
 from pipeline.types import VerdictBatch
+from pipeline.writable import writable_folder
 
 log = logging.getLogger("sensorcast")
 
@@ -81,6 +82,8 @@ class Daemon:
         from connectors.mqtt_sink import MqttSink
         from models import load_forecaster
 
+        if settings.state.dir is not None:  # now: a bad path is a one-line error at start
+            writable_folder(settings.state.dir, "state.dir (--state-dir)")
         self.settings = settings
         self.on_verdicts = on_verdicts
         self.notifier = notifier if notifier is not None else Notifier.from_env()
@@ -184,7 +187,6 @@ class Daemon:
         path = self.snapshot_path
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             log.info("no snapshot at %s: starting cold", path)
             return

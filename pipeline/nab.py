@@ -37,6 +37,7 @@ from pipeline.engine import Engine
 from pipeline.errors import ConfigError, InputFileError
 from pipeline.protocols import Detector
 from pipeline.types import ReadingBatch, stream_key_problem
+from pipeline.writable import writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ def check_name(name: str) -> str:
 def write_results(run: NabRun, labels: list[np.ndarray], results_dir: Path, name: str) -> None:
     for file, score, label in zip(run.files, run.scores, labels, strict=True):
         path = results_path(results_dir, file.key, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        writable_folder(path.parent, "--out")
         frame = pd.DataFrame(
             {
                 "timestamp": file.timestamp,
@@ -324,11 +325,11 @@ def run_nab(args: argparse.Namespace) -> int:
     files = [read_data(path, nab_dir / "data") for path in paths]
     config = PipelineConfig(window=0, report_dropped=True)
     engine = Engine(load_forecaster(args.model, config.interval), build_detector(), config)
+    out = writable_folder(args.out, "--out")  # before the pass, not after
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     run = detect(files, engine, progress=progress)
     # detection is over: only now are the labels read, to fill the label column
     labels = window_labels(nab_dir, files)
-    out = Path(args.out)
     write_results(run, labels, out, name)
     print(summary(run, out))
     return 0

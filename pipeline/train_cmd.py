@@ -15,6 +15,7 @@ from pipeline.config import PipelineConfig, parse_duration
 from pipeline.errors import ConfigError, InputFileError
 from pipeline.replay import add_input_arguments, csv_source
 from pipeline.types import VerdictBatch
+from pipeline.writable import writable_folder
 
 STEP_COLUMNS = ("timestamp", "value", "dt", "missing", "next_timestamp")
 
@@ -82,14 +83,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _check_destination(out: str) -> None:
-    from models.checkpoint import prepare_destination
+    from models.checkpoint import paths_of
 
-    try:
-        prepare_destination(out)
-    except OSError as exc:
-        msg = f"--out: cannot write a checkpoint at {out} ({exc.strerror or exc}); "
-        msg += "give a folder or NAME.safetensors where you can write"
-        raise ConfigError(msg) from exc
+    writable_folder(paths_of(out)[0].parent, "--out")
 
 
 def _train_config(args: argparse.Namespace) -> Any:

@@ -170,3 +170,15 @@ def test_rows_report_medians_and_targets() -> None:
     assert (slow.ratio, slow.met) == (3.0, False)
     text = table([fast, slow])
     assert ">= 1.5x baseline" in text and "<= 20 ms" in text and "NO" in text
+
+
+def test_an_unwritable_json_path_is_refused_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    command = ["bench", "--scenario", "replay", "--quick", "--json", str(blocker / "x.json")]
+    assert main(command) == 2
+    captured = capsys.readouterr()
+    assert f"--json: {blocker} is a file" in captured.err and len(captured.err.splitlines()) == 1
+    assert "bench: replay" not in captured.err  # refused before the scenario started

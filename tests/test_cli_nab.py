@@ -174,3 +174,12 @@ def test_the_whole_nab_corpus_runs_in_well_under_a_minute(tmp_path, capsys):
         result = pd.read_csv(out / key.parent / f"sensorcast_{key.name}", dtype=str)
         _check_one_row_per_data_row(path, result)
     assert seconds < 60, f"the whole corpus took {seconds:.1f} s"
+
+
+def test_an_out_path_that_is_a_file_exits_2_before_the_pass(corpus, tmp_path, capsys):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    assert main(["nab", "--data", str(corpus), "--out", str(blocker)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"sensorcast: error: --out: {blocker} is a file")
+    assert captured.err.count("\n") == 1 and "rows" not in captured.out  # nothing ran

@@ -126,7 +126,7 @@ def test_an_unwritable_destination_is_refused_before_training(tmp_path, capsys):
     blocker = write(tmp_path / "a-file", "not a folder")
     assert main(["train", f"{BUOY}:PRES", "--out", str(blocker / "model"), *FAST]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("sensorcast: error: --out: cannot write a checkpoint at ")
+    assert captured.err.startswith(f"sensorcast: error: --out: cannot write in {blocker}/model")
     assert captured.err.count("\n") == 1  # one line, no traceback, and no training first
     assert blocker.read_text() == "not a folder"
 

@@ -140,3 +140,13 @@ def test_sigterm_while_the_broker_is_down_exits_promptly(tmp_path):
             assert daemon.stop(signal.SIGTERM) == 0
         except subprocess.TimeoutExpired:
             pytest.fail(f"still running 5 s after SIGTERM:\n{daemon.output}")
+
+
+def test_a_state_dir_that_cannot_be_made_exits_2_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    daemon = DaemonProcess(tmp_path / "logs", "--state-dir", str(blocker / "state"))
+    assert daemon.process.wait(timeout=60) == 2
+    errors = [line for line in daemon.output.splitlines() if " INFO " not in line]
+    expected = f"state.dir (--state-dir): cannot write in {blocker}/state (Not a directory)"
+    assert errors == [f"sensorcast: error: {expected}; give a folder you can write to"]

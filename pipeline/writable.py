@@ -1,0 +1,41 @@
+"""Output folders checked before the work that fills them.
+
+A path that cannot be written is a user's mistake: it is reported in one line
+naming the flag or setting, before a training run, a NAB pass or a benchmark,
+not as a traceback after it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+
+def writable_folder(folder: str | Path, what: str) -> Path:
+    """``folder``, made if missing, once a probe file in it was created and removed;
+    ConfigError naming ``what`` (a flag or setting) when that fails."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        msg = f"{what}: {folder} is a file, not a folder; give a folder you can write to"
+        raise ConfigError(msg)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sensorcast-probe-"):
+            pass
+    except OSError as exc:
+        msg = f"{what}: cannot write in {folder} ({exc.strerror or exc}); "
+        msg += "give a folder you can write to"
+        raise ConfigError(msg) from exc
+    return folder
+
+
+def writable_file(path: str | Path, what: str) -> Path:
+    """``path``, whose folder is ``writable_folder``; ConfigError if ``path`` is a folder."""
+    path = Path(path)
+    writable_folder(path.parent, what)
+    if path.is_dir():
+        msg = f"{what}: {path} is a folder; give a file name"
+        raise ConfigError(msg)
+    return path
