@@ -468,7 +468,7 @@ def _telegraf(metric: dict[str, object]) -> list[Decoded]:
     for key, value in fields.items():
         kind = type(value)  # exactly: bool is an int subclass, and is skipped here
         if (kind is float or kind is int) and key:
-            name = measurement if key == "value" else f"{measurement}/{key}".lstrip("/")
+            name = measurement if key == "value" else f"{measurement}/{key}" if measurement else key
             out.append(Decoded(name or None, _finite(value, key), when))
     if not out:
         raise PayloadError(Reason.DECODE_ERROR, "no numeric fields in the Telegraf metric")

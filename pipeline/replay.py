@@ -19,6 +19,7 @@ from pipeline.protocols import Sink
 from pipeline.runner import Runner, Schedule
 from pipeline.summary import Scoreboard, run_summary, score_table
 from pipeline.types import VerdictBatch
+from pipeline.writable import writable_file
 
 REPLAY_CHUNK = 65_536  # readings per engine tick: big chunks keep the model calls few
 
@@ -200,7 +201,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return publish_replay(args)
     engine = build_engine(args)
     source = csv_source(args, args.paths)
-    state = Path(args.state) if args.state else None
+    state = writable_file(args.state, "--state") if args.state else None  # now, not at the end
     if state is not None and state.exists():
         engine.restore(state)
         source.seek(engine.table.positions)

@@ -110,6 +110,7 @@ def write(path: Path, text: str) -> Path:
         (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.parquet"))], "cannot write"),
         (lambda d: MACHINE, ["--out", "o.txt"], "must end in .csv, .jsonl or .parquet"),
         (lambda d: MACHINE, ["--state", "/dev/null"], "snapshot /dev/null is corrupt"),
+        (lambda d: MACHINE, ["--state", "/dev/null/s"], "--state: /dev/null is a file"),
     ],
 )
 def test_user_mistakes_get_one_line_and_exit_2(tmp_path, capsys, make, flags, expected):

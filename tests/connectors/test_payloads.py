@@ -311,6 +311,14 @@ def test_telegraf_metric_fields_are_named_like_line_protocol(kind: str) -> None:
     assert decode("influx", line) == decode(kind, TELEGRAF_CPU)
 
 
+def test_a_telegraf_name_is_kept_as_it_is() -> None:
+    payload = '{"fields": {"0": 0.5, "value": 1}, "name": "/", "timestamp": 1700000000}'
+    assert decode("json", payload) == [  # the stream key's rules judge the levels later
+        Decoded("//0", 0.5, 1_700_000_000.0),
+        Decoded("/", 1.0, 1_700_000_000.0),
+    ]
+
+
 def test_telegraf_batch_and_timestamp_units() -> None:
     ms, ns = (
         '{"fields": {"value": 3}, "name": "disk", "timestamp": ' + stamp + "}"
