@@ -462,17 +462,19 @@ def _telegraf(metric: dict[str, object]) -> list[Decoded]:
     fields = metric["fields"]
     assert isinstance(measurement, str) and isinstance(fields, dict)  # by _is_telegraf
     when = _epoch(metric["timestamp"], "timestamp")
-    if len(fields) > MAX_READINGS:
-        raise PayloadError(Reason.TOO_LARGE, f"{len(fields)} fields > {MAX_READINGS} in one metric")
-    out = []
-    for key, value in fields.items():
-        kind = type(value)  # exactly: bool is an int subclass, and is skipped here
-        if (kind is float or kind is int) and key:
-            name = measurement if key == "value" else f"{measurement}/{key}" if measurement else key
-            out.append(Decoded(name or None, _finite(value, key), when))
-    if not out:
+    values: list[Decoded] = []
+    _numeric_fields(fields, "", when, "", values, 1)
+    if not values:
         raise PayloadError(Reason.DECODE_ERROR, "no numeric fields in the Telegraf metric")
-    return out
+    return [Decoded(_field_name(measurement, d.name or ""), d.value, when) for d in values]
+
+
+def _field_name(measurement: str, field: str) -> str | None:
+    """Line protocol's name of a field: ``measurement/field``, ``measurement`` for a field
+    called ``value``, ``field`` without a measurement."""
+    if field == "value":
+        return measurement or None
+    return f"{measurement}/{field}" if measurement else field
 
 
 # -- SenML (RFC 8428) --------------------------------------------------------------------
@@ -604,8 +606,7 @@ def _influx_line(line: str, out: list[Decoded]) -> None:
     for key, raw in fields:
         value = _influx_value(key, raw)
         if value is not None:
-            name = measurement if key == "value" else f"{measurement}/{key}"
-            out.append(Decoded(name, value, when))
+            out.append(Decoded(_field_name(measurement, key), value, when))
     if len(out) == count:
         raise PayloadError(Reason.DECODE_ERROR, "no numeric fields (strings and booleans skipped)")
 

@@ -250,6 +250,32 @@ def test_json_custom_fields() -> None:
         ('{"temperature": 1, "ts": "soon"}', Reason.BAD_TIMESTAMP, "field 'ts'"),
         ("[" * 100_000 + "]" * 100_000, Reason.DECODE_ERROR, "nested too deeply"),
         ('{"a":' * 50_000 + "1" + "}" * 50_000, Reason.DECODE_ERROR, "nested too deeply"),
+        # Telegraf's JSON
+        (
+            '{"fields": {"on": true}, "name": "x", "timestamp": 1700000000}',
+            Reason.DECODE_ERROR,
+            "no numeric fields in the Telegraf metric",
+        ),
+        (
+            '{"fields": {"a": 1}, "name": "x", "timestamp": "soon"}',
+            Reason.BAD_TIMESTAMP,
+            "field 'timestamp'",
+        ),
+        (
+            '{"fields": {"a": NaN}, "name": "x", "timestamp": 1700000000}',
+            Reason.NON_FINITE,
+            "field 'a'",
+        ),
+        (
+            '{"metrics": [{"fields": {"a": 1}, "name": "x", "timestamp": 1}, {"a": 1}]}',
+            Reason.DECODE_ERROR,
+            "metric 1: not a Telegraf metric",
+        ),
+        (
+            '{"metrics": [{"fields": {"a": 1}, "name": "x", "timestamp": 1e30}]}',
+            Reason.BAD_TIMESTAMP,
+            "metric 0: field 'timestamp'",
+        ),
     ],
 )
 def test_json_rejects(payload: str, reason: Reason, words: str) -> None:
@@ -329,28 +355,6 @@ def test_telegraf_batch_and_timestamp_units() -> None:
         Decoded("disk", 3.0, 1_700_000_000.123),
         Decoded("disk", 3.0, 1_700_000_000.123456789),
     ]
-
-
-@pytest.mark.parametrize(
-    ("payload", "reason", "words"),
-    [
-        ('{"fields": {"on": true}, "name": "x", "timestamp": 1700000000}', Reason.DECODE_ERROR,
-         "no numeric fields in the Telegraf metric"),
-        ('{"fields": {"a": 1}, "name": "x", "timestamp": "soon"}', Reason.BAD_TIMESTAMP,
-         "field 'timestamp'"),
-        ('{"fields": {"a": NaN}, "name": "x", "timestamp": 1700000000}', Reason.NON_FINITE,
-         "field 'a'"),
-        ('{"metrics": [{"fields": {"a": 1}, "name": "x", "timestamp": 1}, {"a": 1}]}',
-         Reason.DECODE_ERROR, "metric 1: not a Telegraf metric"),
-        ('{"metrics": [{"fields": {"a": 1}, "name": "x", "timestamp": 1e30}]}',
-         Reason.BAD_TIMESTAMP, "metric 0: field 'timestamp'"),
-    ],
-)  # fmt: skip
-def test_telegraf_rejects(payload: str, reason: Reason, words: str) -> None:
-    exc = rejected("json", payload)
-    assert exc.reason is reason
-    assert words in exc.detail
-    check_error(exc)
 
 
 def test_an_object_with_more_than_telegrafs_keys_is_a_plain_object() -> None:
