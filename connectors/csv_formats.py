@@ -189,11 +189,16 @@ def _is_units_row(rows: Sequence[str], names: Sequence[str], sep: str, time: Tim
     if len(rows) < 2:
         return False
     cells = [_cells(row, sep, len(names)) for row in rows[:2]]
+    if any(_PLAIN_NUMBER.match(cell) for cell in cells[0]):
+        return False  # a units row holds no numbers; most files stop here, cheaply
     padded = [row + [""] * (len(names) - len(row)) for row in cells]
     frame = pd.DataFrame(padded, columns=list(names), dtype="str").replace("", np.nan)
     times = timestamps.parse(frame, timestamps.settle(time, frame.iloc[1:]))
     first = timestamps.numbers(frame.iloc[0].dropna())
     return bool(np.isnan(times[0]) and not np.isnan(times[1]) and first.isna().all())
+
+
+_PLAIN_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
 def _sample(path: Path, sep: str, names: Sequence[str], skip: int) -> pd.DataFrame:

@@ -114,6 +114,8 @@ def settle(spec: TimeSpec, sample: pd.DataFrame) -> TimeSpec:
     if spec.kind != "text":
         return spec
     cells = sample[spec.columns[0]].dropna()
+    if len(cells) and _iso_by_arrow(cells) is not None:
+        return replace(spec, kind="iso")  # every cell is an ISO time, so none a number
     numeric = numbers(cells).notna()
     kind = "epoch" if len(cells) and numeric.mean() >= 0.5 else "iso"
     return replace(spec, kind=kind)
@@ -132,6 +134,8 @@ def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> n
         times = _split(frame, spec)
         return _seconds(_in_zone(times, timezone) if timezone else times)
     text = _pair_text(frame, spec) if spec.kind == "pair" else column
+    if timezone is None and (seconds := _iso_by_arrow(text)) is not None:
+        return seconds
     # pandas reads "now" and "today" as the wall clock: never an event time
     wall_clock = text.isin(("now", "today"))  # exactly these, pandas strips nothing
     times = pd.to_datetime(text.mask(wall_clock), utc=True, format="ISO8601", errors="coerce")
@@ -139,6 +143,34 @@ def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> n
         return _seconds(times)
     naive = ~text.astype("str").str.contains(_OFFSET, regex=True, na=False).to_numpy(bool)
     return np.where(naive, _seconds(_in_zone(times, timezone)), _seconds(times))
+
+
+def _iso_by_arrow(text: pd.Series) -> np.ndarray | None:
+    """Seconds of strict ISO 8601 text by Arrow's parser, or None to leave it to pandas.
+
+    Arrow reads a column of ``2014-04-01 00:00:00`` about seven times faster than
+    ``pd.to_datetime``. It takes only exact ISO forms (all naive, or all with a zone)
+    and refuses the whole column over one cell it does not read (a blank, "now", a
+    year out of the nanosecond range, 24:00): then pandas reads it, as before. Where
+    both read a column they agree: exactly on whole seconds, within a float's
+    rounding (well under a microsecond) on fractions.
+    """
+    if len(text) == 0 or not (text.dtype == object or isinstance(text.dtype, pd.StringDtype)):
+        return None
+    try:
+        cells = pa.array(text, pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    for kind in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # naive is UTC
+        try:
+            nanoseconds = cells.cast(kind).cast(pa.int64())
+        except pa.ArrowInvalid:
+            continue
+        whole, fraction = np.divmod(nanoseconds.fill_null(0).to_numpy(), 1_000_000_000)
+        seconds = whole + fraction / 1e9  # whole seconds exact, as pandas gives them
+        seconds[nanoseconds.is_null().to_numpy(zero_copy_only=False)] = np.nan
+        return seconds
+    return None
 
 
 def text_of(frame: pd.DataFrame, spec: TimeSpec, row: int) -> str:

@@ -1,0 +1,89 @@
+"""ISO time columns read by Arrow's parser give pandas' times, or go to pandas."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors import timestamps
+
+ISO = timestamps.TimeSpec("iso", ("time",))
+# pandas' nanosecond range, a few months inside each end; naive, as hypothesis wants
+# its bounds, and written as text with or without a zone by STYLES
+EARLIEST, LATEST = dt.datetime(1678, 1, 1), dt.datetime(2262, 1, 1)  # noqa: DTZ001
+TIMES = st.datetimes(EARLIEST, LATEST)
+STYLES = (
+    "%Y-%m-%d %H:%M:%S",  # NAB
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S.%f+01:00",
+    "%Y-%m-%dT%H:%M:%S-0530",
+)
+
+
+def by_pandas(cells: list[str | None]) -> np.ndarray:
+    """The reading every ISO column had before Arrow's parser came first."""
+    times = pd.to_datetime(pd.Series(cells, dtype=object), utc=True, format="ISO8601",
+                           errors="coerce")  # fmt: skip
+    return timestamps._seconds(times)
+
+
+def parsed(cells: list[str | None]) -> np.ndarray:
+    return timestamps.parse(pd.DataFrame({"time": pd.Series(cells, dtype=object)}), ISO)
+
+
+@given(st.lists(TIMES, min_size=1, max_size=30), st.sampled_from(STYLES), st.data())
+def test_arrow_reads_iso_columns_as_pandas_does(
+    times: list[dt.datetime], style: str, data: st.DataObject
+) -> None:
+    cells: list[str | None] = [t.strftime(style) for t in times]
+    if data.draw(st.booleans()):
+        cells[data.draw(st.integers(0, len(cells) - 1))] = None  # an empty cell
+    assert timestamps._iso_by_arrow(pd.Series(cells, dtype=object)) is not None
+    expected, got = by_pandas(cells), parsed(cells)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    if "%f" in style:  # a fraction: the same time within a float's rounding
+        assert np.allclose(got, expected, rtol=0, atol=1e-6, equal_nan=True)
+    else:
+        assert np.array_equal(got, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "now",  # pandas would read the wall clock: no time
+        " 2014-04-01 00:00:00",  # Arrow refuses spaces
+        "2014-4-1 00:00:00",  # unpadded fields
+        "9999-01-01 00:00:00",  # outside Arrow's nanoseconds
+        "2014-04-01 24:00:00",  # no such time
+        "2014-04-01T00:00:00Z",  # a zone among naive times
+    ],
+)
+def test_a_column_arrow_refuses_is_read_by_pandas(odd: str) -> None:
+    cells: list[str | None] = ["2014-04-01 00:00:00", odd, "2014-04-01 00:05:00"]
+    assert timestamps._iso_by_arrow(pd.Series(cells, dtype=object)) is None
+    got = parsed(cells)
+    assert got[0] == 1396310400.0 and got[2] == 1396310700.0
+    if odd == "now":
+        assert np.isnan(got[1])
+    else:
+        assert np.array_equal(got, by_pandas(cells), equal_nan=True)
+
+
+def test_iso_samples_settle_as_iso_and_numbers_as_epoch() -> None:
+    iso = pd.DataFrame({"time": ["2014-04-01 00:00:00", "2014-04-01 00:05:00"]})
+    epoch = pd.DataFrame({"time": ["1396310400", "1396310700"]})
+    assert timestamps.settle(timestamps.TimeSpec("text", ("time",)), iso).kind == "iso"
+    assert timestamps.settle(timestamps.TimeSpec("text", ("time",)), epoch).kind == "epoch"
+
+
+def test_a_date_alone_among_times_is_its_midnight_either_way() -> None:
+    cells: list[str | None] = ["2014-04-01 00:05:00", "2014-04-02"]
+    assert timestamps._iso_by_arrow(pd.Series(cells, dtype=object)) is not None
+    assert parsed(cells).tolist() == by_pandas(cells).tolist() == [1396310700.0, 1396396800.0]
