@@ -2,8 +2,8 @@
 
 sensorcast runs exactly what ``sensorcast replay LOG --out FILE.csv`` runs: the CSV
 source (opening the files and parsing are timed), the default model, the default
-detector and a CSV file sink, one core for torch; and, over the synthetic streams, the same with
-``--out FILE.parquet``. The baseline is what a River user would write: per
+detector and a CSV file sink, one core for torch; and, over the synthetic streams,
+the same with ``--out FILE.parquet``. The baseline is what a River user would write: per
 stream a SNARIMAX forecaster (the parameters of ``river-snarimax``) and a
 ``MinMaxScaler | HalfSpaceTrees`` detector, predict then learn, a CSV row per
 reading. River is far slower, so it gets a subsample of the same parsed log: whole
