@@ -140,7 +140,7 @@ class Engine:
             reasons[ok] = reorder.hold(
                 self.table, slots[ok], batch.timestamp[ok], batch.value[ok], self.config.lateness
             )
-            steps = self._release()
+            steps, released_drops = self._release()
         else:
             reasons[ok], steps = apply_readings(
                 self.table, slots[ok], batch.timestamp[ok], batch.value[ok], self.config.window
@@ -154,6 +154,8 @@ class Engine:
         if self.config.report_dropped and reasons.any():
             made_by = np.flatnonzero(ok)[steps.source] if self.config.lateness == 0 else None
             verdicts = self._with_dropped(batch, reasons, verdicts, made_by)
+        if self.config.lateness > 0:
+            verdicts = VerdictBatch.concat([verdicts, released_drops])
         return verdicts
 
     def _with_dropped(
@@ -179,18 +181,38 @@ class Engine:
         order = np.argsort(position, kind="stable")
         return VerdictBatch.concat([verdicts, rows]).take(order)
 
-    def _release(self, force: np.ndarray | None = None) -> Steps:
-        due, duplicates = reorder.release(
+    def _release(self, force: np.ndarray | None = None) -> tuple[Steps, VerdictBatch]:
+        """Held-back readings that are due, as steps; and rows for those dropped on the
+        way out (repeats, or behind a window already closed), when they are reported."""
+        due, repeats = reorder.release(
             self.table, self.config.lateness, self.config.reorder_capacity, force
         )
-        if duplicates:
-            self._reject(Rejection(Reason.DUPLICATE, "repeated while held back", count=duplicates))
         reasons, steps = apply_readings(
             self.table, due.slot, due.timestamp, due.value, self.config.window
         )
-        for code, n in zip(*np.unique(reasons[reasons > 0], return_counts=True), strict=True):
-            self._reject(Rejection(Reason(int(code)), "after re-sorting", count=int(n)))
-        return steps
+        refused = np.flatnonzero(reasons)
+        slot = np.concatenate([repeats.slot, due.slot[refused]])
+        t = np.concatenate([repeats.timestamp, due.timestamp[refused]])
+        v = np.concatenate([repeats.value, due.value[refused]])
+        codes = np.concatenate(
+            [np.full(len(repeats), int(Reason.DUPLICATE), np.uint8), reasons[refused]]
+        )
+        if not len(slot):
+            return steps, VerdictBatch.empty(self.forecaster.name)
+        streams = self.table.key_array(slot)
+        self._report_released(streams, t, v, codes)
+        if not self.config.report_dropped:
+            return steps, VerdictBatch.empty(self.forecaster.name)
+        return steps, VerdictBatch.of_dropped(streams, t, v, codes, self.forecaster.name)
+
+    def _report_released(
+        self, streams: np.ndarray, t: np.ndarray, v: np.ndarray, codes: np.ndarray
+    ) -> None:
+        """One folded rejection per reason; the file position is gone once held back."""
+        codes_found, first, counts = np.unique(codes, return_index=True, return_counts=True)
+        for code, i, n in zip(codes_found.tolist(), first.tolist(), counts.tolist(), strict=True):
+            detail = f"{streams[i]} at t={float(t[i])} value={float(v[i])} (after re-sorting)"
+            self._reject(Rejection(Reason(code), detail, stream=str(streams[i]), count=n))
 
     def _report(self, batch: ReadingBatch, slots: np.ndarray, reasons: np.ndarray) -> None:
         """One folded rejection per reason, pointing at its first reading."""
@@ -345,7 +367,8 @@ class Engine:
             return VerdictBatch.empty(self.forecaster.name)
         parts = []
         if self.config.lateness > 0:
-            parts.append(self._predict(self._release(force=slots)))
+            steps, dropped = self._release(force=slots)
+            parts += [self._predict(steps), dropped]
         if self.config.window > 0:
             parts.append(self._predict(close_windows(self.table, slots, self.config.window)))
         return VerdictBatch.concat(parts) if parts else VerdictBatch.empty(self.forecaster.name)

@@ -39,15 +39,15 @@ def hold(
 
 def release(
     table: StateTable, lateness: float, capacity: int, force: np.ndarray | None = None
-) -> tuple[PendingReadings, int]:
-    """Readings that are due, sorted by (slot, time) without duplicates; and duplicates dropped.
+) -> tuple[PendingReadings, PendingReadings]:
+    """Readings that are due, sorted by (slot, time) without duplicates; and the duplicates.
 
     ``force`` lists slots whose pending readings all leave now (idle streams,
     end of input). Beyond ``capacity`` pending readings the oldest leave early.
     """
     pending = table.pending
     if not len(pending):
-        return pending, 0
+        return pending, pending
     due = pending.timestamp <= table.columns["arrival_t"][pending.slot] - lateness
     if force is not None:
         due |= np.isin(pending.slot, force)
@@ -62,7 +62,7 @@ def release(
     out = out.take(order)
     repeat = np.zeros(len(out), bool)
     repeat[1:] = (out.slot[1:] == out.slot[:-1]) & (out.timestamp[1:] == out.timestamp[:-1])
-    return out.take(~repeat), int(repeat.sum())
+    return out.take(~repeat), out.take(repeat)
 
 
 @numba.njit(cache=True)

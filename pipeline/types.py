@@ -114,9 +114,14 @@ class Rejection:
     topic: str | None = None  # the MQTT topic it came on, for the dead-letter message
 
     def __str__(self) -> str:
-        where = f"{self.partition}:{self.seq}" if self.partition else f"#{self.seq}"
+        if self.partition:
+            where = f" at {self.partition}:{self.seq}"
+        elif self.seq >= 0:
+            where = f" at #{self.seq}"
+        else:  # known only by its stream: dropped after leaving the lateness buffer
+            where = f" in {self.stream}" if self.stream else ""
         times = f" (x{self.count})" if self.count > 1 else ""
-        return f"{self.reason.label} at {where}{times}: {self.detail}"
+        return f"{self.reason.label}{where}{times}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)

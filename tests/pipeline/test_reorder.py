@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.testing import FakeClock, readings
-from pipeline.types import VerdictBatch
+from pipeline.types import Reason, VerdictBatch
 
 
 def oracle(points: list[tuple[int, float]], window: int) -> pd.DataFrame:
@@ -91,3 +91,15 @@ def test_a_full_buffer_lets_the_oldest_out_early():
     out = engine.process(readings("s/d/m", [(t, float(t)) for t in (50, 10, 40, 20, 30)]))
     assert out.timestamp.tolist() == [10, 20]
     assert sorted(engine.table.pending.timestamp.tolist()) == [30, 40, 50]
+
+
+def test_repeats_dropped_while_held_get_rows_and_name_their_stream():
+    rejected = []
+    engine = make_engine(lateness=60, report_dropped=True)
+    engine.on_reject = rejected.append
+    engine.process(readings("s/d/m", [(0, 1.0), (0, 5.0), (10, 2.0)]))
+    out = engine.flush()
+    assert out.timestamp.tolist() == [0, 10, 0]
+    assert out.dropped.tolist() == [0, 0, int(Reason.DUPLICATE)]
+    assert out.stream.tolist() == ["s/d/m"] * 3 and out.value[2] == 5.0
+    assert str(rejected[-1]) == "duplicate in s/d/m: s/d/m at t=0.0 value=5.0 (after re-sorting)"
