@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -100,11 +100,17 @@ class Layout:
 
 
 def inspect(
-    path: Path, *, format: str = "auto", columns: Sequence[str] | None = None, name: str = ""
+    path: Path,
+    *,
+    format: str = "auto",
+    columns: Sequence[str] | None = None,
+    name: str = "",
+    prefix: str = "",
 ) -> Layout:
     """Read the head of ``path`` and decide how to replay it; InputFileError if unusable.
 
-    ``name`` is the stream name a nab file gets (its stem, or its path under a directory).
+    ``name`` is the stream name a nab file gets, ``prefix`` the first level of a wide
+    file's stream names (both default to the file's stem; see ``expand``).
     """
     lines = _head(path)
     sep = "," if "," in lines[0] else WHITESPACE
@@ -120,16 +126,25 @@ def inspect(
     spec = _check_time(path, timestamps.settle(time, sample), sample, skip + 1)
     base = {"path": path, "sep": sep, "names": tuple(names), "skip": skip, "time": spec}
     if chosen == "wide":
-        return _wide(base, sample, columns)
+        return _wide(base, sample, columns, prefix or path.stem)
     if columns is not None:
         msg = f"{path}: columns= picks value columns of wide files, but this file is {chosen}"
         raise InputFileError(msg)
-    return _nab(base, sample, name) if chosen == "nab" else _long(base, sample)
+    return _nab(base, sample, name or path.stem) if chosen == "nab" else _long(base, sample)
 
 
-def expand(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
-    """Files to replay with the stream name a nab file gets: its stem, or its path below
-    the directory it was found in (without the suffix, ``/``-separated)."""
+class Named(NamedTuple):
+    """A file to replay and the names its streams get."""
+
+    path: Path
+    name: str  # a nab file's stream: its stem, or its path below the folder it was found in
+    prefix: str  # a wide file's first level when no station column names its rows: its stem
+
+
+def expand(paths: Sequence[str | Path]) -> list[Named]:
+    """Files to replay, each once, with the names their streams get. Names that different
+    files share (``a/x.csv b/x.csv``) are lengthened by parent folders until they differ
+    (``a/x``, ``b/x``), so two series never become one stream."""
     files: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw)
@@ -144,7 +159,35 @@ def expand(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
         else:
             msg = f"{path}: no such file or directory; check the path"
             raise InputFileError(msg)
-    return files
+    _refuse_repeats([path for path, _ in files])
+    real = [path.resolve().with_suffix("") for path, _ in files]
+    names = _distinct([name for _, name in files], real)
+    prefixes = _distinct([path.stem for path, _ in files], real)
+    return [Named(*named) for named in zip([p for p, _ in files], names, prefixes, strict=True)]
+
+
+def _refuse_repeats(paths: Sequence[Path]) -> None:
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if (real := path.resolve()) in seen:
+            msg = f"{path}: the same log is given twice (as {seen[real]} too); its readings "
+            msg += "would all be dropped as late the second time: name each log once"
+            raise InputFileError(msg)
+        seen[real] = path
+
+
+def _distinct(names: list[str], real: Sequence[Path]) -> list[str]:
+    """``names``, where several files share one, replaced by as many trailing parts of
+    each file's real path as it takes to tell them apart."""
+    names = list(names)
+    for name in {n for n in names if names.count(n) > 1}:
+        clashing = [i for i, n in enumerate(names) if n == name]
+        depth = 2
+        while len({real[i].parts[-depth:] for i in clashing}) < len(clashing):
+            depth += 1
+        for i in clashing:
+            names[i] = "/".join(real[i].parts[-depth:])
+    return names
 
 
 def _head(path: Path, count: int = 3) -> list[str]:
@@ -283,7 +326,9 @@ def _long(base: dict[str, Any], sample: pd.DataFrame) -> Layout:
     return Layout(format="long", values=(value,), key=stream, **base)
 
 
-def _wide(base: dict[str, Any], sample: pd.DataFrame, picked: Sequence[str] | None) -> Layout:
+def _wide(
+    base: dict[str, Any], sample: pd.DataFrame, picked: Sequence[str] | None, prefix: str
+) -> Layout:
     path, names, time = base["path"], base["names"], base["time"]
     key = _named(names, KEY_NAMES)
     if picked is None:
@@ -295,13 +340,13 @@ def _wide(base: dict[str, Any], sample: pd.DataFrame, picked: Sequence[str] | No
     if not values:
         raise _missing(path, "numeric value column", "wide", names)
     for column in values:
-        _check_stream(path, f"{'k' if key else path.stem}/{column}", column)
+        _check_stream(path, f"{'k' if key else prefix}/{column}", column)
     sentinels = _sentinels(base["sep"], time, values)
     return Layout(
         format="wide",
         values=tuple(values),
         key=key,
-        prefix=path.stem,
+        prefix=prefix,
         sentinels=sentinels,
         **base,
     )

@@ -37,6 +37,7 @@ assume no quoted field spans several lines.
 
 from __future__ import annotations
 
+import logging
 import math
 import zoneinfo
 from collections.abc import Generator, Mapping, Sequence
@@ -61,6 +62,8 @@ from connectors.csv_formats import (
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import ConfigError
 from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
+
+log = logging.getLogger(__name__)
 
 TIME, KEY = -1, -2  # problem fields that are not value columns (which count from 0)
 
@@ -100,7 +103,8 @@ class CsvSource:
         self._clock = clock or SystemClock()
         # every file is inspected now, so a bad file fails before any replay starts
         self._layouts = [
-            inspect(path, format=format, columns=columns, name=name) for path, name in expand(paths)
+            inspect(file.path, format=format, columns=columns, name=file.name, prefix=file.prefix)
+            for file in expand(paths)
         ]
         self._index = 0
         self._file: _FileReader | None = None
@@ -154,8 +158,9 @@ class CsvSource:
 
     def _current(self) -> _FileReader | None:
         if self._file is None and self._index < len(self._layouts):
-            self._file = _FileReader(self._layouts[self._index], self.chunk_rows, self.timezone)
-            self._file.seek(self._positions.get(self._file.partition, -1))
+            layout = self._layouts[self._index]
+            self._file = _FileReader(layout, self.chunk_rows, self.timezone)
+            self._file.seek(_resume_line(layout.path, self._positions.get(str(layout.path), -1)))
         return self._file
 
     def _next_file(self) -> None:
@@ -230,6 +235,34 @@ class ChainedSource:
         for source in self.sources:
             source.close()
         self._index = len(self.sources)
+
+
+def _resume_line(path: Path, position: int) -> int:
+    """``position``, or -1 (from the start) when the file now ends before that line:
+    it was truncated or replaced by a new log (rotated), whose lines are all new."""
+    if position <= 0:
+        return position
+    lines = _line_count(path)
+    if lines < position:
+        log.warning(
+            "%s: has %d lines, but the snapshot read it up to line %d; it was truncated "
+            "or replaced, so it is read from the start",
+            path,
+            lines,
+            position,
+        )
+        return -1
+    return position
+
+
+def _line_count(path: Path) -> int:
+    """Lines in the file, a last line without its newline included."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _validate(source: CsvSource) -> None:

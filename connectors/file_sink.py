@@ -83,10 +83,19 @@ class CsvFileSink(_FileSink):
             return
         rows = _csv_rows(verdict_table(verdicts))
         with self._writing():
-            if self._header:
-                self._file.write(",".join(CSV_COLUMNS) + "\n")
+            self._write_header()
             self._write_bytes(rows)
-        self._header = False
+
+    def close(self) -> None:
+        if not self._file.closed:
+            with self._writing():
+                self._write_header()  # a run with no rows still leaves a CSV with columns
+        super().close()
+
+    def _write_header(self) -> None:
+        if self._header:
+            self._file.write(",".join(CSV_COLUMNS) + "\n")
+            self._header = False
 
     def _write_bytes(self, data: bytes) -> None:
         """Arrow's UTF-8 straight to the file's byte layer (no decode and re-encode)."""

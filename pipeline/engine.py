@@ -147,8 +147,9 @@ class Engine:
             )
         self._report(batch, slots, reasons)
         if len(batch.seq):
-            previous = self.table.positions.get(batch.partition, -1)
-            self.table.positions[batch.partition] = max(previous, int(batch.seq.max()))
+            # where the partition's latest batch ended: sources deliver a partition in
+            # order, and one that starts over (a log truncated or rotated) goes back
+            self.table.positions[batch.partition] = int(batch.seq.max())
         self.stats.stage_seconds["window"] += time.perf_counter() - started
         verdicts = self._predict(steps)
         if self.config.report_dropped and reasons.any():

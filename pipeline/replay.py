@@ -19,7 +19,7 @@ from pipeline.protocols import Sink
 from pipeline.runner import Runner, Schedule
 from pipeline.summary import Scoreboard, run_summary, score_table
 from pipeline.types import VerdictBatch
-from pipeline.writable import writable_file
+from pipeline.writable import not_an_input, writable_file
 
 REPLAY_CHUNK = 65_536  # readings per engine tick: big chunks keep the model calls few
 
@@ -202,6 +202,9 @@ def run_replay(args: argparse.Namespace) -> int:
     engine = build_engine(args)
     source = csv_source(args, args.paths)
     state = writable_file(args.state, "--state") if args.state else None  # now, not at the end
+    for path, flag in ((args.out, "--out"), (args.state, "--state")):
+        if path and path != "-":
+            not_an_input(path, source.files, flag)
     if state is not None and state.exists():
         engine.restore(state)
         source.seek(engine.table.positions)

@@ -8,6 +8,7 @@ not as a traceback after it.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -39,3 +40,16 @@ def writable_file(path: str | Path, what: str) -> Path:
         msg = f"{what}: {path} is a folder; give a file name"
         raise ConfigError(msg)
     return path
+
+
+def not_an_input(path: str | Path, inputs: Sequence[Path], what: str) -> None:
+    """ConfigError naming ``what`` when ``path`` is one of the ``inputs``: writing it
+    would destroy a log before (or while) it is read."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for log in inputs:
+        if log.exists() and path.samefile(log):
+            msg = f"{what}: {path} is one of the logs being read; writing it would destroy "
+            msg += "it: give a file outside the inputs"
+            raise ConfigError(msg)

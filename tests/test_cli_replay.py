@@ -75,6 +75,19 @@ def test_resuming_from_state_equals_one_run(tmp_path, capsys):
     pd.testing.assert_frame_equal(parts.reset_index(drop=True), whole, check_dtype=False)
 
 
+def test_resuming_on_a_rotated_log_reads_the_new_log_from_its_start(tmp_path, caplog):
+    rows = MACHINE.read_text().splitlines(keepends=True)
+    log, state, out = tmp_path / "machine.csv", tmp_path / "state.snap", tmp_path / "o.csv"
+    log.write_text("".join(rows[:1_001]))
+    assert main(["replay", str(log), "--state", str(state), "--out", str(out)]) == 0
+    log.write_text(rows[0] + "".join(rows[1_001:1_101]))  # rotated: a new, shorter log
+    assert main(["replay", str(log), "--state", str(state), "--out", str(out)]) == 0
+    assert "truncated or replaced, so it is read from the start" in caplog.text
+    assert len(pd.read_csv(out)) == 100
+    assert main(["replay", str(log), "--state", str(state), "--out", str(out)]) == 0
+    assert pd.read_csv(out).empty  # nothing new: a header, no rows, no drops
+
+
 def test_row_level_problems_are_counted_and_reported(tmp_path, capsys):
     log = tmp_path / "log.csv"
     log.write_text(
@@ -119,6 +132,25 @@ def test_user_mistakes_get_one_line_and_exit_2(tmp_path, capsys, make, flags, ex
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("sensorcast: error: ")
     assert expected in err and "Traceback" not in err
+
+
+def test_an_output_that_is_an_input_is_refused_and_left_alone(tmp_path, capsys):
+    log = tmp_path / "logs" / "a.csv"
+    log.parent.mkdir()
+    shutil.copy(MACHINE, log)
+    before = log.read_bytes()
+    for flag, target in (("--out", log), ("--state", log), ("--out", tmp_path / "logs")):
+        assert main(["replay", str(log.parent), flag, str(target)]) == 2
+        assert log.read_bytes() == before
+    assert "--out: " in capsys.readouterr().err
+    out = log.parent / "out.csv"  # a first run may write beside its logs...
+    assert main(["replay", str(log.parent), "--out", str(out), "--model", "persistence"]) == 0
+    capsys.readouterr()
+    # ...but the next run would read that output as a log: refused, not overwritten
+    written = out.read_bytes()
+    assert main(["replay", str(log.parent), "--out", str(out)]) == 2
+    assert "is one of the logs being read" in capsys.readouterr().err
+    assert out.read_bytes() == written
 
 
 def test_a_directory_replays_every_file_as_its_own_stream(tmp_path, capsys):

@@ -106,6 +106,25 @@ def test_directory_expands_recursively_sorted_and_names_nab_streams_by_relative_
     assert out.partitions == [str(p) for p in source.files]
 
 
+def test_files_sharing_a_name_get_distinct_streams(tmp_path: Path) -> None:
+    nab = "timestamp,value\n2020-01-01T00:00:00Z,1\n"
+    wide = "time,TEMP\n2020-01-01T00:00:00Z,1\n"
+    paths = [
+        write(tmp_path, "site/a/x.csv", nab),
+        write(tmp_path, "site/b/x.csv", nab),
+        write(tmp_path, "c/w.csv", wide),
+        write(tmp_path, "d/w.csv", wide),
+        write(tmp_path, "e/y.csv", nab),
+    ]
+    assert replay(*paths).streams == {"a/x", "b/x", "c/w/TEMP", "d/w/TEMP", "y"}
+
+
+def test_a_log_given_twice_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "data/x.csv", "timestamp,value\n2020-01-01T00:00:00Z,1\n")
+    with pytest.raises(InputFileError, match="x.csv: the same log is given twice"):
+        CsvSource([path, tmp_path / "data"])
+
+
 @pytest.mark.parametrize("column", ["stream", "key", "sensor", "series"])
 def test_long_format_takes_the_stream_from_a_column(tmp_path: Path, column: str) -> None:
     text = (

@@ -97,3 +97,11 @@ def test_a_parquet_file_without_rows_still_has_the_columns(tmp_path):
     sink.close()  # twice is harmless
     frame = pd.read_parquet(tmp_path / "empty.parquet")
     assert list(frame.columns) == list(CSV_COLUMNS) and frame.empty
+
+
+def test_a_csv_without_rows_still_has_its_header(tmp_path):
+    path = tmp_path / "o.csv"
+    sink = open_file_sink(path)
+    sink.add(VerdictBatch.empty())
+    sink.close()
+    assert path.read_text() == ",".join(CSV_COLUMNS) + "\n"
