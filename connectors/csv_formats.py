@@ -256,6 +256,7 @@ def _sample(path: Path, sep: str, names: Sequence[str], skip: int) -> pd.DataFra
             nrows=SAMPLE_ROWS,
             dtype=dict.fromkeys(text, "str"),
             low_memory=False,
+            on_bad_lines="skip",  # too many fields: counted when the rows are read
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise read_error(path, exc) from exc

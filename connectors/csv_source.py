@@ -18,8 +18,9 @@ Every reading carries ``partition`` = the file's path and ``seq`` = its physical
 number (the header is line 1), so ``seek`` resumes after a snapshot and every
 rejection names its line. Empty cells and NDBC missing-value codes are counted in
 ``ReadingBatch.missing``; unreadable times, values and stream names become
-``Rejection``s folded per reason and column, pointing at the first line. Line numbers
-assume no quoted field spans several lines.
+``Rejection``s folded per reason and column, pointing at the first line; a row with
+more fields than the header is skipped as a ``decode_error``. Line numbers assume no
+quoted field spans several lines.
 
 >>> import pathlib, tempfile
 >>> with tempfile.TemporaryDirectory() as folder:
@@ -37,8 +38,11 @@ assume no quoted field spans several lines.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import re
+import warnings
 import zoneinfo
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -172,8 +176,10 @@ class CsvSource:
 
     def _take(self, file: _FileReader, max_items: int, timeout: float) -> ReadingBatch | None:
         upcoming = file.next_time()
-        if upcoming is None or (self.end is not None and upcoming > self.end):
-            return None  # the file is done, or the rest is after `end`
+        if upcoming is None:  # the file is done, but for malformed last lines
+            return file.take(max_items, math.inf)
+        if self.end is not None and upcoming > self.end:
+            return None  # the rest is after `end`
         if self.start is not None and upcoming < self.start:
             return self._within(file.take(max_items, self.start))  # skipped, never paced
         if self.speed is None:
@@ -305,6 +311,8 @@ class _FileReader:
         self._chunk: Chunk | None = None
         self._cursor = 0  # next row of the chunk to hand out
         self._skip_to = -1
+        self._malformed: dict[int, str] = {}  # lines pandas skipped, not yet reported
+        self._skipped: set[int] = set()  # lines pandas skipped, not yet numbered past
 
     def seek(self, position: int) -> None:
         self._skip_to = position
@@ -320,9 +328,11 @@ class _FileReader:
     def take(self, max_items: int, due: float) -> ReadingBatch | None:
         chunk = self._current()
         if chunk is None:
-            return None
+            return self._with_malformed(None, math.inf)  # None once all is said
         start, self._cursor = self._cursor, chunk.cut(self._cursor, max_items, due)
-        return chunk.batch(start, self._cursor, self.partition)
+        batch = chunk.batch(start, self._cursor, self.partition)
+        rest = chunk.seq[self._cursor] if self._cursor < len(chunk.seq) else math.inf
+        return self._with_malformed(batch, rest)
 
     def close(self) -> None:
         self._frames.close()  # leaves the `with` in _chunks: the file is closed
@@ -331,25 +341,83 @@ class _FileReader:
     def _current(self) -> Chunk | None:
         """The chunk with rows left to serve, reading on as needed; None at the end."""
         while self._chunk is None or self._cursor >= len(self._chunk.seq):
-            frame = next(self._frames, None)
-            if frame is None:
+            read = next(self._frames, None)
+            if read is None:
                 self._chunk = None
                 return None
-            first, self._next_line = self._next_line, self._next_line + len(frame)
-            if self._next_line - 1 <= self._skip_to:
+            frame, malformed = read
+            self._malformed.update((n, why) for n, why in malformed.items() if n > self._skip_to)
+            self._skipped |= malformed.keys()  # pandas may warn of lines it read ahead
+            seq = _line_numbers(self._next_line, len(frame), self._skipped)
+            self._next_line = int(seq[-1]) + 1 if len(seq) else self._next_line
+            self._skipped = {n for n in self._skipped if n >= self._next_line}
+            if not len(seq) or seq[-1] <= self._skip_to:
                 continue  # wholly before the seek position: not even parsed
-            self._chunk = parse_chunk(self.layout, frame, first, self.timezone)
+            self._chunk = parse_chunk(self.layout, frame, seq, self.timezone)
             self._cursor = int(np.searchsorted(self._chunk.seq, self._skip_to, "right"))
         return self._chunk
 
+    def _with_malformed(self, batch: ReadingBatch | None, before: float) -> ReadingBatch | None:
+        """``batch`` (None: an empty one) carrying the malformed lines before line
+        ``before``, folded into one rejection at the first of them."""
+        lines = sorted(n for n in self._malformed if n < before)
+        if not lines:
+            return batch
+        first = lines[0]
+        detail = f"{self.layout.path}: line {first}: {self._malformed[first]}; the row is skipped"
+        rejection = Rejection(Reason.DECODE_ERROR, detail, self.partition, first, None, len(lines))
+        for line in lines:
+            del self._malformed[line]
+        if batch is None:
+            return ReadingBatch.empty(self.partition, [rejection])
+        return dataclasses.replace(batch, rejections=(rejection, *batch.rejections))
 
-def _chunks(layout: Layout, chunk_rows: int) -> Generator[pd.DataFrame, None, None]:
-    """The file's rows in chunks, with pandas' and the codec's errors translated."""
+
+def _line_numbers(first: int, rows: int, malformed: set[int]) -> np.ndarray:
+    """Line numbers of ``rows`` rows read from line ``first`` on, past the malformed
+    lines pandas skipped among them."""
+    skipped = np.asarray(sorted(line for line in malformed if line >= first), np.int64)
+    lines = np.arange(first, first + rows + len(skipped), dtype=np.int64)
+    return np.setdiff1d(lines, skipped, assume_unique=True)[:rows]
+
+
+def _chunks(
+    layout: Layout, chunk_rows: int
+) -> Generator[tuple[pd.DataFrame, dict[int, str]], None, None]:
+    """The file's rows in chunks, each with the malformed lines (more fields than the
+    header) pandas skipped while reading it, by line number; pandas' and the codec's
+    errors translated."""
+    options = {**layout.read_options(), "on_bad_lines": "warn"}
     try:
-        with pd.read_csv(layout.path, chunksize=chunk_rows, **layout.read_options()) as reader:
-            yield from reader
+        with pd.read_csv(layout.path, chunksize=chunk_rows, **options) as reader:
+            while True:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", pd.errors.ParserWarning)
+                    frame = next(reader, None)
+                malformed = _skipped_lines(caught)
+                if frame is None:
+                    if malformed:  # the last lines were malformed
+                        yield pd.DataFrame(columns=list(layout.names)), malformed
+                    return
+                yield frame, malformed
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise read_error(layout.path, exc) from exc
+
+
+_SKIPPED = re.compile(r"Skipping line (\d+): (.+)")
+
+
+def _skipped_lines(caught: Sequence[warnings.WarningMessage]) -> dict[int, str]:
+    """{line: what was wrong} from pandas' bad-line warnings; other warnings go on."""
+    lines: dict[int, str] = {}
+    for warning in caught:
+        found = _SKIPPED.findall(str(warning.message))
+        if not found:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        lines.update((int(line), why.strip()) for line, why in found)
+    return lines
 
 
 @dataclass(slots=True)
@@ -434,10 +502,10 @@ class Chunk:
 
 
 def parse_chunk(
-    layout: Layout, frame: pd.DataFrame, first_line: int, timezone: str | None
+    layout: Layout, frame: pd.DataFrame, seq: np.ndarray, timezone: str | None
 ) -> Chunk:
-    """Turn raw rows into readings, missing cells and problems, all column-wise."""
-    seq = np.arange(first_line, first_line + len(frame), dtype=np.int64)
+    """Turn raw rows (``seq``: the line number of each) into readings, missing cells and
+    problems, all column-wise."""
     # empty lines: neither readings nor problems
     blank = np.asarray(frame.isna().to_numpy().all(axis=1))
     time = timestamps.parse(frame, layout.time, timezone)

@@ -426,9 +426,9 @@ def test_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
         ),
         (
             "x.csv",
-            "timestamp,value\n2020-01-01T00:00:00Z,1\n2020-01-01T00:01:00Z,2,3\n",
+            'timestamp,value\n2020-01-01T00:00:00Z,1\n2020-01-01T00:01:00Z,"2\n',
             {},
-            "line 3: pandas cannot read it",
+            "pandas cannot read it (EOF inside string",
         ),
         ("x.csv", "timestamp,a\n2020-01-01T00:00:00Z,1\n", {"columns": ["b"]}, "no column 'b'"),
         (
@@ -455,13 +455,16 @@ def test_unusable_files_name_the_file_and_the_problem(
     assert message in str(caught.value)
 
 
-def test_a_malformed_row_deep_in_the_file_fails_when_reached(tmp_path: Path) -> None:
+def test_a_malformed_row_deep_in_the_file_is_reported_when_reached(tmp_path: Path) -> None:
     rows = "".join(f"{T0 + i},{i}\n" for i in range(2_000))
     path = write(tmp_path, "x.csv", "ts,value\n" + rows + f"{T0},1,2\n")
     source = CsvSource([path], chunk_rows=500)
     assert len(source.poll(100, 0.0) or ()) == 100
-    with pytest.raises(InputFileError, match=rf"^{path}: line 2002: pandas cannot read it"):
-        drain(source)
+    out = drain(source)
+    assert len(out.rows) == 1_900 and [str(r) for r in out.rejections] == [
+        f"decode_error at {path}:2002: {path}: line 2002: expected 2 fields, saw 3; "
+        "the row is skipped"
+    ]
 
 
 def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
@@ -537,6 +540,25 @@ def test_batches_come_from_one_file_each(tmp_path: Path) -> None:
     source = CsvSource([b, a])
     batches = [source.poll(100, 0.0) for _ in range(3)]
     assert [(x.partition, len(x)) for x in batches if x] == [(str(b), 1), (str(a), 2)]
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 3, 100])
+def test_rows_with_too_many_fields_are_skipped_counted_and_lines_stay_right(
+    tmp_path: Path, chunk_rows: int
+) -> None:
+    lines = [f"2020-01-01T00:00:{i:02d}Z,{i}" + (",9" if i in (3, 4, 9) else "") for i in range(10)]
+    path = write(tmp_path, "a.csv", "\n".join(["timestamp,value", *lines]) + "\n")
+    out = replay(path, chunk_rows=chunk_rows)
+    kept = [i for i in range(10) if i not in (3, 4, 9)]
+    assert [row[2] for row in out.rows] == kept
+    assert [row[3] for row in out.rows] == [i + 2 for i in kept]  # the file's line numbers
+    assert out.rejected(Reason.DECODE_ERROR) == 3
+    first = next(r for r in out.rejections if r.reason is Reason.DECODE_ERROR)
+    assert first.seq == 5 and "line 5: expected 2 fields, saw 3" in first.detail
+    resumed = CsvSource([path], chunk_rows=chunk_rows)
+    resumed.seek({str(path): 7})  # past two of them: only the last is reported again
+    rest = drain(resumed)
+    assert [row[2] for row in rest.rows] == [6, 7, 8] and rest.rejected(Reason.DECODE_ERROR) == 1
 
 
 def test_seek_skips_exactly_the_rows_up_to_the_position(tmp_path: Path) -> None:
