@@ -12,6 +12,7 @@ because that one only serves metrics.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -108,8 +109,12 @@ def serve_metrics(
         server: WSGIServer = make_server(host, port, app, server_class, _QuietHandler)
     except OSError as exc:
         why = exc.strerror or str(exc)
-        msg = f"metrics.port: cannot serve metrics on {address}:{port} ({why}); "
-        msg += "choose another port or 0 to turn the endpoint off"
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            msg = f"metrics.address: cannot serve metrics on {address} ({why}); give an "
+            msg += "address of this host, e.g. 127.0.0.1, or 0.0.0.0 for every interface"
+        else:  # in use, or a privileged port
+            msg = f"metrics.port: cannot serve metrics on {address}:{port} ({why}); "
+            msg += "choose another port or 0 to turn the endpoint off"
         raise ConfigError(msg) from exc
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()

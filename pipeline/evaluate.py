@@ -36,10 +36,17 @@ from pipeline.detect import default_detector
 from pipeline.engine import Engine, EngineStats
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.protocols import Forecaster
-from pipeline.replay import add_input_arguments, csv_source, pipeline_config, run_to_end
+from pipeline.replay import (
+    add_input_arguments,
+    csv_source,
+    input_files,
+    pipeline_config,
+    run_to_end,
+)
 from pipeline.report import Panel, Table, html_page
 from pipeline.summary import run_summary
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
+from pipeline.writable import not_an_input, writable_file
 
 DEFAULT_MODELS = "default,persistence,river-holtwinters,river-snarimax"
 PLOT_STREAMS = 6  # streams plotted in the report
@@ -485,10 +492,14 @@ def check_args(args: argparse.Namespace) -> None:
     if args.plot_steps < 2:
         msg = f"--plot-steps: {args.plot_steps} must be at least 2"
         raise ConfigError(msg)
+    # now, not after every model has run: a folder or an unwritable place is a mistake
     for flag, path in (("--report", args.report), ("--csv", args.csv)):
-        if path and not Path(path).resolve().parent.is_dir():
-            msg = f"{flag}: cannot write {path}: its directory does not exist"
-            raise ConfigError(msg)
+        if path:
+            writable_file(path, flag)
+            not_an_input(path, input_files(args.paths), flag)
+    if args.report and args.csv and Path(args.report).resolve() == Path(args.csv).resolve():
+        msg = f"--csv: {args.csv} is also the --report file; give two different files"
+        raise ConfigError(msg)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -84,13 +84,25 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=0.9, help="interval coverage (0.9)")
 
 
+DAY = 86_400.0
+LONGEST = {"--window": 30 * DAY, "--lateness": 7 * DAY}  # as the daemon's settings allow
+
+
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
-        window=parse_duration(args.window, "--window"),
-        lateness=parse_duration(args.lateness, "--lateness"),
+        window=_duration(args.window, "--window"),
+        lateness=_duration(args.lateness, "--lateness"),
         interval=args.interval,
         report_dropped=getattr(args, "dropped_rows", False),
     )
+
+
+def _duration(text: str, flag: str) -> float:
+    seconds = parse_duration(text, flag)
+    if seconds > LONGEST[flag]:
+        msg = f"{flag}: {text} is out of range; use 0 to {LONGEST[flag] / DAY:.0f}d, e.g. 60s"
+        raise ConfigError(msg)
+    return seconds
 
 
 def build_engine(args: argparse.Namespace) -> Engine:
@@ -118,6 +130,13 @@ def csv_source(args: argparse.Namespace, paths: Sequence[str | Path]) -> Any:
     return ChainedSource(
         [CsvSource([path], columns=columns or default, **options) for path, columns in specs]
     )
+
+
+def input_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The log files ``paths`` name (``LOG:COL`` specs and folders included), unread."""
+    from connectors.csv_formats import expand
+
+    return [file.path for file in expand([split_spec(str(path))[0] for path in paths])]
 
 
 def _columns(text: str | None) -> list[str] | None:

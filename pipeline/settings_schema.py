@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,15 +30,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pipeline.config import parse_duration
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ModelLoadError
 
 ENV_PREFIX = "SENSORCAST_"
 PASSWORD_ENV = "SENSORCAST_MQTT_PASSWORD"
 CONFIG_ENV = "SENSORCAST_CONFIG"
 OTHER_ENV = (PASSWORD_ENV, CONFIG_ENV, "SENSORCAST_DATA")  # ours, but not keys
 PASSWORD_HINT = f"put the password in a file named by mqtt.password_file, or in {PASSWORD_ENV}"
-BUILTIN_MODELS = ("default", "persistence")
 MQTT_MAX_PACKET = 268_435_455  # bytes: the largest packet MQTT can frame
+DAY = 86_400.0  # seconds
+DAEMON_MODELS = ("default", "persistence")  # River baselines keep state snapshots cannot hold
 
 Check = Callable[[Any], str | None]  # converted value -> "what is wrong; the fix", or None
 
@@ -117,8 +119,10 @@ def not_empty(example: str) -> Check:
     return check
 
 
-def in_range(low: int, high: int, fix: str) -> Check:
-    def check(value: int) -> str | None:
+def in_range(low: float, high: float, fix: str) -> Check:
+    """Numbers, durations (seconds) and sizes (bytes) from ``low`` to ``high``."""
+
+    def check(value: float) -> str | None:
         return None if low <= value <= high else f"is out of range; {fix}"
 
     return check
@@ -155,9 +159,28 @@ def check_readable(path: str) -> str | None:
 
 
 def check_model(spec: str) -> str | None:
-    if spec in BUILTIN_MODELS or (spec and Path(spec).exists()):
+    """A built-in name, or a checkpoint that loads: the loader `run` uses decides, so a
+    text file or a folder without model.json fails here, not at the daemon's start."""
+    from models import BUILTIN, load_forecaster  # light: the loader imports on demand
+
+    if spec in DAEMON_MODELS:  # not loaded: the shipped model is tested, and loading costs
         return None
-    return "is neither default, persistence nor an existing checkpoint path; fix the path"
+    if spec in BUILTIN:
+        return (
+            "is a baseline for replay and evaluate only (River's state cannot be "
+            "snapshotted); use default, persistence or a checkpoint path"
+        )
+    if not spec.strip():  # not the current directory, as a path "" would be
+        return "is empty; give default, persistence or a checkpoint path"
+    try:
+        load_forecaster(spec)
+    except ModelLoadError as exc:
+        why = str(exc).removeprefix("--model: ").removeprefix(f"unknown model {spec!r}; ")
+        return f"is not a usable model: {why}"
+    except OSError as exc:  # e.g. NAME.json whose NAME.safetensors is missing
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"cannot be loaded ({exc.strerror or exc}{where}); give a complete checkpoint"
+    return None
 
 
 def check_state_dir(path: str) -> str | None:
@@ -173,8 +196,37 @@ def check_globs(patterns: tuple[str, ...]) -> str | None:
     return None
 
 
-def check_positive(seconds: float) -> str | None:
-    return None if seconds > 0 else "must be positive, e.g. 60s"
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_address(address: str) -> str | None:
+    """An IP literal (``::``, ``fe80::1%eth0``) or a name that could be a host name.
+
+    Not resolved: a name that does not resolve is reported when the daemon binds.
+
+    >>> [check_address(a) is None for a in ("0.0.0.0", "::", "localhost", "m.example.")]
+    [True, True, True, True]
+    >>> [check_address(a) is None for a in ("300.1.1.1", "foo bar", "-x", "", "a..b")]
+    [False, False, False, False, False]
+    """
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    else:
+        return None
+    labels = address.removesuffix(".").split(".")
+    plausible = (
+        len(address) <= 253
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()  # 300.1.1.1 is a bad IP address, not a host name
+    )
+    if plausible:
+        return None
+    return (
+        "is neither an IP address nor a host name; use e.g. 127.0.0.1 (this host only), "
+        "0.0.0.0 or :: (every interface)"
+    )
 
 
 # ---------------------------------------------------------------- topics
@@ -339,23 +391,37 @@ KEYS: tuple[Key, ...] = (
     Key(_M, "queue_size", "int", 100_000, "bounded queue from network to engine",
         in_range(1, 2**31, "use a positive whole number, e.g. 100000")),
     Key(_M, "deadletter", "bool", True, "publish rejected input to {prefix}/deadletter"),
-    Key(_P, "window", "duration", "0", "tumbling window; 0 = every reading is a step"),
-    Key(_P, "lateness", "duration", "0", "allowed out-of-order lateness"),
-    Key(_P, "idle_timeout", "duration", "2m", "close a silent stream's window after"),
-    Key(_P, "max_streams", "int", 1_000_000, "streams tracked at once"),
-    Key(_P, "stream_ttl", "duration", "1d", "evict a stream silent this long"),
+    # Bounds on durations and counts: generous, but a typo (a zero, a unit too big)
+    # is refused at start rather than found as a stalled or state-less daemon.
+    Key(_P, "window", "duration", "0", "tumbling window; 0 = every reading is a step",
+        in_range(0, 30 * DAY, "use 0 (every reading is a step) to 30d, e.g. 60s")),
+    Key(_P, "lateness", "duration", "0", "allowed out-of-order lateness",
+        in_range(0, 7 * DAY, "use 0 (none) to 7d, e.g. 30s")),
+    # 0 would close every open window at every tick
+    Key(_P, "idle_timeout", "duration", "2m", "close a silent stream's window after",
+        in_range(0.001, 30 * DAY, "use 1ms to 30d, e.g. 2m")),
+    Key(_P, "max_streams", "int", 1_000_000, "streams tracked at once",
+        in_range(1, 100_000_000, "use 1 to 100000000, e.g. 1000000")),
+    # 0 would forget every stream's state at every tick
+    Key(_P, "stream_ttl", "duration", "1d", "evict a stream silent this long",
+        in_range(1, 365 * DAY, "use 1s to 365d, e.g. 1d")),
     Key(_P, "interval", "number", 0.9, "forecast interval coverage, in (0, 1)"),
-    Key(_P, "max_batch", "int", 8192, "readings per engine tick"),
-    Key(_P, "max_delay", "duration", "50ms", "longest wait before a tick runs"),
-    Key(_P, "model", "text", "default", "default, persistence or a checkpoint path", check_model),
+    Key(_P, "max_batch", "int", 8192, "readings per engine tick",
+        in_range(1, 1_000_000, "use 1 to 1000000, e.g. 8192")),
+    # 0 polls in a busy loop; over 10s, an idle daemon would tick (and ping systemd's
+    # watchdog, WatchdogSec=60s) too rarely
+    Key(_P, "max_delay", "duration", "50ms", "longest wait before a tick runs",
+        in_range(0.001, 10, "use 1ms to 10s, e.g. 50ms")),
+    Key(_P, "model", "text", "default", "default, persistence or a checkpoint path",
+        check_model),
     Key("state", "dir", "text", "", "snapshot directory; empty = no snapshots", check_state_dir,
         "--state-dir"),
     Key("state", "snapshot_interval", "duration", "60s", "time between snapshots",
-        check_positive),
+        in_range(0.1, 7 * DAY, "use 100ms to 7d, e.g. 60s")),
     Key("state", "journal_fsync", "bool", False,
         "fsync the journal every tick: survives power loss, costs a disk flush per tick"),
     Key("metrics", "address", "text", "127.0.0.1", "address of /metrics",
-        not_empty("127.0.0.1"), "--metrics-address"),
+        check_address, "--metrics-address"),
     Key("metrics", "port", "int", 9108, "port of /metrics; 0 = off",
         in_range(0, 65_535, "use 0 (off) to 65535, e.g. 9108"), "--metrics-port"),
     Key("metrics", "max_streams", "int", 1000, "streams with per-stream series; 0 = none",

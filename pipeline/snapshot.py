@@ -135,6 +135,10 @@ def _fsync_dir(directory: Path) -> None:
 
 def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
+        if _head(path) != b"PK\x03\x04":  # not a zip (an .npz): numpy would try a pickle
+            msg = f"{path} is not a sensorcast snapshot; give a snapshot file, or a new name "
+            msg += "to start cold"
+            raise SnapshotError(msg)
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         meta = json.loads(arrays.pop("meta").tobytes())
@@ -148,6 +152,11 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         msg = f"snapshot {path} has no valid meta record; move it away to start cold"
         raise SnapshotError(msg)
     return arrays, meta
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
 
 
 def _check_compatible(path: Path, meta: dict[str, Any], fingerprints: Mapping[str, str]) -> None:

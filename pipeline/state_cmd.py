@@ -13,9 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import SnapshotError, UserError
+from pipeline.daemon import JOURNAL_FILE, SNAPSHOT_FILE
+from pipeline.errors import ConfigError, SnapshotError, UserError
 from pipeline.journal import MAGIC, summarize
 from pipeline.snapshot import SCHEMA_VERSION, inspect_snapshot
+
+ZIP_MAGIC = b"PK\x03\x04"  # a snapshot is numpy's .npz: a zip of .npy arrays
+GIVE = f"give a snapshot ({SNAPSHOT_FILE}) or journal ({JOURNAL_FILE}) from state.dir"
 
 
 def register(commands: Any) -> None:
@@ -40,22 +44,49 @@ def register(commands: Any) -> None:
 
 def run_inspect(args: argparse.Namespace) -> int:
     path: Path = args.file
+    if args.streams < 0:
+        msg = f"--streams: {args.streams} is negative; give 0 or more, e.g. --streams 10"
+        raise ConfigError(msg)
+    if path.is_dir():
+        raise UserError(_directory_problem(path))
     if not path.is_file():
-        msg = f"{path}: no such file; give a snapshot (state.snap) or journal (journal.bin)"
+        msg = f"{path}: no such file; {GIVE}"
         raise UserError(msg)
-    info = _journal_info(path) if _is_journal(path) else _snapshot_info(path, args.streams)
+    is_journal = _kind(path) == "journal"
+    info = _journal_info(path) if is_journal else _snapshot_info(path, args.streams)
     print(json.dumps(info, indent=2) if args.json else _as_text(info))
     return 0
 
 
-def _is_journal(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(MAGIC)) == MAGIC
+def _directory_problem(folder: Path) -> str:
+    inside = [folder / name for name in (SNAPSHOT_FILE, JOURNAL_FILE)]
+    found = " or ".join(str(path) for path in inside if path.is_file())
+    if found:
+        return f"{folder} is a directory; give a file in it: {found}"
+    return f"{folder} is a directory, with no {SNAPSHOT_FILE} or {JOURNAL_FILE} in it; {GIVE}"
+
+
+def _kind(path: Path) -> str:
+    """``journal`` or ``snapshot`` by the leading bytes, so that any other file is named
+    as such instead of with what numpy makes of it (pickles, ``allow_pickle``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(max(len(MAGIC), len(ZIP_MAGIC)))
+    except OSError as exc:
+        msg = f"{path}: cannot be read ({exc.strerror or exc}); {GIVE}"
+        raise UserError(msg) from exc
+    if head.startswith(MAGIC):
+        return "journal"
+    if head.startswith(ZIP_MAGIC):
+        return "snapshot"  # a damaged one is named so by inspect_snapshot
+    what = "is empty, not" if not head else "not"
+    msg = f"{path}: {what} a sensorcast snapshot or journal; {GIVE}"
+    raise UserError(msg)
 
 
 def _snapshot_info(path: Path, streams: int) -> dict[str, Any]:
     try:
-        meta = inspect_snapshot(path, max(streams, 0))
+        meta = inspect_snapshot(path, streams)
     except SnapshotError as exc:
         raise UserError(str(exc)) from exc
     schema = meta.get("schema")

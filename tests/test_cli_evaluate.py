@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -106,7 +107,7 @@ def test_evaluate_runs_the_default_model_list(capsys):
         (["--score-from", "1.5"], "--score-from: 1.5 must be a fraction"),
         (["--season", "1"], "--season: 1 must be at least 2"),
         (["--window", "soon"], "--window: 'soon' is not a duration"),
-        (["--report", "/nonexistent/dir/r.html"], "--report: cannot write"),
+        (["--report", "/dev/null/r.html"], "--report: /dev/null is a file, not a folder"),
         (["--columns", "NOPE", "--models", "persistence"], "NOPE"),
     ],
 )
@@ -115,6 +116,34 @@ def test_user_mistakes_get_one_line_and_exit_2(capsys, flags, expected):
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("sensorcast: error: ")
     assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--report", "--csv"])
+@pytest.mark.parametrize("target", ["folder", "/proc/x.out", "file/x.out"])
+def test_an_unwritable_output_fails_before_any_model_runs(capsys, tmp_path, flag, target):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("a file, not a folder")
+    path = tmp_path / target  # an absolute target stays itself
+    code, out, err = evaluate(capsys, str(BEIJING), "--models", "persistence", flag, str(path))
+    assert code == 2
+    assert out == ""  # the metric table, printed once every model ran, never came
+    assert err.count("\n") == 1 and err.startswith(f"sensorcast: error: {flag}: ")
+    assert "Traceback" not in err
+
+
+def test_the_report_and_the_csv_must_be_two_files(capsys, tmp_path):
+    same = ["--report", str(tmp_path / "out"), "--csv", str(tmp_path / "." / "out")]
+    code, out, err = evaluate(capsys, str(BEIJING), "--models", "persistence", *same)
+    assert (code, out) == (2, "")
+    assert "--csv: " in err and "is also the --report file" in err
+
+
+def test_a_missing_output_folder_is_made(capsys, tmp_path):
+    metrics = tmp_path / "new" / "folder" / "m.csv"
+    flags = ["--columns", "TEMP", "--end", "2013-03-02", "--models", "persistence"]
+    code, _, err = evaluate(capsys, str(BEIJING), *flags, "--csv", str(metrics))
+    assert code == 0, err
+    assert set(pd.read_csv(metrics)["model"]) == {"persistence"}
 
 
 def test_a_missing_log_exits_2(capsys, tmp_path):
@@ -128,3 +157,13 @@ def test_tuning_without_persistence_in_the_list_takes_the_steps_from_its_own_pas
     assert code == 0, err
     assert "river-holtwinters: tuned on the first 20% of each stream's steps" in out
     assert "persistence" not in out.split("tuned")[0]  # the reference pass is not reported
+
+
+def test_an_output_that_is_an_input_log_is_refused(capsys, tmp_path):
+    log = tmp_path / "log.csv"
+    shutil.copy(BEIJING, log)
+    before = log.read_bytes()
+    for flag in ("--csv", "--report"):
+        code, out, err = evaluate(capsys, str(log), "--models", "persistence", flag, str(log))
+        assert (code, out) == (2, "") and "is one of the logs being read" in err
+    assert log.read_bytes() == before

@@ -55,6 +55,14 @@ def test_a_port_in_use_is_a_config_error_naming_the_key():
         first.close()
 
 
+@pytest.mark.parametrize("address", ["nosuchhost.invalid", "192.0.2.1"])
+def test_an_address_not_of_this_host_is_a_config_error_naming_the_address(address):
+    # .invalid never resolves (RFC 6761); 192.0.2.1 is a documentation address (RFC 5737)
+    expected = rf"^metrics.address: cannot serve metrics on {address} "
+    with pytest.raises(ConfigError, match=expected):
+        serve_metrics(PipelineCollector(make_engine()), address, 0)
+
+
 def test_an_ipv6_address_is_served():
     try:
         server = serve_metrics(PipelineCollector(make_engine()), "::1", 0)

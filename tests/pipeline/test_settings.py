@@ -218,11 +218,14 @@ FILE_ERRORS = [
      "error"),
     ("[pipeline]\ninterval = 1.5", "pipeline.interval (F): 1.5 must be a coverage between 0 and "
      "1, e.g. 0.9"),
-    ("[pipeline]\nmax_streams = 0", "pipeline.max_streams (F): 0 must be a positive whole number"),
-    ("[pipeline]\nmodel = 'nope.ckpt'", "pipeline.model (F): 'nope.ckpt' is neither default, "
-     "persistence nor an existing checkpoint path"),
+    ("[pipeline]\nmax_streams = 0", "pipeline.max_streams (F): 0 is out of range; use 1 to "
+     "100000000"),
+    ("[pipeline]\nmodel = 'nope.ckpt'", "pipeline.model (F): 'nope.ckpt' is not a usable model: "),
     ("[state]\ndir = 'F'", "state.dir (F): 'F' is a file, not a directory"),
-    ("[state]\nsnapshot_interval = 0", "state.snapshot_interval (F): 0 must be positive"),
+    ("[state]\nsnapshot_interval = 0", "state.snapshot_interval (F): 0 is out of range; use "
+     "100ms to 7d, e.g. 60s"),
+    ("[metrics]\naddress = '300.1.1.1'", "metrics.address (F): '300.1.1.1' is neither an IP "
+     "address nor a host name; use e.g. 127.0.0.1"),
     ("[mqtt]\nqos = 1\nbroker = mqtt://h", "F:3: invalid TOML: Invalid value at column 10; text "
      'needs quotes, e.g. window = "60s"'),
 ]  # fmt: skip
