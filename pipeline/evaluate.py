@@ -34,7 +34,7 @@ import numpy as np
 from pipeline.config import PipelineConfig
 from pipeline.detect import default_detector
 from pipeline.engine import Engine, EngineStats
-from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.errors import ConfigError, InputFileError, ModelLoadError
 from pipeline.protocols import Forecaster
 from pipeline.replay import (
     add_input_arguments,
@@ -237,9 +237,18 @@ def run_models(args: argparse.Namespace, names: Sequence[str]) -> list[ModelRun]
             tuning = series if args.tune else None
             forecaster, notes = river_variant(forecaster, args.season, tuning)
         run = replay_model(args, name, forecaster)
+        if not run.steps:  # the first pass says so: the logs, not the model
+            raise _nothing_to_score(args.paths, run.stats)
         runs[name] = dataclasses.replace(run, notes=notes + run.notes)
         series = series if series is not None else _values(run)
     return [runs[name] for name in names]
+
+
+def _nothing_to_score(paths: Sequence[str], stats: EngineStats) -> InputFileError:
+    dropped = sum(stats.dropped.values())
+    msg = f"{', '.join(paths)}: no readings to evaluate ({stats.missing} cells were empty or "
+    msg += f"missing-value codes, {dropped} readings dropped); pick columns that hold numbers"
+    return InputFileError(msg)
 
 
 def _is_river(name: str) -> bool:

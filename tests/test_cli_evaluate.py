@@ -167,3 +167,12 @@ def test_an_output_that_is_an_input_log_is_refused(capsys, tmp_path):
         code, out, err = evaluate(capsys, str(log), "--models", "persistence", flag, str(log))
         assert (code, out) == (2, "") and "is one of the logs being read" in err
     assert log.read_bytes() == before
+
+
+def test_a_log_with_nothing_to_score_is_an_error_not_an_empty_table(capsys, tmp_path):
+    log = tmp_path / "w.csv"
+    rows = "".join(f"2024-01-01T00:0{i}:00Z,{i},\n" for i in range(5))
+    log.write_text("time,TEMP,EMPTY\n" + rows)
+    code, out, err = evaluate(capsys, f"{log}:EMPTY", "--models", "persistence")
+    assert (code, out) == (2, "")
+    assert f"{log}:EMPTY: no readings to evaluate (5 cells were empty" in err
