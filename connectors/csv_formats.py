@@ -122,7 +122,7 @@ def inspect(
     sample = _sample(path, sep, names, skip)
     chosen = _detect(names) if format == "auto" else format
     if time is None:
-        raise _missing(path, "a time column", chosen, names)
+        raise _missing(path, "time column", chosen, names)
     spec = _check_time(path, timestamps.settle(time, sample), sample, skip + 1)
     base = {"path": path, "sep": sep, "names": tuple(names), "skip": skip, "time": spec}
     if chosen == "wide":
@@ -337,7 +337,8 @@ def _wide(
         values = [n for n in names if n not in skip and n.lower() not in INDEX_NAMES]
         values = [n for n in values if _has_numbers(sample[n])]
     else:
-        values = [_picked(path, sample, column) for column in picked]
+        not_values = {*time.columns, key} - {None}
+        values = [_picked(path, sample, column, not_values) for column in dict.fromkeys(picked)]
     if not values:
         raise _missing(path, "numeric value column", "wide", names)
     for column in values:
@@ -353,10 +354,16 @@ def _wide(
     )
 
 
-def _picked(path: Path, sample: pd.DataFrame, column: str) -> str:
+def _picked(path: Path, sample: pd.DataFrame, column: str, not_values: set[str]) -> str:
+    """A value column asked for by name (``--columns``, ``LOG:COL``), repeats dropped."""
     if column not in sample.columns:
         found = ", ".join(n for n in sample.columns if n != ROW_ID)
-        msg = f"{path}: no column {column!r} to replay (columns found: {found}); fix columns="
+        msg = f"{path}: no column {column!r} to replay (columns found: {found}); pick "
+        msg += "value columns from those (--columns or LOG:COLUMN,COLUMN)"
+        raise InputFileError(msg)
+    if column in not_values:
+        msg = f"{path}: {column!r} is the time or station column, not a value to replay; "
+        msg += "pick value columns (--columns or LOG:COLUMN,COLUMN)"
         raise InputFileError(msg)
     _check_numbers(path, sample, column)
     return column

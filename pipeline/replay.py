@@ -72,8 +72,10 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         "--columns", help="wide format: comma-separated value columns to replay (default: all)"
     )
     parser.add_argument("--speed", default="max", help="max (default) or N for N x real time")
-    parser.add_argument("--start", help="skip readings before this time (ISO 8601 or epoch s)")
-    parser.add_argument("--end", help="stop after this time (ISO 8601 or epoch s)")
+    parser.add_argument(
+        "--start", help="skip readings before this time (ISO 8601, naive in --timezone; epoch)"
+    )
+    parser.add_argument("--end", help="stop after this time (as --start)")
     parser.add_argument("--timezone", help="zone of naive timestamps, e.g. Europe/Dublin (UTC)")
 
 
@@ -121,8 +123,8 @@ def csv_source(args: argparse.Namespace, paths: Sequence[str | Path]) -> Any:
         "format": args.format,
         "speed": parse_speed(args.speed),
         "timezone": args.timezone,
-        "start": parse_time(getattr(args, "start", None), "--start"),
-        "end": parse_time(getattr(args, "end", None), "--end"),
+        "start": parse_time(getattr(args, "start", None), "--start", args.timezone),
+        "end": parse_time(getattr(args, "end", None), "--end", args.timezone),
     }
     specs = [split_spec(str(path)) for path in paths]
     if all(columns is None for _, columns in specs):
@@ -155,18 +157,25 @@ def split_spec(spec: str) -> tuple[str, list[str] | None]:
     return spec, None
 
 
-def parse_time(text: str | None, flag: str) -> float | None:
-    """Epoch seconds from ISO 8601 (naive = UTC) or a number of epoch seconds.
+def parse_time(text: str | None, flag: str, timezone: str | None = None) -> float | None:
+    """Epoch seconds from ISO 8601 (naive: in ``timezone``, else UTC, as the logs' times
+    are read) or an epoch number (milliseconds above 1e11, as in the logs).
 
-    >>> parse_time("2014-01-01T00:00:00Z", "--start"), parse_time("1700000000", "--end")
+    >>> parse_time("2014-01-01T00:00:00Z", "--start"), parse_time("1700000000000", "--end")
     (1388534400.0, 1700000000.0)
+    >>> parse_time("2014-01-01 01:00", "--start", "Europe/Berlin")
+    1388534400.0
     """
     if text is None:
         return None
+    from connectors.timestamps import MS_THRESHOLD
+
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return number / 1000 if abs(number) > MS_THRESHOLD else number
     import pandas as pd
 
     try:
@@ -174,8 +183,17 @@ def parse_time(text: str | None, flag: str) -> float | None:
     except ValueError as exc:
         msg = f"{flag}: {text!r} is not a time; write ISO 8601 (2014-01-01T00:00:00Z) or epoch s"
         raise ConfigError(msg) from exc
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
+    if stamp.tzinfo is not None:
+        return float(stamp.timestamp())
+    try:
+        stamp = stamp.tz_localize(timezone or "UTC", ambiguous="raise")
+    except KeyError as exc:  # zoneinfo's ZoneInfoNotFoundError
+        msg = f"--timezone: {timezone!r} is not an IANA zone such as 'Europe/Dublin'"
+        raise ConfigError(msg) from exc
+    except ValueError as exc:  # skipped or repeated by a daylight-saving change
+        msg = f"{flag}: {text!r} does not exist or is ambiguous in {timezone}; give its offset, "
+        msg += "e.g. 2024-03-31T03:30:00+02:00"
+        raise ConfigError(msg) from exc
     return float(stamp.timestamp())
 
 

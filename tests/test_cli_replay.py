@@ -163,3 +163,41 @@ def test_a_directory_replays_every_file_as_its_own_stream(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "corpus"), "--out", str(tmp_path / "o.csv")]) == 0
     streams = pd.read_csv(tmp_path / "o.csv")["stream"].value_counts().to_dict()
     assert streams == {"realKnownCause/a": 22_695, "realKnownCause/b": 2}
+
+
+@pytest.mark.parametrize(
+    ("flags", "first"),
+    [
+        (["--start", "2024-01-01T00:10:00Z"], "2024-01-01T00:10:00Z"),
+        (["--start", "1704067800"], "2024-01-01T00:10:00Z"),  # epoch seconds
+        (["--start", "1704067800000"], "2024-01-01T00:10:00Z"),  # epoch ms, as in logs
+        # a naive time is in --timezone, like the log's own naive times
+        (["--start", "2024-01-01 01:10", "--timezone", "Europe/Berlin"], "2024-01-01T00:10:00Z"),
+    ],
+)
+def test_start_reads_times_as_the_logs_are_read(tmp_path, capsys, flags, first):
+    log = tmp_path / "a.csv"
+    rows = "".join(f"2024-01-01 00:{m:02d}:00,{m}\n" for m in range(0, 30, 5))
+    log.write_text("timestamp,value\n" + rows)
+    out = tmp_path / "o.csv"
+    if "--timezone" in flags:  # the log's naive times are then Berlin's too
+        log.write_text("timestamp,value\n" + rows.replace(" 00:", " 01:"))
+    assert main(["replay", str(log), "--out", str(out), "--model", "persistence", *flags]) == 0
+    assert pd.read_csv(out)["timestamp"].iloc[0] == first
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--start", "2024-01-01", "--timezone", "Nowhere/X"], "--timezone: 'Nowhere/X' is not"),
+        (
+            ["--start", "2024-03-31 02:30", "--timezone", "Europe/Berlin"],
+            "--start: '2024-03-31 02:30' does not exist or is ambiguous in Europe/Berlin",
+        ),
+        (["--end", "soon"], "--end: 'soon' is not a time"),
+    ],
+)
+def test_bad_start_and_end_get_one_line(capsys, flags, expected):
+    assert main(["replay", str(MACHINE), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err

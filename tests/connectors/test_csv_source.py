@@ -399,7 +399,7 @@ def test_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
         ("empty.csv", "", {}, "file is empty"),
         ("head.csv", "timestamp,value\n", {}, "has no data rows"),
         ("head.csv", "timestamp,value\n\n\n", {}, "has no data rows"),
-        ("x.csv", "a,b\n1,2\n", {}, "no a time column (columns found: a, b)"),
+        ("x.csv", "a,b\n1,2\n", {}, "no time column (columns found: a, b)"),
         (
             "x.csv",
             "timestamp,value\n2020-01-01T00:00:00Z,1\n",
@@ -431,6 +431,12 @@ def test_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
             "pandas cannot read it (EOF inside string",
         ),
         ("x.csv", "timestamp,a\n2020-01-01T00:00:00Z,1\n", {"columns": ["b"]}, "no column 'b'"),
+        (
+            "x.csv",
+            "time,a\n1577836800,1\n",
+            {"columns": ["a", "time"]},
+            "'time' is the time or station column, not a value to replay",
+        ),
         (
             "x.csv",
             "timestamp,wd\n2020-01-01T00:00:00Z,NE\n",
