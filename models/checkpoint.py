@@ -4,7 +4,10 @@
 ``NAME.json`` holds the architecture, the feature spec, the training-data
 manifest (files and their sha256), metrics, and the fingerprint: the sha256 of
 the weights file, checked on load. A checkpoint path may name either file or a
-directory holding ``model.safetensors`` and ``model.json``.
+directory holding ``model.safetensors`` and ``model.json``: a path ending in
+``.safetensors`` or ``.json`` names the files (unless it is an existing
+directory); any other path (``my.ckpt``, ``ck/v1.2/``, ``out``) names a directory.
+Saving and loading read a path by this same rule.
 """
 
 from __future__ import annotations
@@ -29,39 +32,60 @@ if TYPE_CHECKING:
 
 FORMAT = "sensorcast-gru"
 VERSION = 1
+FILE_SUFFIXES = (".safetensors", ".json")
 
 
 def paths_of(path: str | Path) -> tuple[Path, Path]:
     """(weights, metadata) for a checkpoint named by a directory or either file."""
+    names_folder = str(path).endswith(("/", os.sep))  # Path() drops a trailing slash
     path = Path(path)
-    if path.is_dir() or path.suffix == "":
-        return path / "model.safetensors", path / "model.json"
-    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if path.suffix in FILE_SUFFIXES and not names_folder and not path.is_dir():
+        return path.with_suffix(".safetensors"), path.with_suffix(".json")
+    return path / "model.safetensors", path / "model.json"
+
+
+def foreign_file(path: str | Path) -> Path | None:
+    """The file of checkpoint ``path`` that exists but belongs to no sensorcast checkpoint.
+
+    Saving over it would destroy something the user had; an earlier checkpoint (any
+    version) may be replaced.
+    """
+    weights, metadata = paths_of(path)
+    if metadata.exists():
+        try:
+            meta = json.loads(metadata.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return metadata
+        return None if isinstance(meta, dict) and meta.get("format") == FORMAT else metadata
+    return weights if weights.exists() else None  # weights without metadata: not ours to judge
 
 
 def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]) -> Path:
     """Write weights and metadata (temp files, then renames); return the metadata path.
 
     Raises SinkError when the files cannot be written (a full disk, say); nothing that
-    was there before is touched then, and no temp file is left behind.
+    was there before is touched then, and no temp file is left behind. ``meta`` must be
+    plain JSON: an undefined metric is None, never NaN (NaN is not JSON).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     weights, metadata = paths_of(path)
-    tmp_weights = weights.with_name(f".{weights.name}.tmp")
-    tmp_meta = metadata.with_name(f".{metadata.name}.tmp")
+    tmp_weights = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
+    tmp_meta = metadata.with_name(f".{metadata.name}.{os.getpid()}.tmp")
     tensors = {name: t.detach().contiguous() for name, t in network.state_dict().items()}
+    data = save(tensors)
+    meta = {
+        **meta,
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": architecture(network),
+        "fingerprint": "sha256:" + hashlib.sha256(data).hexdigest(),
+    }
+    text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
     try:
         weights.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp_weights))
-        meta = {
-            **meta,
-            "format": FORMAT,
-            "version": VERSION,
-            "architecture": architecture(network),
-            "fingerprint": fingerprint_of(tmp_weights),
-        }
-        tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        _write(tmp_weights, data)
+        _write(tmp_meta, text.encode())
         os.replace(tmp_weights, weights)
         os.replace(tmp_meta, metadata)
     except OSError as exc:
@@ -70,6 +94,18 @@ def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]
         msg = f"cannot write the checkpoint {weights}: {exc.strerror or exc}"
         raise SinkError(msg) from exc
     return metadata
+
+
+def _write(path: Path, data: bytes) -> None:
+    """``data`` in a new file, on disk before it is renamed into place.
+
+    A plain open() gives the mode the umask allows (0644 under 022), as any file the
+    user writes; a mkstemp file would stay 0600, unreadable to a service's own user.
+    """
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def architecture(network: GaussianGRU) -> dict[str, Any]:
@@ -90,7 +126,13 @@ def load_checkpoint(path: str | Path, coverage: float = 0.9) -> RnnForecaster:
     weights, metadata = paths_of(path)
     meta = read_metadata(metadata)
     arch = _architecture(meta, metadata)
-    if fingerprint_of(weights) != meta.get("fingerprint"):
+    try:
+        fingerprint = fingerprint_of(weights)
+    except OSError as exc:
+        msg = f"{weights}: cannot read the weights beside {metadata.name} ({exc.strerror}); "
+        msg += "a checkpoint is both files: copy them together"
+        raise ModelLoadError(msg) from exc
+    if fingerprint != meta.get("fingerprint"):
         msg = f"{weights}: does not match the fingerprint in {metadata.name}; the pair is "
         msg += "from two different trainings (or the weights were altered)"
         raise ModelLoadError(msg)

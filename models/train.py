@@ -6,7 +6,9 @@ network trains on exactly what it will see. Truncated back-propagation through
 time over random windows of many streams, Gaussian negative log-likelihood of
 the next step's change, validation on the last 20% of every stream (never
 trained on), the learning rate halved on a plateau, early stopping on the validation loss.
-The same seed gives the same weights.
+The same seed gives the same weights. A loss that stops being finite ends the
+run with a ConfigError naming ``--lr`` (the cause, in practice), not a checkpoint
+of NaN weights.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import torch
 
 from models.features import N_FEATURES, compute_features, initial_stats
 from models.gru import GaussianGRU
-from pipeline.errors import InputFileError
+from pipeline.errors import ConfigError, InputFileError
 
 TARGET_LIMIT = 20.0  # targets (changes in change scales) are clipped to +-this
 MIN_TRAIN_STEPS = 200  # fewer usable steps than this is not a training set
 VALIDATION = 0.2  # the last fifth of every stream
+DEFAULT_LR = 3e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class TrainConfig:
     batch: int = 64
     hidden: int = 32
     layers: int = 1
-    lr: float = 3e-3
+    lr: float = DEFAULT_LR  # the --lr flag
     patience: int = 6
     batches: int = 100  # per epoch
     seed: int = 0
@@ -67,9 +70,14 @@ class Corpus:
         return np.arange(self.x.shape[1])[None, :] + 1 >= self.split[:, None]
 
 
+# One epoch's metrics; val_mase is None when persistence makes no error (a constant
+# stream), so the ratio is undefined: None, not NaN, so the checkpoint stays JSON.
+Record = dict[str, float | None]
+
+
 @dataclass
 class History:
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[Record] = field(default_factory=list)
     best_epoch: int = -1
     best_val_nll: float = math.inf
 
@@ -127,6 +135,16 @@ def require_enough(corpus: Corpus) -> None:
         raise InputFileError(msg)
 
 
+def usable_steps(corpus: Corpus) -> np.ndarray:
+    """(B,) steps of each stream with a target inside its training part."""
+    return np.maximum(corpus.split - 1, 1)
+
+
+def window_starts(corpus: Corpus, seq_len: int) -> int:
+    """How many different windows of ``seq_len`` steps the training parts hold."""
+    return int(np.maximum(usable_steps(corpus) - seq_len, 1).sum())
+
+
 def gaussian_nll(y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of ``target`` under N(y[..., 0], exp(y[..., 1]))."""
     mu, log_sigma = y[..., 0], y[..., 1].clamp(-7.0, 7.0)
@@ -136,7 +154,7 @@ def gaussian_nll(y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
 
 
 def train(
-    corpus: Corpus, config: TrainConfig, progress: Callable[[dict[str, float]], None] | None = None
+    corpus: Corpus, config: TrainConfig, progress: Callable[[Record], None] | None = None
 ) -> tuple[GaussianGRU, History]:
     """Fit a network to ``corpus``; return the weights of the best validation epoch."""
     require_enough(corpus)
@@ -150,7 +168,9 @@ def train(
         started = time.perf_counter()
         train_nll = _epoch(network, optimizer, corpus, config, rng)
         val_nll, val_mase = validate(network, corpus)
-        record = {
+        if not math.isfinite(val_nll):
+            raise _diverged(config, f"validation loss {val_nll}")
+        record: Record = {
             "epoch": epoch + 1,
             "train_nll": train_nll,
             "val_nll": val_nll,
@@ -186,17 +206,30 @@ def _epoch(
         x, target, mask = _batch(corpus, windows[start : start + config.batch], config)
         y, _ = network(x, network.initial_hidden(x.shape[0]))  # (B, L, 2)
         loss = gaussian_nll(y, target, mask)
+        value = loss.item()
+        if not math.isfinite(value):  # NaN weights never recover: stop now
+            raise _diverged(config, f"training loss {value}")
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        try:
+            optimizer.step()
+        except RuntimeError as exc:  # Adam's step (about 10 * lr) overflows float32
+            raise _diverged(config, str(exc)) from exc
+        losses.append(value)
     return float(np.mean(losses))
+
+
+def _diverged(config: TrainConfig, what: str) -> ConfigError:
+    smaller = min(config.lr / 10, DEFAULT_LR)
+    msg = f"--lr {config.lr:g}: training diverged ({what}); give a smaller --lr, "
+    msg += f"e.g. {smaller:g}"
+    return ConfigError(msg)
 
 
 def _windows(corpus: Corpus, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
     """(row, start) of this epoch's windows, rows drawn in proportion to their training steps."""
-    usable = np.maximum(corpus.split - 1, 1)  # steps with a target inside the training part
+    usable = usable_steps(corpus)
     count = config.batches * config.batch
     rows = rng.choice(len(usable), size=count, p=usable / usable.sum())
     starts = (rng.random(count) * np.maximum(usable[rows] - config.seq_len, 0)).astype(np.int64)
@@ -217,8 +250,9 @@ def _batch(
     return x, target, torch.from_numpy(mask)
 
 
-def validate(network: GaussianGRU, corpus: Corpus) -> tuple[float, float]:
-    """NLL and MASE (network mean vs persistence) on every stream's last fifth."""
+def validate(network: GaussianGRU, corpus: Corpus) -> tuple[float, float | None]:
+    """NLL and MASE (network mean vs persistence) on every stream's last fifth; MASE is
+    None when persistence makes no error there (a constant stream)."""
     network.eval()
     with torch.inference_mode():
         x = torch.from_numpy(corpus.x)
@@ -228,7 +262,7 @@ def validate(network: GaussianGRU, corpus: Corpus) -> tuple[float, float]:
     mean = corpus.anchor + corpus.unit * y[..., 0].numpy()
     model_error = np.abs(corpus.next_value - mean)[mask].sum()
     naive_error = np.abs(corpus.next_value - corpus.anchor)[mask].sum()
-    return nll, float(model_error / naive_error) if naive_error > 0 else math.nan
+    return nll, float(model_error / naive_error) if naive_error > 0 else None
 
 
 def manifest(paths: Sequence[Path]) -> list[dict[str, Any]]:

@@ -177,9 +177,6 @@ def check_model(spec: str) -> str | None:
     except ModelLoadError as exc:
         why = str(exc).removeprefix("--model: ").removeprefix(f"unknown model {spec!r}; ")
         return f"is not a usable model: {why}"
-    except OSError as exc:  # e.g. NAME.json whose NAME.safetensors is missing
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"cannot be loaded ({exc.strerror or exc}{where}); give a complete checkpoint"
     return None
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import sys
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from pipeline.errors import ConfigError, InputFileError
 from pipeline.replay import add_input_arguments, csv_source
 from pipeline.types import VerdictBatch
 from pipeline.writable import writable_folder
+
+if TYPE_CHECKING:  # torch stays out of the CLI's import until a command needs it
+    from models.train import Corpus, TrainConfig
 
 STEP_COLUMNS = ("timestamp", "value", "dt", "missing", "next_timestamp")
 
@@ -29,14 +33,30 @@ def register(commands: Any) -> None:
         "NAME.safetensors (weights) and NAME.json (architecture, data manifest, metrics).",
     )
     parser.add_argument("paths", nargs="+", metavar="LOG", help="CSV logs or directories")
-    parser.add_argument("--out", required=True, help="checkpoint directory or NAME.safetensors")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="NAME.safetensors or NAME.json: that pair of files; any other path (my-model, "
+        "ck/v1.2/): a directory holding model.safetensors and model.json. An earlier "
+        "checkpoint there is replaced; any other file is refused",
+    )
     add_input_arguments(parser)
     parser.add_argument("--window", default="0", help="tumbling window, as for replay")
     parser.add_argument("--epochs", type=int, default=30, help="at most this many (30)")
-    parser.add_argument("--seq-len", type=int, default=256, help="steps per BPTT window (256)")
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        help="steps per BPTT window (256, or the longest stream's training part if that is "
+        "shorter; a longer value is refused)",
+    )
     parser.add_argument("--hidden", type=int, default=32, help="GRU units (32)")
     parser.add_argument("--layers", type=int, default=1, help="GRU layers (1)")
-    parser.add_argument("--batch", type=int, default=64, help="windows per batch (64)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help="windows per batch (64, or the number of different windows the training data "
+        "holds if that is smaller; a bigger value is refused)",
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (3e-3)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same weights (0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
@@ -45,15 +65,33 @@ def register(commands: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from models.checkpoint import paths_of
+
+    config = _train_config(args)
+    _check_destination(args.out)
+    folder = paths_of(args.out)[0].parent
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        writable_folder(folder, "--out")  # before training, not after
+        return _train_and_save(args, config)
+    except BaseException:  # a failed run leaves no new empty folder behind
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (someone else's now), or never made
+                break
+        raise
+
+
+def _train_and_save(args: argparse.Namespace, config: TrainConfig) -> int:
     from models.checkpoint import save_checkpoint
     from models.train import build_corpus, manifest, require_enough, train
 
-    config = _train_config(args)
-    _check_destination(args.out)  # before training, not after
     source = csv_source(args, args.paths)
     steps = series_of(source, PipelineConfig(window=parse_duration(args.window, "--window")))
     corpus = build_corpus(steps)
     require_enough(corpus)
+    config = _fit_to_data(config, corpus, args)
     print(
         f"training on {len(corpus.streams)} streams, {corpus.train_steps} steps "
         f"({corpus.valid.sum() - corpus.train_steps} held out)",
@@ -73,36 +111,82 @@ def run_train(args: argparse.Namespace) -> int:
         "metrics": {"best_epoch": history.best_epoch, **history.epochs[history.best_epoch - 1]},
         "history": history.epochs,
     }
+    _check_destination(args.out)  # again: a file may have appeared while training ran
     written = save_checkpoint(network, args.out, meta)
     best = history.epochs[history.best_epoch - 1]
     print(
-        f"wrote {written} (epoch {history.best_epoch}: validation NLL {best['val_nll']:.4f}, "
-        f"network MASE {best['val_mase']:.3f})"
+        f"wrote {written} (epoch {history.best_epoch}: validation NLL "
+        f"{_number(best['val_nll'], '.4f')}, network MASE {_number(best['val_mase'], '.3f')})"
     )
     return 0
 
 
 def _check_destination(out: str) -> None:
-    from models.checkpoint import paths_of
+    """ConfigError unless ``out`` names a checkpoint this run may write."""
+    from models.checkpoint import foreign_file
 
-    writable_folder(paths_of(out)[0].parent, "--out")
+    if out.strip() in ("", "-"):
+        msg = f"--out {out!r}: give a checkpoint directory or NAME.safetensors (train writes "
+        msg += "two files, not to stdout)"
+        raise ConfigError(msg)
+    if (foreign := foreign_file(out)) is not None:
+        msg = f"--out: {foreign} exists and is not a sensorcast checkpoint; give another "
+        msg += "--out, or move that file away"
+        raise ConfigError(msg)
 
 
-def _train_config(args: argparse.Namespace) -> Any:
+def _fit_to_data(config: TrainConfig, corpus: Corpus, args: argparse.Namespace) -> TrainConfig:
+    """``config`` with windows no longer, and batches no bigger, than the data holds.
+
+    Beyond that a window is padding and a batch repeats windows, and an epoch takes
+    minutes for nothing: a value the user gave is refused at once (they asked for
+    something the data cannot give), a default is cut down with a note.
+    """
+    from models.train import usable_steps, window_starts
+
+    longest = int(usable_steps(corpus).max())
+    what = "steps in the longest stream's training part"
+    seq_len = _at_most("--seq-len", config.seq_len, longest, what, args.seq_len is None)
+    windows = window_starts(corpus, seq_len)
+    what = f"different {seq_len}-step windows (a shorter --seq-len makes more)"
+    batch = _at_most("--batch", config.batch, windows, what, args.batch is None)
+    burn_in = min(config.burn_in, seq_len // 4)
+    return dataclasses.replace(config, seq_len=seq_len, batch=batch, burn_in=burn_in)
+
+
+def _at_most(flag: str, value: int, most: int, what: str, default: bool) -> int:
+    if value <= most:
+        return value
+    if not default:
+        msg = f"{flag} {value}: the data holds only {most} {what}; give at most {most}"
+        raise ConfigError(msg)
+    print(f"note: {flag} {value} (the default) is cut to the {most} {what}", file=sys.stderr)
+    return most
+
+
+def _number(value: float | None, spec: str) -> str:
+    """A metric for people; None is a metric that is undefined (MASE of a constant stream)."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     from models.train import TrainConfig
 
+    defaults = TrainConfig()
+    seq_len = defaults.seq_len if args.seq_len is None else args.seq_len  # None: not given
+    batch = defaults.batch if args.batch is None else args.batch
     for flag in ("epochs", "seq_len", "hidden", "layers", "batch", "threads"):
-        if getattr(args, flag) < 1:
+        if (value := getattr(args, flag)) is not None and value < 1:
             msg = f"--{flag.replace('_', '-')}: must be at least 1"
             raise ConfigError(msg)
-    if not args.lr > 0:
-        msg = "--lr: must be positive, e.g. 3e-3"
+    if not 0 < args.lr < math.inf:  # inf would reach the checkpoint as non-JSON Infinity
+        msg = "--lr: must be a positive number, e.g. 3e-3"
         raise ConfigError(msg)
     return TrainConfig(
         epochs=args.epochs,
-        seq_len=args.seq_len,
-        burn_in=min(32, args.seq_len // 4),
-        batch=args.batch,
+        seq_len=seq_len,
+        burn_in=min(defaults.burn_in, seq_len // 4),
+        batch=batch,
         hidden=args.hidden,
         layers=args.layers,
         lr=args.lr,
@@ -149,15 +233,16 @@ class _EpochBar:
 
             self._bar = tqdm(total=epochs, unit="epoch", desc="train", file=sys.stderr)
 
-    def update(self, record: dict[str, float]) -> None:
+    def update(self, record: dict[str, float | None]) -> None:
+        train, val = _number(record["train_nll"], ".4f"), _number(record["val_nll"], ".4f")
         line = (
-            f"epoch {record['epoch']:.0f}: train NLL {record['train_nll']:.4f}, validation "
-            f"NLL {record['val_nll']:.4f}, MASE {record['val_mase']:.3f}"
+            f"epoch {record['epoch']}: train NLL {train}, validation NLL {val}, "
+            f"MASE {_number(record['val_mase'], '.3f')}"
         )
         if self._bar is None:
             print(line, file=sys.stderr, flush=True)
             return
-        self._bar.set_postfix(train=f"{record['train_nll']:.4f}", val=f"{record['val_nll']:.4f}")
+        self._bar.set_postfix(train=train, val=val)
         self._bar.update(1)
 
     def close(self) -> None:

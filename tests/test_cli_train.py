@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,17 +71,40 @@ def test_bad_training_data_is_refused_and_nothing_is_overwritten(
 ):
     out = tmp_path / "model"
     out.mkdir()
-    (out / "model.json").write_text("the old checkpoint")
+    (out / "model.json").write_text(OLD_CHECKPOINT)
     log = make(tmp_path / "log.csv")
     assert main(["train", f"{log}{suffix}", "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sensorcast: error: ") and expected in err and err.count("\n") == 1
-    assert (out / "model.json").read_text() == "the old checkpoint"
+    assert (out / "model.json").read_text() == OLD_CHECKPOINT
+
+
+OLD_CHECKPOINT = '{"format": "sensorcast-gru", "version": 1, "note": "an earlier training"}'
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.splitlines()
+    assert err and err[-1].startswith("sensorcast: error: "), err
+    assert not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+def strict_json(path: Path) -> dict:
+    def refuse(constant: str) -> None:
+        msg = f"{path}: {constant} is not JSON"
+        raise AssertionError(msg)
+
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def test_a_constant_stream_trains_and_forecasts_without_dividing_by_zero(tmp_path, capsys):
     log = constant_log(tmp_path / "flat.csv")
     assert main(["train", str(log), "--out", str(tmp_path / "m"), *FAST]) == 0
+    meta = strict_json(tmp_path / "m/model.json")  # MASE is undefined: null, not NaN
+    assert meta["metrics"]["val_mase"] is None
+    assert [epoch["val_mase"] for epoch in meta["history"]] == [None, None]
+    captured = capsys.readouterr()
+    assert "network MASE n/a)" in captured.out and "MASE n/a" in captured.err
     assert (
         main(["replay", str(log), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o.csv")])
         == 0
@@ -116,7 +140,10 @@ def test_unusable_checkpoints_are_refused_in_one_line(tmp_path, capsys, damage, 
     assert err.startswith("sensorcast: error: ") and expected in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("flag", [["--epochs", "0"], ["--hidden", "-1"], ["--lr", "0"]])
+@pytest.mark.parametrize(
+    "flag",
+    [["--epochs", "0"], ["--hidden", "-1"], ["--lr", "0"], ["--lr", "inf"], ["--batch", "0"]],
+)
 def test_bad_training_flags(tmp_path, capsys, flag):
     assert main(["train", str(BUOY), "--out", str(tmp_path / "m"), *flag]) == 2
     assert "sensorcast: error: --" in capsys.readouterr().err
@@ -144,3 +171,139 @@ def test_a_checkpoint_that_cannot_be_written_leaves_what_was_there(tmp_path):
         save_checkpoint(GaussianGRU(N_FEATURES, hidden=4), out, {"training": {}})
     assert (out / "model.json").read_text() == "the old checkpoint"
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("out", "weights", "metadata"),
+    [
+        ("my.ckpt", "my.ckpt/model.safetensors", "my.ckpt/model.json"),
+        ("ck/v1.2/", "ck/v1.2/model.safetensors", "ck/v1.2/model.json"),
+        ("v1.safetensors", "v1.safetensors", "v1.json"),
+        ("v1.json", "v1.safetensors", "v1.json"),
+    ],
+)
+def test_model_loads_what_out_wrote(tmp_path, capsys, out, weights, metadata):
+    out = f"{tmp_path}/{out}"
+    assert main(["train", f"{BUOY}:PRES", "--out", out, *FAST]) == 0
+    assert f"wrote {tmp_path / metadata} (epoch" in capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.*") if p.is_file()) == [
+        Path(metadata),
+        Path(weights),
+    ]
+    assert main(["replay", f"{BUOY}:PRES", "--model", out, "--end", "2012-01-03"]) == 0
+
+
+def test_a_second_training_replaces_the_first_checkpoint(tmp_path):
+    out = tmp_path / "m"
+    assert main(["train", f"{BUOY}:PRES", "--out", str(out), *FAST]) == 0
+    first = strict_json(out / "model.json")["fingerprint"]
+    assert main(["train", f"{BUOY}:PRES", "--out", str(out), *FAST, "--seed", "1"]) == 0
+    assert strict_json(out / "model.json")["fingerprint"] != first
+
+
+@pytest.mark.parametrize(
+    ("existing", "out"),
+    [
+        ("notes.json", "notes.json"),  # someone's JSON where the metadata would go
+        ("notes.json", "notes.safetensors"),
+        ("w.safetensors", "w.json"),  # weights without metadata: not known to be ours
+        ("m/model.json", "m"),
+    ],
+)
+def test_files_that_are_not_checkpoints_are_never_overwritten(tmp_path, capsys, existing, out):
+    (tmp_path / existing).parent.mkdir(exist_ok=True)
+    (tmp_path / existing).write_text("precious")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["train", f"{BUOY}:PRES", "--out", str(tmp_path / out), *FAST]) == 2
+    assert one_line_error(capsys) == (
+        f"sensorcast: error: --out: {tmp_path / existing} exists and is not a sensorcast "
+        "checkpoint; give another --out, or move that file away"
+    )
+    assert (tmp_path / existing).read_text() == "precious"
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("out", ["", "-", " "])
+def test_out_must_name_files(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", f"{BUOY}:PRES", "--out", out, *FAST]) == 2
+    assert one_line_error(capsys).startswith(
+        f"sensorcast: error: --out {out!r}: give a checkpoint directory or NAME.safetensors"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_failed_run_leaves_no_new_folder(tmp_path, capsys):
+    log = tiny_log(tmp_path / "log.csv")
+    assert main(["train", str(log), "--out", str(tmp_path / "new/deeper/m"), *FAST]) == 2
+    assert "training needs at least" in one_line_error(capsys)
+    assert sorted(tmp_path.iterdir()) == [log]
+
+
+@pytest.mark.parametrize("lr", ["1e30", "1e100", "1e308"])
+@pytest.mark.parametrize("old", [True, False])
+def test_a_diverging_run_names_lr_and_writes_nothing(tmp_path, capsys, lr, old):
+    out = tmp_path / "m"
+    if old:
+        out.mkdir()
+        (out / "model.json").write_text(OLD_CHECKPOINT)
+        (out / "model.safetensors").write_text("old weights")
+    assert main(["train", f"{BUOY}:PRES", "--out", str(out), *FAST, "--lr", lr]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"sensorcast: error: --lr {float(lr):g}: training diverged (")
+    assert line.endswith("); give a smaller --lr, e.g. 0.003")
+    if old:
+        assert (out / "model.json").read_text() == OLD_CHECKPOINT
+        assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]
+    else:
+        assert not out.exists()
+
+
+def short_log(path: Path, rows: int = 300) -> Path:
+    values = np.sin(np.arange(rows) / 7.0) * 5 + 20
+    lines = [f"{1_700_000_000 + 60 * i},{v:.4f}" for i, v in enumerate(values)]
+    return write(path, "timestamp,value\n" + "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (
+            ["--seq-len", "100000"],
+            "--seq-len 100000: the data holds only 239 steps in the longest stream's training "
+            "part; give at most 239",
+        ),
+        (
+            ["--seq-len", "64", "--batch", "100000"],
+            "--batch 100000: the data holds only 175 different 64-step windows (a shorter "
+            "--seq-len makes more); give at most 175",
+        ),
+    ],
+)
+def test_windows_beyond_the_data_are_refused_at_once(tmp_path, capsys, flags, expected):
+    log = short_log(tmp_path / "log.csv")
+    args = ["--epochs", "1", "--hidden", "4", "--threads", "1", "--no-progress"]
+    assert main(["train", str(log), "--out", str(tmp_path / "m"), *args, *flags]) == 2
+    assert one_line_error(capsys) == f"sensorcast: error: {expected}"
+    assert not (tmp_path / "m").exists()
+
+
+def test_default_windows_are_cut_to_the_data_with_a_note(tmp_path, capsys):
+    log = short_log(tmp_path / "log.csv")
+    args = ["--epochs", "1", "--hidden", "4", "--threads", "1", "--no-progress"]
+    assert main(["train", str(log), "--out", str(tmp_path / "m"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "note: --seq-len 256 (the default) is cut to the 239 steps in the longest" in err
+    assert "note: --batch 64 (the default) is cut to the 1 different 239-step windows" in err
+    training = strict_json(tmp_path / "m/model.json")["training"]
+    assert (training["seq_len"], training["batch"], training["burn_in"]) == (239, 1, 32)
+
+
+def test_checkpoint_files_are_readable_by_a_service_user(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert main(["train", f"{BUOY}:PRES", "--out", str(tmp_path / "m"), *FAST]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert modes == {"model.json": 0o644, "model.safetensors": 0o644}

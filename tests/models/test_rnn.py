@@ -197,6 +197,13 @@ def test_truncated_weights_are_refused(tmp_path):
         load_checkpoint(tmp_path / "model")
 
 
+def test_metadata_without_its_weights_is_refused(tmp_path):
+    weights, metadata = saved(tmp_path)
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match="cannot read the weights beside model.json"):
+        load_checkpoint(metadata)
+
+
 def test_weights_that_are_not_safetensors_are_refused_without_unpickling(tmp_path):
     weights, metadata = saved(tmp_path)
     marker = tmp_path / "pwned"
