@@ -378,6 +378,8 @@ def _line_numbers(first: int, rows: int, malformed: set[int]) -> np.ndarray:
     lines pandas skipped among them."""
     skipped = np.asarray(sorted(line for line in malformed if line >= first), np.int64)
     lines = np.arange(first, first + rows + len(skipped), dtype=np.int64)
+    if not len(skipped):  # the usual case: no sort
+        return lines
     return np.setdiff1d(lines, skipped, assume_unique=True)[:rows]
 
 
