@@ -153,6 +153,9 @@ def split_spec(spec: str) -> tuple[str, list[str] | None]:
     """
     path, sep, columns = spec.rpartition(":")
     if sep and path and not Path(spec).exists():
+        if not _columns(columns):
+            msg = f"{spec}: no columns after ':'; give LOG:COLUMN,COLUMN, or LOG for all"
+            raise ConfigError(msg)
         return path, _columns(columns)
     return spec, None
 

@@ -117,6 +117,7 @@ def write(path: Path, text: str) -> Path:
         (lambda d: write(d / "t.csv", "timestamp,value\nxx,1\nyy,2\n"), [], "cannot read 'xx'"),
         (lambda d: write(d / "v.csv", "timestamp,value\n2024-01-01,a\n"), [], "holds no numbers"),
         (lambda d: MACHINE, ["--window", "soon"], "--window: 'soon' is not a duration"),
+        (lambda d: f"{MACHINE}:", [], "no columns after ':'; give LOG:COLUMN,COLUMN"),
         (lambda d: MACHINE, ["--window", "31d"], "--window: 31d is out of range; use 0 to 30d"),
         (lambda d: MACHINE, ["--lateness", "8d"], "--lateness: 8d is out of range; use 0 to 7d"),
         (lambda d: MACHINE, ["--speed", "fast"], "--speed: 'fast'"),

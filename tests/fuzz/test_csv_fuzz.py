@@ -35,7 +35,7 @@ from pipeline.types import ReadingBatch, Reason, stream_key_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = st.integers(0, 2**64)
-READER_REASONS = {Reason.BAD_TIMESTAMP, Reason.BAD_STREAM, Reason.BAD_VALUE}
+READER_REASONS = {Reason.BAD_TIMESTAMP, Reason.BAD_STREAM, Reason.BAD_VALUE, Reason.DECODE_ERROR}
 
 
 @contextlib.contextmanager
