@@ -12,19 +12,21 @@ pings the watchdog from the loop and reports its status.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import json
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
-from pipeline.errors import SnapshotError
+from pipeline.errors import ConfigError, SnapshotError
 from pipeline.journal import Journal, replay
 from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
@@ -36,6 +38,7 @@ log = logging.getLogger("sensorcast")
 
 SNAPSHOT_FILE = "state.snap"
 JOURNAL_FILE = "journal.bin"
+LOCK_FILE = "lock"  # holds the pid of the daemon using the directory
 
 
 def register(commands: Any) -> None:
@@ -64,6 +67,27 @@ def run_daemon(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda number, frame: daemon.request_stop())
     daemon.run()
     return 0
+
+
+def lock_state_dir(directory: Path | None) -> IO[str] | None:
+    """An exclusive lock on ``directory`` (held while the file stays open), so that two
+    daemons never share one snapshot and journal; ConfigError when another holds it."""
+    if directory is None:
+        return None
+    lock = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 (held until the daemon stops)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        msg = f"state.dir (--state-dir): {directory} is in use by another sensorcast "
+        msg += f"(pid {holder}); give each daemon its own state directory"
+        raise ConfigError(msg) from exc
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 class Daemon:
@@ -121,6 +145,14 @@ class Daemon:
         self.stop.set()
 
     def run(self) -> None:
+        lock = lock_state_dir(self.settings.state.dir)  # before anything reads or writes it
+        try:
+            self._run()
+        finally:
+            if lock is not None:
+                lock.close()  # releases the lock
+
+    def _run(self) -> None:
         self._serve_metrics()  # first: /healthz and /readyz answer while restoring
         try:
             self.sink.start(cancel=self.stop)  # first: the journal's forecasts go out again
@@ -193,7 +225,11 @@ class Daemon:
         try:
             self.engine.restore(path)
         except SnapshotError as exc:
-            log.error("%s; starting cold", exc)
+            # kept, not overwritten by the next snapshot: it may be the only copy of a
+            # state the user wants back (the model they meant to run, say)
+            kept = path.with_name(f"{path.name}.refused-{time.strftime('%Y%m%dT%H%M%S')}")
+            path.replace(kept)
+            log.error("%s; kept it as %s and starting cold", exc, kept)
             self.engine.stats.snapshot_failures += 1
             return
         log.info("restored %d streams from %s", len(self.engine.table), path)

@@ -277,7 +277,9 @@ def _toml_error(shown: str, message: str) -> str:
     what = _TOML_WHERE.sub("", message)
     line = f"{shown}:{where.group(1)}: " if where else f"{shown}: "
     column = f" at column {where.group(2)}" if where else ""
-    return f'{line}invalid TOML: {what}{column}; text needs quotes, e.g. window = "60s"'
+    # the usual slip is a bare word; a repeated table or key needs no quoting advice
+    hint = "" if "twice" in what else '; text needs quotes, e.g. window = "60s"'
+    return f"{line}invalid TOML: {what}{column}{hint}"
 
 
 def _misplaced_key(name: str, shown: str) -> str:

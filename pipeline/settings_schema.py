@@ -484,6 +484,7 @@ def _type_of(raw: object) -> str:
 def _wrong(key: Key, raw: object, textual: bool) -> ValueError:
     if textual:
         plain = ",".join(key.default) if isinstance(key.default, list) else key.default
+        plain = str(plain).lower() if isinstance(plain, bool) else plain  # as TOML writes it
         return ValueError(f"is not {_KINDS[key.kind]}; write e.g. {plain}")
     example = f"{key.name} = {toml_value(key.default)}"
     return ValueError(f"is {_type_of(raw)}, not {_KINDS[key.kind]}; write e.g. {example}")

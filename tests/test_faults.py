@@ -33,9 +33,10 @@ from daemons import (
 
 from connectors.records import verdict_records
 from models import load_forecaster
-from pipeline.daemon import JOURNAL_FILE, SNAPSHOT_FILE, mqtt_source
+from pipeline.daemon import JOURNAL_FILE, SNAPSHOT_FILE, Daemon, mqtt_source
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
+from pipeline.errors import ConfigError
 from pipeline.types import Reading, ReadingBatch, StreamKey
 
 STREAMS = [f"site-{i % 3}/dev-{i}/temp" for i in range(12)]
@@ -236,6 +237,21 @@ def test_a_snapshot_it_cannot_use_is_refused_whole_and_the_daemon_starts_cold(
         publisher.disconnect()
     assert failures == 1
     assert "corrupt or truncated" in caplog.text and "starting cold" in caplog.text
+    # kept beside the new snapshot, never overwritten by it: it may be the only copy
+    (kept,) = state.glob(f"{SNAPSHOT_FILE}.refused-*")
+    assert kept.read_bytes() == b"PK\x03\x04 not really a snapshot"
+    assert (state / SNAPSHOT_FILE).read_bytes() != kept.read_bytes()
+
+
+def test_two_daemons_never_share_a_state_directory(mosquitto, tmp_path):
+    state = tmp_path / "state"
+    with running(settings_for(mosquitto.url, state__dir=str(state))):
+        second = Daemon(settings_for(mosquitto.url, state__dir=str(state), mqtt__client_id="b"))
+        with pytest.raises(ConfigError, match=rf"state.dir \(--state-dir\): {state} is in use"):
+            second.run()
+    # the first one stopped: the directory is free again
+    with running(settings_for(mosquitto.url, state__dir=str(state))):
+        pass
 
 
 @pytest.fixture

@@ -231,6 +231,13 @@ FILE_ERRORS = [
 ]  # fmt: skip
 
 
+def test_a_repeated_table_gets_no_advice_on_quotes(tmp_path: Path) -> None:
+    path = tmp_path / "sensorcast.toml"
+    path.write_text("[mqtt]\nqos = 1\n[mqtt]\nqos = 0\n")
+    expected = f"{path}:3: invalid TOML: Cannot declare ('mqtt',) twice at column 6"
+    assert error_of(path) == expected
+
+
 @pytest.mark.parametrize(("text", "expected"), FILE_ERRORS)
 def test_file_errors_name_key_file_value_and_fix(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "sensorcast.toml"
@@ -253,7 +260,7 @@ def test_missing_and_unreadable_config_files(tmp_path: Path) -> None:
         ({"SENSORCAST_MQTT_QOS": "one"}, "SENSORCAST_MQTT_QOS: 'one' is not a whole number; "
          "write e.g. 1"),
         ({"SENSORCAST_MQTT_DEADLETTER": "maybe"}, "SENSORCAST_MQTT_DEADLETTER: 'maybe' is not "
-         "true or false"),
+         "true or false; write e.g. true"),
         ({"SENSORCAST_PIPELINE_WINDOW": "1 fortnight"}, "SENSORCAST_PIPELINE_WINDOW: "
          "'1 fortnight' is not a duration"),
         ({"SENSORCAST_PIPELINE_INTERVAL": "90"}, "SENSORCAST_PIPELINE_INTERVAL: 90.0 must be a "
