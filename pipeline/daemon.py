@@ -12,6 +12,7 @@ pings the watchdog from the loop and reports its status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import gc
 import json
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
@@ -69,24 +70,24 @@ def run_daemon(args: argparse.Namespace) -> int:
     return 0
 
 
-def lock_state_dir(directory: Path | None) -> IO[str] | None:
-    """An exclusive lock on ``directory`` (held while the file stays open), so that two
-    daemons never share one snapshot and journal; ConfigError when another holds it."""
+def lock_state_dir(directory: Path | None) -> int | None:
+    """An exclusive lock on ``directory`` (held while the returned descriptor is open),
+    so that two daemons never share one snapshot and journal; ConfigError when another
+    daemon holds it."""
     if directory is None:
         return None
-    lock = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 (held until the daemon stops)
+    lock = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
-        lock.seek(0)
-        holder = lock.read().strip() or "unknown"
-        lock.close()
+        holder = os.read(lock, 32).decode(errors="replace").strip() or "unknown"
+        os.close(lock)
         msg = f"state.dir (--state-dir): {directory} is in use by another sensorcast "
         msg += f"(pid {holder}); give each daemon its own state directory"
         raise ConfigError(msg) from exc
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+    with contextlib.suppress(OSError):  # the pid is for that message; a full disk is fine
+        os.ftruncate(lock, 0)
+        os.write(lock, f"{os.getpid()}\n".encode())
     return lock
 
 
@@ -150,7 +151,7 @@ class Daemon:
             self._run()
         finally:
             if lock is not None:
-                lock.close()  # releases the lock
+                os.close(lock)  # releases the lock
 
     def _run(self) -> None:
         self._serve_metrics()  # first: /healthz and /readyz answer while restoring
