@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pipeline import (
     bench,
@@ -27,8 +28,15 @@ from pipeline import (
 from pipeline.errors import SensorcastError, SnapshotError, UserError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes in the one-line form of every other user mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sensorcast: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sensorcast",
         description="Streaming sensor forecasts with intervals and anomaly flags.",
     )

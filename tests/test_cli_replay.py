@@ -202,3 +202,19 @@ def test_bad_start_and_end_get_one_line(capsys, flags, expected):
     assert main(["replay", str(MACHINE), *flags]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["replay"], "the following arguments are required: PATH; see sensorcast replay --help"),
+        (["bench", "--runs", "x"], "argument --runs: invalid int value: 'x'; see sensorcast bench"),
+        (["nope"], "argument COMMAND: invalid choice: 'nope'"),
+    ],
+)
+def test_flag_mistakes_argparse_finds_are_one_line_too(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("sensorcast: error: ") and expected in err
