@@ -20,7 +20,11 @@ score is final, for the reader's convenience; it is 0 when there are no labels.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import logging
+import os
+import secrets
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 
 NAB_CHUNK = 4096  # rows of every series per engine tick: T of the (B, T) model call
 DEFAULT_NAME = "sensorcast"
+MAX_FILE_NAME_BYTES = 255  # NAME_MAX of Linux file systems: one path component
 
 
 def register(commands: Any) -> None:
@@ -132,6 +137,11 @@ def read_text_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         msg = f"{path}: cannot read it as CSV ({exc})"
         raise InputFileError(msg) from exc
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the first column as index
+        msg = f"{path}: line {_first_long_row(path, len(frame.columns))}: its rows have more "
+        msg += f"fields than its header ({','.join(map(str, frame.columns))}); remove the extra "
+        msg += "fields or name them in the header"
+        raise InputFileError(msg)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -139,6 +149,16 @@ def read_text_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         msg += f"{','.join(columns)} (found {','.join(frame.columns)})"
         raise InputFileError(msg)
     return frame
+
+
+def _first_long_row(path: Path, width: int) -> int:
+    """The physical line of the first row with more than ``width`` fields."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        for row in reader:
+            if len(row) > width:
+                return reader.line_num
+    return 2
 
 
 def parse_times(text: pd.Series) -> np.ndarray:
@@ -270,16 +290,56 @@ def results_path(results_dir: str | Path, key: str, name: str) -> Path:
 
 
 def check_name(name: str) -> str:
+    """``--detector-name`` as a results file prefix: non-empty, no slashes, no NUL."""
     if not name or any(c in name for c in "/\\\x00") or name in (".", ".."):
         msg = f"--detector-name: {name!r} must be a non-empty file-name prefix without slashes"
         raise ConfigError(msg)
     return name
 
 
-def write_results(run: NabRun, labels: list[np.ndarray], results_dir: Path, name: str) -> None:
-    for file, score, label in zip(run.files, run.scores, labels, strict=True):
+def check_file_names(name: str, keys: Sequence[str]) -> None:
+    """ConfigError when ``<NAME>_<file>.csv`` of some data file is too long for a file name."""
+    longest = max(keys, key=lambda k: len(os.fsencode(Path(k).name)), default=None)
+    if longest is None:
+        return
+    file = results_path(".", longest, name).name
+    size = len(os.fsencode(file))
+    if size > MAX_FILE_NAME_BYTES:
+        spare = MAX_FILE_NAME_BYTES - len(os.fsencode(f"_{Path(longest).name}"))
+        msg = f"--detector-name: results file names would be {size} bytes long ({file[:40]}...), "
+        msg += f"over the {MAX_FILE_NAME_BYTES}-byte limit; give a name of at most "
+        msg += f"{max(spare, 0)} bytes"
+        raise ConfigError(msg)
+
+
+def check_out(out: str | Path, nab_dir: str | Path) -> None:
+    """ConfigError when ``--out`` is ``NAB_DIR/data`` or inside it: results would overwrite
+    data files whose names clash, and the next run would read them as data."""
+    data = (Path(nab_dir) / "data").resolve()
+    target = Path(out).resolve()
+    if target == data or data in target.parents:
+        msg = f"--out: {out} is inside {Path(nab_dir) / 'data'}, where results would overwrite "
+        msg += "data files and be read as data next time; give a folder outside it"
+        raise ConfigError(msg)
+
+
+def check_results_paths(run_files: Sequence[DataFile], results_dir: Path, name: str) -> None:
+    """Before the pass: every results file's folder is writable and no results path is a
+    folder."""
+    for file in run_files:
         path = results_path(results_dir, file.key, name)
         writable_folder(path.parent, "--out")
+        if path.is_dir():
+            msg = f"--out: {path} is a folder, where the results of {file.path} go; "
+            msg += "move it away or give another --out"
+            raise ConfigError(msg)
+
+
+def write_results(run: NabRun, labels: list[np.ndarray], results_dir: Path, name: str) -> None:
+    """Every results file, each replaced whole: an interrupted run leaves each file either
+    as it was or complete."""
+    for file, score, label in zip(run.files, run.scores, labels, strict=True):
+        path = results_path(results_dir, file.key, name)
         frame = pd.DataFrame(
             {
                 "timestamp": file.timestamp,
@@ -288,7 +348,29 @@ def write_results(run: NabRun, labels: list[np.ndarray], results_dir: Path, name
                 "label": label,
             }
         )
-        frame.to_csv(path, index=False)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_whole(path, frame)
+        except OSError as exc:
+            msg = f"--out: cannot write {path} ({exc.strerror or exc}); "
+            msg += "give a folder you can write to"
+            raise ConfigError(msg) from exc
+
+
+def replace_whole(path: Path, frame: pd.DataFrame) -> None:
+    """``frame`` as CSV at ``path``: written to a temporary file beside it, then renamed over
+    it, so ``path`` is never half-written; the temporary file is removed on any failure."""
+    tmp = path.with_name(f".sensorcast-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="") as handle:
+            frame.to_csv(handle, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt too: no temporary file is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 # -- labels: read only after detection has finished ------------------------------------------
@@ -321,11 +403,14 @@ def run_nab(args: argparse.Namespace) -> int:
 
     name = check_name(args.detector_name)
     nab_dir = Path(args.data)
+    check_out(args.out, nab_dir)
     paths = data_files(nab_dir)
     files = [read_data(path, nab_dir / "data") for path in paths]
+    check_file_names(name, [f.key for f in files])
     config = PipelineConfig(window=0, report_dropped=True)
     engine = Engine(load_forecaster(args.model, config.interval), build_detector(), config)
     out = writable_folder(args.out, "--out")  # before the pass, not after
+    check_results_paths(files, out, name)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     run = detect(files, engine, progress=progress)
     # detection is over: only now are the labels read, to fill the label column

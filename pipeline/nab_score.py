@@ -45,6 +45,8 @@ from pipeline.errors import InputFileError
 from pipeline.nab import (
     DEFAULT_NAME,
     DataFile,
+    check_file_names,
+    check_name,
     data_files,
     parse_times,
     read_data,
@@ -278,6 +280,9 @@ class Windows:
 
 def load_windows(nab_dir: str | Path) -> Windows:
     path = Path(nab_dir) / "labels" / "combined_windows.json"
+    if path.is_dir():
+        msg = f"{path} is a folder; the NAB root needs labels/combined_windows.json as a file"
+        raise InputFileError(msg)
     if not path.is_file():
         msg = f"{path}: no such file; the NAB root needs labels/combined_windows.json"
         raise InputFileError(msg)
@@ -322,7 +327,9 @@ def load_corpus(
 ) -> list[ScoredSeries]:
     """Every data file's results scores and windows; InputFileError naming the bad file."""
     nab_dir = Path(nab_dir)
+    check_name(name)
     paths = data_files(nab_dir)
+    check_file_names(name, [path.relative_to(nab_dir / "data").as_posix() for path in paths])
     windows = load_windows(nab_dir)
     corpus = []
     for path in paths:
@@ -338,6 +345,9 @@ def load_corpus(
 
 def read_scores(path: Path, data: DataFile) -> np.ndarray:
     """A results file's anomaly scores, checked row by row against its data file."""
+    if path.is_dir():
+        msg = f"{path} is a folder; the results of {data.path} must be a file there"
+        raise InputFileError(msg)
     if not path.is_file():
         msg = f"{path}: no such results file (for {data.path})"
         raise InputFileError(msg)

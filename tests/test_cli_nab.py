@@ -183,3 +183,110 @@ def test_an_out_path_that_is_a_file_exits_2_before_the_pass(corpus, tmp_path, ca
     captured = capsys.readouterr()
     assert captured.err.startswith(f"sensorcast: error: --out: {blocker} is a file")
     assert captured.err.count("\n") == 1 and "rows" not in captured.out  # nothing ran
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    """Two short series in NAB's layout, no labels: quick to run."""
+    root = tmp_path / "small"
+    _synthetic(root / "data/catA/s1.csv", 600, spike_at=400)
+    _synthetic(root / "data/catA/s2.csv", 500)
+    return root
+
+
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.err.startswith("sensorcast: error: ")
+    return captured.err
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["data", "data/catA", "data/new", "data/../data", "link"])
+def test_an_out_inside_the_data_folder_exits_2_and_touches_nothing(small, capsys, where):
+    # results there would overwrite a data file named like one (catA/sensorcast_s2.csv) and
+    # be read back as data by the next run
+    clash = small / "data/catA/sensorcast_s2.csv"
+    _synthetic(clash, 300)
+    (small / "link").symlink_to(small / "data/catA")
+    before = _tree(small / "data")
+    assert main(["nab", "--data", str(small), "--out", str(small / where), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert "--out" in err and "data" in err
+    assert _tree(small / "data") == before  # nothing written, nothing overwritten
+    assert not (small / "data/new").exists()
+
+
+def test_an_out_at_the_nab_root_is_fine(small, capsys):
+    assert main(["nab", "--data", str(small), "--out", str(small), "--no-progress"]) == 0
+    assert (small / "catA/sensorcast_s1.csv").is_file()
+    assert sorted(p.name for p in (small / "data/catA").iterdir()) == ["s1.csv", "s2.csv"]
+
+
+def test_an_interrupted_run_leaves_every_results_file_whole(small, tmp_path, capsys,
+                                                            monkeypatch):  # fmt: skip
+    out = tmp_path / "results"
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 0
+    before = _tree(out)
+    assert len(before) == 2
+    written = pd.DataFrame.to_csv
+    calls = []
+
+    def interrupted(frame, target, *args, **kwargs):  # the first file completes, then ^C
+        calls.append(target)
+        if len(calls) == 1:
+            return written(frame, target, *args, **kwargs)
+        partial = "timestamp,value,anomaly_score,label\n2014-04-01 00:00:00,50"
+        if hasattr(target, "write"):
+            target.write(partial)
+        else:  # a path: written in place
+            Path(target).write_text(partial)
+        raise KeyboardInterrupt
+
+    (small / "data/catA/s2.csv").write_text("timestamp,value\n2014-04-01 00:00:00,1\n")
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted)
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 130
+    after = _tree(out)
+    assert sorted(after) == sorted(before)  # no temporary file left behind
+    assert after["catA/sensorcast_s2.csv"] == before["catA/sensorcast_s2.csv"]  # the old one
+    # the first file was replaced whole by the new run's
+    assert pd.read_csv(out / "catA/sensorcast_s1.csv")["anomaly_score"].between(0, 1).all()
+    assert len(pd.read_csv(out / "catA/sensorcast_s1.csv")) == 600
+
+
+def test_an_over_long_detector_name_exits_2_before_the_pass(small, tmp_path, capsys):
+    out = tmp_path / "results"
+    command = ["nab", "--data", str(small), "--out", str(out), "--detector-name", "a" * 300]
+    assert main(command) == 2
+    err = _one_line_error(capsys)
+    assert "--detector-name" in err and "255" in err
+    assert not out.exists()  # refused before anything was made
+    # the longest name that fits: 255 bytes with "_s1.csv"
+    command[-1] = "a" * (255 - len("_s1.csv"))
+    assert main([*command, "--no-progress"]) == 0
+
+
+def test_a_folder_where_a_results_file_goes_exits_2_before_the_pass(small, tmp_path, capsys):
+    out = tmp_path / "results"
+    (out / "catA/sensorcast_s2.csv").mkdir(parents=True)
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert "sensorcast_s2.csv is a folder" in err and "rows" not in capsys.readouterr().out
+    assert not (out / "catA/sensorcast_s1.csv").exists()
+
+
+def test_an_os_error_while_writing_names_the_file(small, tmp_path, capsys, monkeypatch):
+    # a results path that turns into a folder after the checks before the pass
+    import pipeline.nab
+
+    out = tmp_path / "results"
+    (out / "catA/sensorcast_s2.csv").mkdir(parents=True)
+    monkeypatch.setattr(pipeline.nab, "check_results_paths", lambda *args: None)
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert f"cannot write {out / 'catA/sensorcast_s2.csv'}" in err
+    assert sorted(_tree(out)) == ["catA/sensorcast_s1.csv"]  # no temporary file left

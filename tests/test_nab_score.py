@@ -321,3 +321,42 @@ def test_a_window_that_matches_no_row_names_the_labels_file(scored, capsys):
     assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
     err = _error(capsys)
     assert "combined_windows.json" in err and "realB/y.csv" in err
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", "a" * 300])
+def test_a_bad_detector_name_exits_2_naming_the_flag(scored, capsys, name):
+    root, results = scored
+    command = ["nab-score", "--data", str(root), "--results", str(results), "--detector-name"]
+    assert main([*command, name]) == 2
+    err = _error(capsys)
+    assert err.startswith("sensorcast: error: --detector-name") and "no such" not in err
+
+
+def test_results_rows_with_an_extra_field_name_the_file_and_line(scored, capsys):
+    root, results = scored
+    y = results / "realB" / "sensorcast_y.csv"
+    header, *rows = y.read_text().splitlines()
+    y.write_text("\n".join([header, *(row + ",extra" for row in rows)]) + "\n")
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert f"{y}: line 2: its rows have more fields than its header" in err
+    assert "does not match" not in err
+
+
+def test_a_labels_path_that_is_a_folder_says_so(scored, capsys):
+    root, results = scored
+    labels = root / "labels" / "combined_windows.json"
+    labels.unlink()
+    labels.mkdir()
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert f"{labels} is a folder" in err and "no such file" not in err
+
+
+def test_a_results_path_that_is_a_folder_says_so(scored, capsys):
+    root, results = scored
+    y = results / "realB" / "sensorcast_y.csv"
+    y.unlink()
+    y.mkdir()
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    assert f"{y} is a folder" in _error(capsys)
