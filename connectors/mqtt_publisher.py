@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
 from connectors.topics import escape_level
 from pipeline.protocols import Source
+
+WINDOW = 1_000  # readings in flight at most: paho's own default limit of in-flight QoS 1
 
 
 @dataclass
@@ -47,30 +50,65 @@ def publish_source(
     horizon: float | None = None,
     stop: threading.Event | None = None,
     counters: PublishCounters | None = None,
+    window: int = WINDOW,
 ) -> PublishCounters:
     """Publish ``source``'s readings, up to ``horizon`` seconds (event time) after its first.
 
-    Returns once the broker acknowledged the last one (QoS 1), the source is
-    exhausted, or ``stop`` is set.
+    At most ``window`` readings wait for the broker's acknowledgement (QoS 1): a broker
+    slower than the source slows it down, instead of paho queueing without bound until
+    its 65,535 message ids run out. Returns once the broker acknowledged the last one,
+    the source is exhausted, or ``stop`` is set.
     """
     counters = counters or PublishCounters()
-    last, until = None, None
-    while stop is None or not stop.is_set():
-        batch = source.poll(10_000, 0.1)
-        if batch is None:
-            break
+    stop = stop or threading.Event()
+    pending: deque[mqtt.MQTTMessageInfo] = deque()
+    until = None
+    while not stop.is_set() and (batch := source.poll(10_000, 0.1)) is not None:
         streams = [batch.streams[i] for i in batch.stream_index.tolist()]
         times, values = batch.timestamp.tolist(), batch.value.tolist()
         if until is None and times and horizon is not None:
             until = times[0] + horizon
         for stream, t, v in zip(streams, times, values, strict=True):
-            if until is not None and t > until:
-                break
-            last = client.publish(reading_topic(root, stream), reading_payload(t, v), qos=qos)
+            if until is not None and t > until or not _make_room(pending, window - 1, stop):
+                return counters
+            info = _send(client, reading_topic(root, stream), reading_payload(t, v), qos, stop)
+            if info is None:
+                return counters
+            pending.append(info)
             counters.readings += 1
-        else:
-            continue
-        break  # reached the horizon
-    if last is not None:
-        last.wait_for_publish(30)
+    _make_room(pending, 0, stop)
     return counters
+
+
+def _make_room(pending: deque[mqtt.MQTTMessageInfo], room: int, stop: threading.Event) -> bool:
+    """Wait until at most ``room`` readings are unacknowledged; False once ``stop`` is set."""
+    while len(pending) > room:
+        if not _acknowledged(pending[0], stop):
+            return False
+        pending.popleft()
+    return not stop.is_set()
+
+
+def _send(
+    client: mqtt.Client, topic: str, payload: str, qos: int, stop: threading.Event
+) -> mqtt.MQTTMessageInfo | None:
+    """Publish one reading, waiting while paho's queue is full; None once ``stop`` is set."""
+    while not stop.is_set():
+        info = client.publish(topic, payload, qos=qos)
+        if info.rc != mqtt.MQTT_ERR_QUEUE_SIZE:
+            return info
+        stop.wait(0.05)
+    return None
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo, stop: threading.Event) -> bool:
+    """Wait for the broker's acknowledgement of one reading; False if ``stop`` came first.
+    One paho cannot track (sent while disconnected: paho resends it) counts as done."""
+    while not stop.is_set():
+        try:
+            info.wait_for_publish(0.1)
+        except (ValueError, RuntimeError):
+            return True
+        if info.is_published():
+            return True
+    return False

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bench_report import Row, table, write_json
-from pipeline.errors import UserError
+from pipeline.config import positive_finite
+from pipeline.errors import ConfigError
 from pipeline.writable import writable_file
 
 SCENARIOS = ("replay", "mqtt", "memory", "startup")
@@ -81,31 +82,65 @@ def sizes(args: argparse.Namespace) -> Sizes:
     """The defaults (full or quick) with every size flag given on top."""
     base = QUICK if args.quick else FULL
     memory = base.memory_streams
-    if args.memory_streams:
-        memory = tuple(int(x) for x in args.memory_streams.split(",") if x.strip())
+    if args.memory_streams is not None:
+        memory = memory_counts(args.memory_streams)
     picked = {name: getattr(args, name, None) for name in Sizes.__dataclass_fields__}
     given = {k: v for k, v in picked.items() if v is not None and k != "memory_streams"}
     return Sizes(**{**_fields(base), **given, "memory_streams": memory})
+
+
+def memory_counts(text: str) -> tuple[int, ...]:
+    """``--memory-streams``: comma-separated whole numbers of streams, at least one.
+
+    >>> memory_counts("2000, 1_000_000")
+    (2000, 1000000)
+    """
+    try:
+        counts = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        msg = (f"--memory-streams: {text!r} must be comma-separated whole numbers of "
+               "streams, each at least 1, e.g. 100000,1000000")  # fmt: skip
+        raise ConfigError(msg)
+    return counts
 
 
 def _fields(s: Sizes) -> dict[str, Any]:
     return {name: getattr(s, name) for name in Sizes.__dataclass_fields__}
 
 
+COUNT_FLAGS = ("streams", "steps", "river_readings", "mqtt_streams", "mqtt_readings",
+               "startup_streams")  # fmt: skip
+
+
 def check(args: argparse.Namespace, s: Sizes) -> None:
+    """Every flag, before any scenario starts: one line naming the flag and the fix."""
     if args.runs < 1:
         msg = f"--runs: {args.runs} must be at least 1"
-        raise UserError(msg)
-    counts = [s.streams, s.steps, s.river_readings, s.mqtt_streams, s.mqtt_readings,
-              s.startup_streams, *s.memory_streams]  # fmt: skip
-    if min(counts) < 1 or s.latency_seconds <= 0:
-        msg = "bench: every size flag must be positive"
-        raise UserError(msg)
-    if args.nab and not Path(args.nab).is_dir():
-        msg = f"--nab: {args.nab} is not a folder"
-        raise UserError(msg)
+        raise ConfigError(msg)
+    for name in COUNT_FLAGS:
+        if getattr(s, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            msg = f"{flag}: {getattr(s, name)} must be a whole number of at least 1"
+            raise ConfigError(msg)
+    positive_finite(s.latency_seconds, "--latency-seconds", "seconds", "5")
+    if args.nab:
+        check_nab(Path(args.nab))
     if args.json:
         writable_file(args.json, "--json")  # before the runs, not after
+
+
+def check_nab(folder: Path) -> None:
+    from pipeline.bench_replay import nab_files
+
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a folder"
+        msg = f"--nab: {folder} {why}; give a NAB root or a folder of NAB CSV files"
+        raise ConfigError(msg)
+    if not nab_files(folder):
+        msg = f"--nab: {folder} holds no *.csv files; give a NAB root or a folder of NAB CSVs"
+        raise ConfigError(msg)
 
 
 def nab_folder(args: argparse.Namespace) -> Path | None:

@@ -90,3 +90,16 @@ class PipelineConfig:
     def fingerprint(self) -> str:
         """The settings a snapshot's state depends on."""
         return f"window={self.window!r};lateness={self.lateness!r}"
+
+
+def positive_finite(value: float, flag: str, unit: str, example: str) -> float:
+    """``value``, or ConfigError naming ``flag`` when it is not a positive finite number
+    (NaN and infinity pass a plain ``> 0``).
+
+    >>> positive_finite(2.5, "--speed", "times real time", "3600")
+    2.5
+    """
+    if not (math.isfinite(value) and value > 0):
+        msg = f"{flag}: {value:g} must be a positive finite number ({unit}), e.g. {example}"
+        raise ConfigError(msg)
+    return value

@@ -2,16 +2,20 @@
 
 It starts an embedded MQTT broker (unless ``--broker`` names one), replays the
 bundled logs into it at ``--speed`` times real time (one publisher per log, all
-at once, each from its own start, for ``--duration`` seconds), runs the daemon
-against it exactly as ``sensorcast run`` would, serves ``/metrics``, and shows
-a live table of the streams. It ends by itself when the logs are replayed, or
-on Ctrl-C, with per-stream accuracy and the most striking anomalies.
+at once, each from its own start), runs the daemon against it exactly as
+``sensorcast run`` would, serves ``/metrics``, and shows a live table of the
+streams. Publishing stops after ``--duration`` seconds of wall time (or at
+``--duration`` x ``--speed`` seconds of each log, if that comes first: a speed
+the broker cannot keep up with just publishes as fast as it acknowledges); the
+daemon then gets up to ``CATCH_UP`` seconds to take what was published. It ends
+with per-stream accuracy and the most striking anomalies, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import threading
 import time
@@ -20,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputFileError
+from pipeline.config import positive_finite
+from pipeline.errors import ConfigError, InputFileError
 from pipeline.live import CLEAR, LiveTable
 from pipeline.summary import Scoreboard, TopAnomalies, run_summary, score_table
 from pipeline.types import VerdictBatch
@@ -28,6 +33,10 @@ from pipeline.types import VerdictBatch
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
 ROOT = "demo"  # readings go to demo/<stream>; forecasts to sensorcast/forecast/<stream>
 STARTUP_WAIT = 120.0  # seconds for the daemon to subscribe (a first start compiles kernels)
+BROKER_WAIT = 5.0  # seconds a --broker has to accept a connection
+CATCH_UP = 5.0  # seconds the daemon gets, after publishing stopped, to take what was published
+WINDOW = 200  # readings a publisher thread may have unacknowledged: backpressure, and 5
+# threads stay within paho's 1,000 in flight (and far from its 65,535 message ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +97,50 @@ def demo_logs(folder: Path) -> list[tuple[Path, DemoLog]]:
     return found
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    if not args.duration > 0 or not args.speed > 0:
-        from pipeline.errors import ConfigError
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags, before anything starts: one line naming the flag and the fix."""
+    positive_finite(args.duration, "--duration", "seconds", "60")
+    positive_finite(args.speed, "--speed", "times real time", "3600")
+    if args.broker is not None:
+        broker_address(args.broker)
 
-        msg = "--duration and --speed must be positive numbers"
+
+def broker_address(url: str) -> tuple[str, int]:
+    """``(host, port)`` of a ``--broker`` URL.
+
+    >>> broker_address("mqtt://127.0.0.1:1884")
+    ('127.0.0.1', 1884)
+    >>> broker_address("mqtt://broker.local")
+    ('broker.local', 1883)
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or 1883
+    except ValueError:  # a port that is no number, or out of range
+        host = None
+    if parts.scheme != "mqtt" or not host:
+        msg = f"--broker: {url!r} is not a broker URL; write mqtt://host:1883"
         raise ConfigError(msg)
+    return host, port
+
+
+def reach_broker(url: str, timeout: float = BROKER_WAIT) -> None:
+    """Fail fast, naming ``--broker``, when nothing accepts connections there."""
+    try:
+        socket.create_connection(broker_address(url), timeout=timeout).close()
+    except OSError as exc:
+        msg = (f"--broker: cannot reach {url} within {timeout:g} s ({exc.strerror or exc}); "
+               "start the broker, or leave --broker out to use the embedded one")  # fmt: skip
+        raise ConfigError(msg) from exc
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    check_flags(args)
     logs = demo_logs(args.data)
+    if args.broker is not None:
+        reach_broker(args.broker)
     with _broker(args.broker) as url:
         return _run(args, logs, url)
 
@@ -128,10 +174,15 @@ def _run(args: argparse.Namespace, logs: list[tuple[Path, DemoLog]], url: str) -
         f"sensorcast demo: broker {url}, {len(logs)} real sensor logs at {args.speed:g}x "
         f"real time for {args.duration:g} s, model {args.model}"
     )
-    background = _Background(daemon)
     started = time.monotonic()
+    publishers = _Publishers(url, logs, args.speed, args.duration * args.speed)
     try:
-        publishers = _Publishers(url, logs, args.speed, args.duration * args.speed)
+        background = _Background(daemon)
+    except BaseException:
+        publishers.close()
+        raise
+    try:
+        publishers.start(time.monotonic() + args.duration)
         _watch(daemon, publishers, table, args)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping")
@@ -197,36 +248,60 @@ class _Background:
 
 
 class _Publishers:
-    """One thread per log, publishing its readings into the broker in (scaled) real time."""
+    """One thread per log, publishing its readings into the broker in (scaled) real time
+    until its horizon (event time) or the deadline (wall time), whichever comes first."""
 
     def __init__(
         self, url: str, logs: list[tuple[Path, DemoLog]], speed: float, horizon: float
     ) -> None:
-        from connectors.csv_source import CsvSource
         from connectors.mqtt_client import plain_client
-        from connectors.mqtt_publisher import PublishCounters, publish_source
+        from connectors.mqtt_publisher import PublishCounters
 
-        self.client = plain_client(url, f"sensorcast-demo-publisher-{os.getpid()}")
+        try:
+            self.client = plain_client(url, f"sensorcast-demo-publisher-{os.getpid()}")
+        except ConfigError as exc:  # it names --to, the flag of replay
+            raise ConfigError(str(exc).replace("--to:", "--broker:", 1)) from exc
+        self.logs, self.speed, self.horizon = logs, speed, horizon
         self.counters = PublishCounters()
         self.stop = threading.Event()
-        self.threads = []
-        for path, log in logs:
-            source = CsvSource([path], columns=log.columns, speed=speed, start=log.start)
+        self.threads: list[threading.Thread] = []
+        self.timer: threading.Timer | None = None
+
+    def start(self, deadline: float) -> None:
+        from connectors.csv_source import CsvSource
+        from connectors.mqtt_publisher import publish_source
+
+        for path, log in self.logs:
+            source = CsvSource([path], columns=log.columns, speed=self.speed, start=log.start)
             thread = threading.Thread(
                 target=publish_source,
                 args=(source, self.client, ROOT),
-                kwargs={"horizon": horizon, "stop": self.stop, "counters": self.counters},
+                kwargs={
+                    "horizon": self.horizon,
+                    "stop": self.stop,
+                    "counters": self.counters,
+                    "window": WINDOW,
+                },
                 daemon=True,
             )
             thread.start()
             self.threads.append(thread)
+        self.timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.stop.set)
+        self.timer.daemon = True
+        self.timer.start()
+
+    @property
+    def readings(self) -> int:
+        return self.counters.readings
 
     @property
     def done(self) -> bool:
-        return not any(thread.is_alive() for thread in self.threads)
+        return bool(self.threads) and not any(thread.is_alive() for thread in self.threads)
 
     def close(self) -> None:
         self.stop.set()
+        if self.timer is not None:
+            self.timer.cancel()
         for thread in self.threads:
             thread.join(10)
         self.client.disconnect()
@@ -236,19 +311,22 @@ class _Publishers:
 def _watch(
     daemon: Any, publishers: _Publishers, table: LiveTable, args: argparse.Namespace
 ) -> None:
-    """Show progress until the logs are replayed and the daemon has caught up."""
+    """Show progress until publishing stopped and the daemon has caught up (at most
+    ``CATCH_UP`` seconds after that)."""
     live = sys.stdout.isatty() if args.live is None else args.live
-    deadline = time.monotonic() + args.duration * 3 + 30  # a slow machine still ends
     last_line = time.monotonic()
+    caught_up_by = None
     try:
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
+        while caught_up_by is None or time.monotonic() < caught_up_by:
+            time.sleep(0.2 if publishers.done else 1.0)
             if live:
                 print(CLEAR + _status(daemon, publishers) + "\n\n" + table.render(colour=True))
             elif time.monotonic() - last_line >= 10:
                 print(_status(daemon, publishers), flush=True)
                 last_line = time.monotonic()
-            if publishers.done and daemon.source.counters.messages >= publishers.counters.readings:
+            if publishers.done and caught_up_by is None:
+                caught_up_by = time.monotonic() + CATCH_UP
+            if publishers.done and daemon.source.counters.messages >= publishers.readings:
                 break
     finally:
         publishers.close()
@@ -257,7 +335,7 @@ def _watch(
 def _status(daemon: Any, publishers: _Publishers) -> str:
     stats = daemon.engine.stats
     return (
-        f"published {publishers.counters.readings:,}  received {daemon.source.counters.messages:,}"
+        f"published {publishers.readings:,}  received {daemon.source.counters.messages:,}"
         f"  steps {stats.steps:,}  anomalies {stats.anomalies:,}  queue {daemon.source.depth}"
     )
 
@@ -270,8 +348,12 @@ def _report(
     print(table.render())
     print()
     print(score_table(board.scores() + [board.total()], daemon.engine.config.interval))
-    print("\nMost striking anomalies flagged:")
-    print(top.table())
+    flagged = top.table()
+    if len(flagged.splitlines()) > 2:  # more than the header and its rule
+        print("\nMost striking anomalies flagged:")
+        print(flagged)
+    else:
+        print("\nNo anomaly was flagged.")
     print()
     print(run_summary(daemon.engine.stats, len(daemon.engine.table), seconds))
     if metrics is not None:

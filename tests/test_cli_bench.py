@@ -149,17 +149,52 @@ def test_startup_to_ready(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--runs", "0"], "--runs"),
-        (["--streams", "0"], "positive"),
-        (["--nab", "/nonexistent/nab"], "--nab"),
+        (["--runs", "0"], "--runs: 0 must be at least 1"),
+        (["--streams", "0"], "--streams: 0 must be a whole number of at least 1"),
+        (["--streams", "-5"], "--streams: -5 must be a whole number of at least 1"),
+        (["--steps", "0"], "--steps: 0 must be"),
+        (["--river-readings", "-1"], "--river-readings: -1 must be"),
+        (["--mqtt-streams", "0"], "--mqtt-streams: 0 must be"),
+        (["--mqtt-readings", "0"], "--mqtt-readings: 0 must be"),
+        (["--startup-streams", "0"], "--startup-streams: 0 must be"),
+        (["--latency-seconds", "nan"], "--latency-seconds: nan must be a positive finite"),
+        (["--latency-seconds", "inf"], "--latency-seconds: inf must be a positive finite"),
+        (["--latency-seconds", "0"], "--latency-seconds: 0 must be a positive finite"),
+        (["--memory-streams", "abc"], "--memory-streams: 'abc' must be comma-separated whole"),
+        (["--memory-streams", ","], "--memory-streams: ',' must be comma-separated whole"),
+        (["--memory-streams", ""], "--memory-streams: '' must be comma-separated whole"),
+        (["--memory-streams", "2000,0"], "--memory-streams: '2000,0' must be"),
+        (["--memory-streams", "1.5"], "--memory-streams: '1.5' must be"),
+        (["--nab", "/nonexistent/nab"], "--nab: /nonexistent/nab does not exist"),
     ],
 )
-def test_bad_flags_are_one_line(
+def test_bad_flags_are_one_line_before_any_run(
     flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", "--scenario", "replay", *flags]) == 2
+    # every scenario, so that a flag of a later one is checked before the first starts
+    assert main(["bench", "--quick", "--runs", "1", *flags]) == 2
     err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("sensorcast: error: ") and message in err, err
+    assert len(err.splitlines()) == 1  # also: no "bench: replay ..." line, nothing ran
+
+
+@pytest.mark.parametrize("content", ["nothing", "not a csv", "a file"])
+def test_a_nab_folder_without_csv_files_is_refused_before_the_synthetic_runs(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nab = tmp_path / "nab"
+    if content == "a file":
+        nab.write_text("timestamp,value\n")
+        why = "is not a folder"
+    else:
+        (nab / "data").mkdir(parents=True)
+        if content == "not a csv":
+            (nab / "data" / "readme.txt").write_text("hello")
+        why = "holds no *.csv files"
+    assert main(["bench", "--quick", "--runs", "1", "--scenario", "replay", "--nab", str(nab)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sensorcast: error: --nab: {nab} {why}"), err
+    assert len(err.splitlines()) == 1  # the synthetic runs never started
 
 
 def test_rows_report_medians_and_targets() -> None:

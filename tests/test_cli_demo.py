@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from pipeline.cli import main
 
 
@@ -26,6 +28,7 @@ def test_demo_runs_the_daemon_on_the_bundled_logs_and_ends_by_itself(capsys):
     assert total is not None and int(total.group(1)) > 1000
     summary = re.search(r"^streams 9  readings (\d+)  steps (\d+)", out, re.M)
     assert summary is not None and summary.group(1) == summary.group(2)  # nothing lost
+    anomalies_reported_as_flagged(out)
     assert "metrics were served on http://127.0.0.1:" in out
     assert took < 60
 
@@ -41,3 +44,71 @@ def test_demo_without_its_logs_says_where_it_looked(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is missing; pass --data with the folder holding the bundled logs" in err
     assert str(tmp_path) in err
+
+
+def anomalies_reported_as_flagged(out):
+    """The summary's anomaly count, checked against what the report lists."""
+    summary = re.search(r"^streams \d+  readings (\d+)  steps (\d+)  anomalies (\d+)", out, re.M)
+    assert summary is not None and summary.group(1) == summary.group(2)  # nothing lost
+    flagged = int(summary.group(3))
+    assert ("Most striking anomalies flagged:" in out) == (flagged > 0)
+    assert ("No anomaly was flagged." in out) == (flagged == 0)
+    return flagged
+
+
+@pytest.mark.parametrize("speed", ["10000000", "1e308"])
+def test_a_speed_beyond_the_broker_is_backpressure_and_the_demo_stops_at_its_duration(
+    speed, capsys
+):
+    # the embedded broker takes about a thousand messages a second: the publishers wait
+    # for its acknowledgements (a thread error would fail the test: warnings are errors)
+    started = time.monotonic()
+    assert main(["demo", "--duration", "2", "--speed", speed, "--no-live"]) == 0
+    took = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert anomalies_reported_as_flagged(out) >= 0
+    published = re.search(r"^streams 9  readings (\d+)", out, re.M)
+    assert published is not None and int(published.group(1)) > 100
+    # 2 s publishing + at most CATCH_UP (5 s) + start-up and shut-down; it used to run on
+    assert took < 30
+
+
+def test_a_demo_that_flags_nothing_says_so(capsys):
+    # a minute of each log a second for one second: every stream is still warming up
+    assert main(["demo", "--duration", "1", "--speed", "60", "--no-live"]) == 0
+    out = capsys.readouterr().out
+    assert anomalies_reported_as_flagged(out) == 0
+    assert "No anomaly was flagged." in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--speed", "inf"], "--speed: inf must be a positive finite number"),
+        (["--speed", "nan"], "--speed: nan must be a positive finite number"),
+        (["--speed", "0"], "--speed: 0 must be a positive finite number"),
+        (["--duration", "inf"], "--duration: inf must be a positive finite number (seconds)"),
+        (["--duration", "-1"], "--duration: -1 must be a positive finite number (seconds)"),
+        (["--broker", "http://127.0.0.1:1883"], "--broker: 'http://127.0.0.1:1883' is not a"),
+        (["--broker", "mqtt://127.0.0.1:x"], "--broker: 'mqtt://127.0.0.1:x' is not a"),
+    ],
+)
+def test_bad_flags_are_one_line_before_anything_starts(flags, message, tmp_path, capsys):
+    # --data is empty too: the flags are checked before the logs, the broker or the daemon
+    assert main(["demo", "--data", str(tmp_path), *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("sensorcast: error: ") and message in captured.err
+    assert len(captured.err.splitlines()) == 1 and not captured.out
+
+
+def test_an_unreachable_broker_fails_fast_naming_broker(capsys):
+    from connectors.embedded_broker import free_port
+
+    url = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    assert main(["demo", "--duration", "60", "--broker", url]) == 2
+    took = time.monotonic() - started
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"sensorcast: error: --broker: cannot reach {url}")
+    assert len(captured.err.splitlines()) == 1 and not captured.out
+    assert took < 10

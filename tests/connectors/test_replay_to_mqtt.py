@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
 from daemons import Collector, running, settings_for, wait_until
 
+from connectors.csv_source import CsvSource
+from connectors.mqtt_client import plain_client
+from connectors.mqtt_publisher import publish_source
 from pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,3 +37,23 @@ def test_forecasts_through_mqtt_equal_replay(mosquitto, tmp_path, capsys):
             got[column].astype(float), want[column], check_names=False, rtol=1e-6, atol=1e-5
         )
     forecasts.close()
+
+
+def test_publishing_keeps_a_bounded_window_in_flight_and_loses_nothing(mosquitto, tmp_path):
+    log = tmp_path / "many.csv"
+    rows = "".join(f"{1_700_000_000 + i},{i}\n" for i in range(3_000))
+    log.write_text("timestamp,value\n" + rows)
+    received = Collector(mosquitto.port, "load/#")
+    client = plain_client(mosquitto.url, "test-publisher")
+    try:
+        counters = publish_source(CsvSource([log]), client, "load", window=20)
+        stopped = threading.Event()
+        stopped.set()
+        nothing = publish_source(CsvSource([log]), client, "load", stop=stopped)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert counters.readings == 3_000 and nothing.readings == 0
+    values = [message["value"] for _, message in received.wait_for(3_000)]
+    assert values == [float(i) for i in range(3_000)]  # every one, in order
+    received.close()
