@@ -110,11 +110,11 @@ def serve_metrics(
     except OSError as exc:
         why = exc.strerror or str(exc)
         if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
-            msg = f"metrics.address: cannot serve metrics on {address} ({why}); give an "
-            msg += "address of this host, e.g. 127.0.0.1, or 0.0.0.0 for every interface"
+            msg = f"metrics.address (--metrics-address): cannot serve metrics on {address} "
+            msg += f"({why}); give an address of this host, e.g. 127.0.0.1, or 0.0.0.0 for all"
         else:  # in use, or a privileged port
-            msg = f"metrics.port: cannot serve metrics on {address}:{port} ({why}); "
-            msg += "choose another port or 0 to turn the endpoint off"
+            msg = f"metrics.port (--metrics-port): cannot serve metrics on {address}:{port} "
+            msg += f"({why}); choose another port or 0 to turn the endpoint off"
         raise ConfigError(msg) from exc
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()

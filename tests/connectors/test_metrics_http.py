@@ -48,7 +48,7 @@ def test_a_port_in_use_is_a_config_error_naming_the_key():
     port = free_port()
     first = serve_metrics(PipelineCollector(make_engine()), "127.0.0.1", port)
     try:
-        expected = rf"^metrics.port: cannot serve metrics on 127.0.0.1:{port} "
+        expected = rf"^metrics.port \(--metrics-port\): cannot serve metrics on 127.0.0.1:{port} "
         with pytest.raises(ConfigError, match=expected):
             serve_metrics(PipelineCollector(make_engine()), "127.0.0.1", port)
     finally:
@@ -58,7 +58,7 @@ def test_a_port_in_use_is_a_config_error_naming_the_key():
 @pytest.mark.parametrize("address", ["nosuchhost.invalid", "192.0.2.1"])
 def test_an_address_not_of_this_host_is_a_config_error_naming_the_address(address):
     # .invalid never resolves (RFC 6761); 192.0.2.1 is a documentation address (RFC 5737)
-    expected = rf"^metrics.address: cannot serve metrics on {address} "
+    expected = rf"^metrics.address \(--metrics-address\): cannot serve metrics on {address} "
     with pytest.raises(ConfigError, match=expected):
         serve_metrics(PipelineCollector(make_engine()), address, 0)
 
