@@ -566,14 +566,18 @@ def plain_client(url: str, client_id: str) -> mqtt.Client:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        msg = f"--to: {url!r} is not a broker URL; write mqtt://host:1883"
+    try:
+        port = parts.port or 1883
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if parts.scheme != "mqtt" or not parts.hostname or not port:
+        msg = f"--to: {url!r} is not a broker URL; write mqtt://host:1883 (ports 1-65535)"
         raise ConfigError(msg)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     try:
-        client.connect(parts.hostname, parts.port or 1883)
+        client.connect(parts.hostname, port)
     except OSError as exc:
         msg = f"--to: cannot reach broker {url} ({_why(exc)}); is it running?"
         raise ConfigError(msg) from exc

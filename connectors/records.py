@@ -7,6 +7,7 @@ from here, so every output speaks the same format.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -141,8 +142,9 @@ def _timestamps(seconds: np.ndarray) -> pa.TimestampArray:
 def verdict_records(verdicts: VerdictBatch) -> list[dict[str, Any]]:
     """One JSON-able dict per row, keys in ``CSV_COLUMNS`` order.
 
-    NaN and empty times become None, flags booleans; built column by column from
-    plain lists, because this runs for every published message.
+    NaN, infinities and empty times become None (JSON has no such numbers), flags
+    booleans; built column by column from plain lists, because this runs for every
+    published message.
     """
     columns = [_json_column(verdicts, name) for name in CSV_COLUMNS]
     return [dict(zip(CSV_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
@@ -159,4 +161,4 @@ def _json_column(verdicts: VerdictBatch, name: str) -> list[Any]:
     values = getattr(verdicts, name).tolist()
     if name in ("stream", "count", "is_anomaly"):
         return values
-    return [None if x != x else x for x in values]  # NaN -> None
+    return [x if math.isfinite(x) else None for x in values]  # NaN, inf -> None: JSON has neither

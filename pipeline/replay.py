@@ -29,7 +29,7 @@ def register(commands: Any) -> None:
         "replay",
         help="replay CSV logs through the pipeline",
         description="Replay CSV logs (files or directories) through the streaming pipeline "
-        "and write one row per step: forecast, 90%% interval, anomaly score and flag.",
+        "and write one row per step: forecast, 90% interval, anomaly score and flag.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="CSV files or directories")
     add_input_arguments(parser)
@@ -245,6 +245,9 @@ def run_replay(args: argparse.Namespace) -> int:
     for path, flag in ((args.out, "--out"), (args.state, "--state")):
         if path and path != "-":
             not_an_input(path, source.files, flag)
+    if args.out and args.state and Path(args.out).resolve() == Path(args.state).resolve():
+        msg = f"--state: {args.state} is also the --out file; give two different files"
+        raise ConfigError(msg)
     if state is not None and state.exists():
         engine.restore(state)
         source.seek(engine.table.positions)

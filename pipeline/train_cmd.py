@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "train",
         help="train the recurrent forecaster on CSV logs",
-        description="Train the GRU forecaster on CSV logs (the last 20%% of every stream is "
+        description="Train the GRU forecaster on CSV logs (the last 20% of every stream is "
         "held out for validation and early stopping) and write a checkpoint: "
         "NAME.safetensors (weights) and NAME.json (architecture, data manifest, metrics).",
     )

@@ -218,3 +218,25 @@ def test_flag_mistakes_argparse_finds_are_one_line_too(capsys, argv, expected):
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.count("\n") == 1
     assert err.startswith("sensorcast: error: ") and expected in err
+
+
+def test_out_and_state_must_be_two_files(tmp_path, capsys):
+    same = tmp_path / "same.csv"
+    assert main(["replay", str(MACHINE), "--out", str(same), "--state", str(same)]) == 2
+    assert "--state: " in capsys.readouterr().err and not same.exists()
+
+
+@pytest.mark.parametrize("url", ["mqtt://127.0.0.1:notaport", "mqtt://127.0.0.1:99999"])
+def test_a_bad_port_in_to_is_one_line(capsys, url):
+    assert main(["replay", str(MACHINE), "--to", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--to: " in err and "ports 1-65535" in err
+
+
+def test_jsonl_holds_no_infinity(tmp_path, capsys):
+    log = tmp_path / "a.csv"
+    log.write_text("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,inf\n")
+    out = tmp_path / "o.jsonl"
+    assert main(["replay", str(log), "--out", str(out), "--model", "persistence"]) == 0
+    rows = [json.loads(line, parse_constant=pytest.fail) for line in out.read_text().splitlines()]
+    assert rows[1]["dropped"] == "non_finite" and rows[1]["value"] is None
