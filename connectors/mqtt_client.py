@@ -561,8 +561,12 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def plain_client(url: str, client_id: str) -> mqtt.Client:
-    """A connected, looping paho client for ``mqtt://host:port`` (simulators, the demo)."""
+def broker_address(url: str, flag: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``mqtt://host[:port]`` URL; ConfigError naming ``flag``.
+
+    >>> broker_address("mqtt://127.0.0.1:1884", "--to"), broker_address("mqtt://b", "--to")
+    (('127.0.0.1', 1884), ('b', 1883))
+    """
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -571,15 +575,22 @@ def plain_client(url: str, client_id: str) -> mqtt.Client:
     except ValueError:  # not a number, or out of range
         port = 0
     if parts.scheme != "mqtt" or not parts.hostname or not port:
-        msg = f"--to: {url!r} is not a broker URL; write mqtt://host:1883 (ports 1-65535)"
+        msg = f"{flag}: {url!r} is not a broker URL; write mqtt://host:1883 (ports 1-65535)"
         raise ConfigError(msg)
+    return parts.hostname, port
+
+
+def plain_client(url: str, client_id: str, flag: str = "--to") -> mqtt.Client:
+    """A connected, looping paho client for ``mqtt://host:port`` (simulators, the demo);
+    errors name ``flag``, the option that gave the URL."""
+    host, port = broker_address(url, flag)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     try:
-        client.connect(parts.hostname, port)
+        client.connect(host, port)
     except OSError as exc:
-        msg = f"--to: cannot reach broker {url} ({_why(exc)}); is it running?"
+        msg = f"{flag}: cannot reach broker {url} ({_why(exc)}); is it running?"
         raise ConfigError(msg) from exc
     client.loop_start()
     return client

@@ -12,6 +12,11 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
 
 
+DAY = 86_400.0  # seconds
+LONGEST_WINDOW = 30 * DAY  # a typo (a unit too big) is refused, in flags and settings alike
+LONGEST_LATENESS = 7 * DAY
+
+
 def parse_duration(text: str | float | int, key: str) -> float:
     """Seconds from ``"250ms"``, ``"60s"``, ``"5m"``, ``"1h"``, ``"1d"`` or a bare number.
 

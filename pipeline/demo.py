@@ -102,34 +102,17 @@ def check_flags(args: argparse.Namespace) -> None:
     positive_finite(args.duration, "--duration", "seconds", "60")
     positive_finite(args.speed, "--speed", "times real time", "3600")
     if args.broker is not None:
-        broker_address(args.broker)
+        from connectors.mqtt_client import broker_address
 
-
-def broker_address(url: str) -> tuple[str, int]:
-    """``(host, port)`` of a ``--broker`` URL.
-
-    >>> broker_address("mqtt://127.0.0.1:1884")
-    ('127.0.0.1', 1884)
-    >>> broker_address("mqtt://broker.local")
-    ('broker.local', 1883)
-    """
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    try:
-        host, port = parts.hostname, parts.port or 1883
-    except ValueError:  # a port that is no number, or out of range
-        host = None
-    if parts.scheme != "mqtt" or not host:
-        msg = f"--broker: {url!r} is not a broker URL; write mqtt://host:1883"
-        raise ConfigError(msg)
-    return host, port
+        broker_address(args.broker, "--broker")
 
 
 def reach_broker(url: str, timeout: float = BROKER_WAIT) -> None:
     """Fail fast, naming ``--broker``, when nothing accepts connections there."""
+    from connectors.mqtt_client import broker_address
+
     try:
-        socket.create_connection(broker_address(url), timeout=timeout).close()
+        socket.create_connection(broker_address(url, "--broker"), timeout=timeout).close()
     except OSError as exc:
         msg = (f"--broker: cannot reach {url} within {timeout:g} s ({exc.strerror or exc}); "
                "start the broker, or leave --broker out to use the embedded one")  # fmt: skip
@@ -257,10 +240,7 @@ class _Publishers:
         from connectors.mqtt_client import plain_client
         from connectors.mqtt_publisher import PublishCounters
 
-        try:
-            self.client = plain_client(url, f"sensorcast-demo-publisher-{os.getpid()}")
-        except ConfigError as exc:  # it names --to, the flag of replay
-            raise ConfigError(str(exc).replace("--to:", "--broker:", 1)) from exc
+        self.client = plain_client(url, f"sensorcast-demo-publisher-{os.getpid()}", "--broker")
         self.logs, self.speed, self.horizon = logs, speed, horizon
         self.counters = PublishCounters()
         self.stop = threading.Event()

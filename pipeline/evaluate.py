@@ -502,10 +502,13 @@ def check_args(args: argparse.Namespace) -> None:
         msg = f"--plot-steps: {args.plot_steps} must be at least 2"
         raise ConfigError(msg)
     # now, not after every model has run: a folder or an unwritable place is a mistake
-    for flag, path in (("--report", args.report), ("--csv", args.csv)):
-        if path:
-            writable_file(path, flag)
-            not_an_input(path, input_files(args.paths), flag)
+    outputs = [
+        (flag, path) for flag, path in (("--report", args.report), ("--csv", args.csv)) if path
+    ]
+    inputs = input_files(args.paths) if outputs else []
+    for flag, path in outputs:
+        writable_file(path, flag)
+        not_an_input(path, inputs, flag)
     if args.report and args.csv and Path(args.report).resolve() == Path(args.csv).resolve():
         msg = f"--csv: {args.csv} is also the --report file; give two different files"
         raise ConfigError(msg)

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig, parse_duration
+from pipeline.config import (
+    DAY,
+    LONGEST_LATENESS,
+    LONGEST_WINDOW,
+    PipelineConfig,
+    parse_duration,
+)
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError
@@ -86,8 +92,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=0.9, help="interval coverage (0.9)")
 
 
-DAY = 86_400.0
-LONGEST = {"--window": 30 * DAY, "--lateness": 7 * DAY}  # as the daemon's settings allow
+LONGEST = {"--window": LONGEST_WINDOW, "--lateness": LONGEST_LATENESS}  # as settings allow
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:

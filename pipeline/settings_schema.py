@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pipeline.config import parse_duration
+from pipeline.config import DAY, LONGEST_LATENESS, LONGEST_WINDOW, parse_duration
 from pipeline.errors import ConfigError, ModelLoadError
 
 ENV_PREFIX = "SENSORCAST_"
@@ -38,7 +38,6 @@ CONFIG_ENV = "SENSORCAST_CONFIG"
 OTHER_ENV = (PASSWORD_ENV, CONFIG_ENV, "SENSORCAST_DATA")  # ours, but not keys
 PASSWORD_HINT = f"put the password in a file named by mqtt.password_file, or in {PASSWORD_ENV}"
 MQTT_MAX_PACKET = 268_435_455  # bytes: the largest packet MQTT can frame
-DAY = 86_400.0  # seconds
 DAEMON_MODELS = ("default", "persistence")  # River baselines keep state snapshots cannot hold
 
 Check = Callable[[Any], str | None]  # converted value -> "what is wrong; the fix", or None
@@ -391,9 +390,9 @@ KEYS: tuple[Key, ...] = (
     # Bounds on durations and counts: generous, but a typo (a zero, a unit too big)
     # is refused at start rather than found as a stalled or state-less daemon.
     Key(_P, "window", "duration", "0", "tumbling window; 0 = every reading is a step",
-        in_range(0, 30 * DAY, "use 0 (every reading is a step) to 30d, e.g. 60s")),
+        in_range(0, LONGEST_WINDOW, "use 0 (every reading is a step) to 30d, e.g. 60s")),
     Key(_P, "lateness", "duration", "0", "allowed out-of-order lateness",
-        in_range(0, 7 * DAY, "use 0 (none) to 7d, e.g. 30s")),
+        in_range(0, LONGEST_LATENESS, "use 0 (none) to 7d, e.g. 30s")),
     # 0 would close every open window at every tick
     Key(_P, "idle_timeout", "duration", "2m", "close a silent stream's window after",
         in_range(0.001, 30 * DAY, "use 1ms to 30d, e.g. 2m")),

@@ -29,6 +29,7 @@ from pipeline.errors import SnapshotError
 from pipeline.state import PendingReadings, StateTable
 
 SCHEMA_VERSION = 2  # 2: meta holds the journal generation
+ZIP_MAGIC = b"PK\x03\x04"  # a snapshot is numpy's .npz: a zip of .npy arrays
 
 
 def write_snapshot(table: StateTable, path: str | Path, fingerprints: Mapping[str, str]) -> int:
@@ -135,7 +136,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
-        if _head(path) != b"PK\x03\x04":  # not a zip (an .npz): numpy would try a pickle
+        if _head(path) != ZIP_MAGIC:  # not an .npz: numpy would try it as a pickle
             msg = f"{path} is not a sensorcast snapshot; give a snapshot file, or a new name "
             msg += "to start cold"
             raise SnapshotError(msg)
@@ -156,7 +157,7 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _head(path: Path) -> bytes:
     with open(path, "rb") as f:
-        return f.read(4)
+        return f.read(len(ZIP_MAGIC))
 
 
 def _check_compatible(path: Path, meta: dict[str, Any], fingerprints: Mapping[str, str]) -> None:

@@ -16,9 +16,8 @@ from typing import Any
 from pipeline.daemon import JOURNAL_FILE, SNAPSHOT_FILE
 from pipeline.errors import ConfigError, SnapshotError, UserError
 from pipeline.journal import MAGIC, summarize
-from pipeline.snapshot import SCHEMA_VERSION, inspect_snapshot
+from pipeline.snapshot import SCHEMA_VERSION, ZIP_MAGIC, inspect_snapshot
 
-ZIP_MAGIC = b"PK\x03\x04"  # a snapshot is numpy's .npz: a zip of .npy arrays
 GIVE = f"give a snapshot ({SNAPSHOT_FILE}) or journal ({JOURNAL_FILE}) from state.dir"
 
 
