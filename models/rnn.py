@@ -204,9 +204,10 @@ def _combine_kernel(post, value, missing, length, anchor, unit, y, z, coverage, 
                 _learn(p, value[b, j], z, coverage)
             u = unit[b, j]
             gap = u * y[b, j, 0]  # the network's predicted change
-            weight = _weight(p)
+            weight, spread = _weight(p)
             gru_scale = u * math.exp(min(max(y[b, j, 1], -10.0), 10.0))
-            mix_scale = math.sqrt(gru_scale * gru_scale + weight * (1.0 - weight) * gap * gap)
+            # the candidates' disagreement widens the interval: variance of a mixture
+            mix_scale = math.sqrt(gru_scale * gru_scale + spread * gap * gap)
             mean[b, j] = anchor[b, j] + _on_lattice(weight * gap, p[LATTICE])
             scale[b, j] = mix_scale * math.exp(p[CALIB])
             p[GAP_PREV], p[MIX_PREV], p[ANCHOR_PREV] = gap, mean[b, j], anchor[b, j]
@@ -215,16 +216,22 @@ def _combine_kernel(post, value, missing, length, anchor, unit, y, z, coverage, 
 
 @numba.njit(cache=True)
 def _weight(p):
-    """Softmin over the candidates' discounted errors of the candidate weights."""
+    """Mean and variance of the candidate weights under a softmin of their errors.
+
+    The variance is never negative (a Bernoulli ``w (1 - w)`` would be, for the
+    weights above 1), so the interval exists at every step.
+    """
     best = p[LOSSES]
     for k in range(1, len(_WEIGHTS)):
         best = min(best, p[LOSSES + k])
-    total, weighted = 0.0, 0.0
+    total, weighted, squared = 0.0, 0.0, 0.0
     for k in range(len(_WEIGHTS)):
         share = math.exp(-SHARPNESS * (p[LOSSES + k] - best))
         total += share
         weighted += share * _WEIGHTS[k]
-    return weighted / total
+        squared += share * _WEIGHTS[k] * _WEIGHTS[k]
+    mean = weighted / total
+    return mean, max(squared / total - mean * mean, 0.0)
 
 
 @numba.njit(cache=True)

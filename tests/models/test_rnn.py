@@ -98,6 +98,15 @@ def test_a_constant_stream_forecasts_its_constant_with_a_small_interval():
     assert np.all(out.scale[0, 50:] < 0.01)
 
 
+def test_every_forecast_has_an_interval_when_the_network_is_trusted_beyond_its_change():
+    # a smooth daily cycle: the network's change is trusted with weights above 1,
+    # where a Bernoulli mixture variance w (1 - w) would be negative (NaN scale)
+    rows = [20.0 + 5.0 * math.sin(2 * math.pi * i / 24) for i in range(300)]
+    forecaster = load_forecaster("default")
+    out = forecaster.step(forecaster.initial_state(1), chunk_of([rows], 3600.0))
+    assert np.all(np.isfinite(out.scale[0])) and np.all(out.scale[0] > 0)
+
+
 def test_a_quantised_stream_is_forecast_on_its_own_steps():
     # a random walk read in 0.1 steps: a forecast between two readable values
     # can only lose absolute error against the nearer one of them
