@@ -14,10 +14,12 @@ one), see ``connectors.csv_formats``:
 Times may be ISO 8601, epoch seconds or milliseconds, split year/month/day/hour
 columns or a Date + Time pair; see ``connectors.timestamps``.
 
-Every reading carries ``partition`` = the file's path and ``seq`` = its physical line
-number (the header is line 1), so ``seek`` resumes after a snapshot and every
-rejection names its line. Empty cells and NDBC missing-value codes are counted in
-``ReadingBatch.missing``; unreadable times, values and stream names become
+Every reading carries ``partition`` = the file's path (as given) and ``seq`` = its
+physical line number (the header is line 1), so every rejection names its line and
+``seek`` resumes after a snapshot (under any path naming the file, see
+``file_positions``). Empty cells and NDBC missing-value codes are counted in
+``ReadingBatch.missing`` (with ``start``/``end``, only those of rows in that span);
+unreadable times, values and stream names become
 ``Rejection``s folded per reason and column, pointing at the first line; a row with
 more fields than the header is skipped as a ``decode_error``. Line numbers assume no
 quoted field spans several lines.
@@ -63,6 +65,7 @@ from connectors.csv_formats import (
     stream_problem,
     time_problem,
 )
+from connectors.records import iso_times
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import ConfigError
 from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
@@ -70,6 +73,7 @@ from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
 log = logging.getLogger(__name__)
 
 TIME, KEY = -1, -2  # problem fields that are not value columns (which count from 0)
+ALL_TIME = (-math.inf, math.inf)  # a span of event time that keeps every row
 
 
 class CsvSource:
@@ -134,10 +138,11 @@ class CsvSource:
         return None
 
     def seek(self, positions: Mapping[str, int]) -> None:
-        """Skip every row whose line is at or before ``positions[partition]``."""
-        self._positions.update(positions)
+        """Skip every row whose line is at or before its file's position; a key of
+        ``positions`` is any path naming the file (see ``file_positions``)."""
+        self._positions.update(file_positions(positions))
         if self._file is not None:
-            self._file.seek(self._positions.get(self._file.partition, -1))
+            self._file.seek(self._positions.get(file_key(self._file.layout.path), -1))
 
     def commit(self) -> None:
         """Nothing to confirm: a file's position lives in the snapshot."""
@@ -163,8 +168,10 @@ class CsvSource:
     def _current(self) -> _FileReader | None:
         if self._file is None and self._index < len(self._layouts):
             layout = self._layouts[self._index]
-            self._file = _FileReader(layout, self.chunk_rows, self.timezone)
-            self._file.seek(_resume_line(layout.path, self._positions.get(str(layout.path), -1)))
+            span = (_or(self.start, -math.inf), _or(self.end, math.inf))
+            self._file = _FileReader(layout, self.chunk_rows, self.timezone, span)
+            position = self._positions.get(file_key(layout.path), -1)
+            self._file.seek(_resume_line(layout.path, position))
         return self._file
 
     def _next_file(self) -> None:
@@ -243,6 +250,27 @@ class ChainedSource:
         self._index = len(self.sources)
 
 
+def file_key(path: Path) -> str:
+    """The key of a file's position in a snapshot: its resolved absolute path, so that it
+    is found again whether the file is named ``a.csv``, ``./a.csv`` or ``res/a.csv``."""
+    return str(path.resolve())
+
+
+def file_positions(positions: Mapping[str, int]) -> dict[str, int]:
+    """``positions`` (by partition: a path as typed, relative to the working directory)
+    keyed by ``file_key``; of two keys naming one file, the later wins. Snapshots written
+    before keys were resolved are read this way too.
+
+    >>> file_positions({"a.csv": 3, "./a.csv": 5}) == {str(Path.cwd().resolve() / "a.csv"): 5}
+    True
+    """
+    return {file_key(Path(key)): position for key, position in positions.items()}
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _resume_line(path: Path, position: int) -> int:
     """``position``, or -1 (from the start) when the file now ends before that line:
     it was truncated or replaced by a new log (rotated), whose lines are all new."""
@@ -280,18 +308,20 @@ def _validate(source: CsvSource) -> None:
     elif not isinstance(source.chunk_rows, int) or source.chunk_rows < 1:
         problem = f"chunk_rows={source.chunk_rows} must be at least 1"
     elif source.start is not None and source.end is not None and source.start > source.end:
-        problem = f"start={source.start} is after end={source.end}"
+        start, end = iso_times(np.array([source.start, source.end]))  # not epoch seconds
+        problem = f"start={start} is after end={end}"
     elif source.speed is not None and not (0 < source.speed < math.inf):
         problem = f"speed={source.speed} must be a positive factor (or None: no pacing)"
     elif isinstance(source.paths, str | Path) or not source.paths:
         problem = "paths must be a non-empty list of CSV files or directories"
-    elif source.timezone is not None and not _known_zone(source.timezone):
+    elif source.timezone is not None and not known_zone(source.timezone):
         problem = f"timezone={source.timezone!r} is not an IANA zone such as 'Europe/Dublin'"
     if problem:
         raise ConfigError(problem)
 
 
-def _known_zone(name: str) -> bool:
+def known_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone this machine knows."""
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -302,10 +332,13 @@ def _known_zone(name: str) -> bool:
 class _FileReader:
     """One file being replayed: its pandas chunk reader and the parsed chunk being served."""
 
-    def __init__(self, layout: Layout, chunk_rows: int, timezone: str | None) -> None:
+    def __init__(
+        self, layout: Layout, chunk_rows: int, timezone: str | None, span: tuple[float, float]
+    ) -> None:
         self.layout = layout
         self.partition = str(layout.path)
         self.timezone = timezone
+        self.span = span  # (start, end) event time: rows outside count no missing or problems
         self._frames = _chunks(layout, chunk_rows)
         self._next_line = layout.first_line
         self._chunk: Chunk | None = None
@@ -330,7 +363,7 @@ class _FileReader:
         if chunk is None:
             return self._with_malformed(None, math.inf)  # None once all is said
         start, self._cursor = self._cursor, chunk.cut(self._cursor, max_items, due)
-        batch = chunk.batch(start, self._cursor, self.partition)
+        batch = chunk.batch(start, self._cursor, self.partition, self.span)
         rest = chunk.seq[self._cursor] if self._cursor < len(chunk.seq) else math.inf
         return self._with_malformed(batch, rest)
 
@@ -457,7 +490,11 @@ class Chunk:
         late = np.flatnonzero(self.time[start:stop] > due)  # NaN times never wait
         return start + int(late[0]) if len(late) else stop
 
-    def batch(self, start: int, stop: int, partition: str) -> ReadingBatch:
+    def batch(
+        self, start: int, stop: int, partition: str, span: tuple[float, float] = ALL_TIME
+    ) -> ReadingBatch:
+        """Rows [start, stop) as a batch; missing cells and problems of rows whose time is
+        outside ``span`` are left out, as their readings are (by the source)."""
         lo, hi = np.searchsorted(self.row, [start, stop])
         index, codes = pd.factorize(self.code[lo:hi])
         missing = np.searchsorted(self.missing_row, [start, stop])
@@ -468,19 +505,29 @@ class Chunk:
             value=self.value[lo:hi].copy(),
             seq=self.seq[self.row[lo:hi]],
             partition=partition,
-            rejections=self._rejections(start, stop, partition),
-            missing=int(missing[1] - missing[0]),
+            rejections=self._rejections(start, stop, partition, span),
+            missing=int(np.count_nonzero(self._in_span(self.missing_row[slice(*missing)], span))),
         )
 
-    def _rejections(self, start: int, stop: int, partition: str) -> tuple[Rejection, ...]:
-        """One rejection per (reason, column) among rows [start, stop), at its first line."""
+    def _in_span(self, rows: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+        """(len(rows),) bool: the row's time is in ``span``, or unreadable (NaN: a bad
+        timestamp is reported wherever it is)."""
+        time = self.time[rows]
+        return ~((time < span[0]) | (time > span[1]))
+
+    def _rejections(
+        self, start: int, stop: int, partition: str, span: tuple[float, float]
+    ) -> tuple[Rejection, ...]:
+        """One rejection per (reason, column) among rows [start, stop) in ``span``, at its
+        first line."""
         lo, hi = np.searchsorted(self.problem_row, [start, stop])
-        if lo == hi:
+        kept = lo + np.flatnonzero(self._in_span(self.problem_row[lo:hi], span))
+        if not len(kept):
             return ()
-        pairs = np.stack([self.problem_reason[lo:hi], self.problem_field[lo:hi]], axis=1)
+        pairs = np.stack([self.problem_reason[kept], self.problem_field[kept]], axis=1)
         _, first, counts = np.unique(pairs, axis=0, return_index=True, return_counts=True)
         order = np.argsort(first)
-        return tuple(self._rejection(lo + int(first[i]), int(counts[i]), partition) for i in order)
+        return tuple(self._rejection(int(kept[first[i]]), int(counts[i]), partition) for i in order)
 
     def _rejection(self, i: int, count: int, partition: str) -> Rejection:
         row, field = int(self.problem_row[i]), int(self.problem_field[i])

@@ -124,6 +124,7 @@ def fingerprint_of(weights: Path) -> str:
 def load_checkpoint(path: str | Path, coverage: float = 0.9) -> RnnForecaster:
     """The forecaster a checkpoint describes, or ModelLoadError saying what is wrong."""
     weights, metadata = paths_of(path)
+    _require_given(path, weights, metadata)
     meta = read_metadata(metadata)
     arch = _architecture(meta, metadata)
     try:
@@ -140,12 +141,25 @@ def load_checkpoint(path: str | Path, coverage: float = 0.9) -> RnnForecaster:
     return RnnForecaster(_load_weights(sizes, weights), meta["fingerprint"], coverage)
 
 
+def _require_given(path: str | Path, weights: Path, metadata: Path) -> None:
+    """ModelLoadError naming what the user gave when it is not there or holds neither file;
+    a missing companion of a file that is there is named by the loader."""
+    if not Path(path).exists():
+        msg = f"{path}: no such checkpoint; give a checkpoint directory, its .safetensors or "
+        msg += "its .json file"
+        raise ModelLoadError(msg)
+    if not weights.exists() and not metadata.exists():
+        msg = f"{path}: no checkpoint in it (no {weights.name} or {metadata.name}); give the "
+        msg += "--out of a `sensorcast train` run"
+        raise ModelLoadError(msg)
+
+
 def read_metadata(metadata: Path) -> dict[str, Any]:
     try:
         meta = json.loads(metadata.read_text())
     except FileNotFoundError as exc:
-        msg = f"{metadata}: no such checkpoint metadata; --model takes a checkpoint directory, "
-        msg += "its .safetensors or its .json file"
+        msg = f"{metadata}: no such checkpoint metadata beside the weights; a checkpoint is "
+        msg += "both files: copy them together"
         raise ModelLoadError(msg) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"{metadata}: not a sensorcast checkpoint ({exc})"

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pipeline import (
     bench,
@@ -27,12 +28,35 @@ from pipeline import (
 )
 from pipeline.errors import SensorcastError, SnapshotError, UserError
 
+SIGNED = re.compile(r"-\.?\d")  # "-5s", "-.5m": a signed value, never one of our flags
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with its mistakes in the one-line form of every other user mistake."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"sensorcast: error: {message}; see {self.prog} --help\n")
+
+    def parse_known_args(  # type: ignore[override]  # (typeshed overloads it by namespace type)
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        argv = sys.argv[1:] if args is None else args
+        return super().parse_known_args(self._attach_signed(argv), namespace)
+
+    def _attach_signed(self, args: Sequence[str]) -> list[str]:
+        """``--window -5s`` as ``--window=-5s``: argparse takes ``-5s`` for a flag and says
+        only "expected one argument"; the flag's own check says what is wrong with it."""
+        out: list[str] = []
+        for arg in args:
+            if out and SIGNED.match(arg) and self._takes_a_value(out[-1]) and "--" not in out:
+                out[-1] += f"={arg}" if out[-1].startswith("--") else arg
+            else:
+                out.append(arg)
+        return out
+
+    def _takes_a_value(self, arg: str) -> bool:
+        action = self._option_string_actions.get(arg)
+        return action is not None and action.nargs is None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from pipeline.config import PipelineConfig
 from pipeline.detect import default_detector
 from pipeline.engine import Engine, EngineStats
 from pipeline.errors import ConfigError, InputFileError, ModelLoadError
+from pipeline.log_specs import check_columns, empty_range
 from pipeline.protocols import Forecaster
 from pipeline.replay import (
     add_input_arguments,
@@ -44,7 +45,7 @@ from pipeline.replay import (
     run_to_end,
 )
 from pipeline.report import Panel, Table, html_page
-from pipeline.summary import run_summary
+from pipeline.summary import counted, run_summary
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
 from pipeline.writable import not_an_input, writable_file
 
@@ -238,17 +239,46 @@ def run_models(args: argparse.Namespace, names: Sequence[str]) -> list[ModelRun]
             forecaster, notes = river_variant(forecaster, args.season, tuning)
         run = replay_model(args, name, forecaster)
         if not run.steps:  # the first pass says so: the logs, not the model
-            raise _nothing_to_score(args.paths, run.stats)
+            raise _nothing_to_score(args, run.stats)
+        notes += _short_streams_note(forecaster, run) if _is_river(name) else ()
         runs[name] = dataclasses.replace(run, notes=notes + run.notes)
         series = series if series is not None else _values(run)
     return [runs[name] for name in names]
 
 
-def _nothing_to_score(paths: Sequence[str], stats: EngineStats) -> InputFileError:
+def _nothing_to_score(args: argparse.Namespace, stats: EngineStats) -> InputFileError:
+    names = ", ".join(args.paths)
     dropped = sum(stats.dropped.values())
-    msg = f"{', '.join(paths)}: no readings to evaluate ({stats.missing} cells were empty or "
+    if not (stats.readings or dropped) and (empty := empty_range(names, args)):
+        return empty  # the range, not the columns, left nothing
+    msg = f"{names}: no readings to evaluate ({stats.missing} cells were empty or "
     msg += f"missing-value codes, {dropped} readings dropped); pick columns that hold numbers"
     return InputFileError(msg)
+
+
+def _short_streams_note(forecaster: Forecaster, run: ModelRun) -> tuple[str, ...]:
+    """Name the streams a River baseline never got past its warm-up on (a season of steps).
+
+    River warms up quietly, so a stream no longer than the season gets the last value
+    as every forecast, and its row would pass for the model's score unremarked.
+    """
+    season = _season_in_use(getattr(forecaster, "params", {}))
+    short = [(s, len(t.value)) for s, t in sorted(run.traces.items()) if len(t.value) <= season]
+    if not short:
+        return ()
+    shown = ", ".join(f"{s} ({n} steps)" for s, n in short[:3])
+    more = f" and {len(short) - 3} more" if len(short) > 3 else ""
+    note = f"--season {season} is longer than {shown}{more}: never past warm-up there, so "
+    note += "its forecasts are the last value (persistence's); give a --season below "
+    return (note + f"{min(n for _, n in short)} to fit them",)
+
+
+def _season_in_use(params: dict[str, Any]) -> int:
+    """The period a River baseline waits a whole of before forecasting; 0 if not seasonal."""
+    if "seasonality" in params:  # Holt-Winters (0 or None: tuned to a non-seasonal model)
+        return int(params["seasonality"] or 0)
+    seasonal = params.get("sp") or params.get("sd")  # SNARIMAX uses m only then
+    return int(params.get("m") or 0) if seasonal else 0
 
 
 def _is_river(name: str) -> bool:
@@ -362,7 +392,7 @@ def table_rows(
                  _fixed(s.mase), "", _percent(s.coverage), f"{s.anomalies}", ""]  # fmt: skip
         rows.append((cells, False))
     for m in overall:
-        cells = [f"all {m.streams} streams", m.model, f"{m.steps}", f"{m.scored}", "", "",
+        cells = [counted(m.streams, "stream"), m.model, f"{m.steps}", f"{m.scored}", "", "",
                  _fixed(m.mase_mean), _fixed(m.mase_median), _percent(m.coverage),
                  f"{m.anomalies}", f"{m.rate:,.0f}"]  # fmt: skip
         rows.append((cells, True))
@@ -514,10 +544,20 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(msg)
 
 
+def check_tune(args: argparse.Namespace, names: Sequence[str]) -> None:
+    if args.tune and not any(_is_river(name) for name in names):
+        msg = f"--tune tunes the River baselines, and --models {args.models} has none; add "
+        msg += "river-holtwinters or river-snarimax to --models, or drop --tune"
+        raise ConfigError(msg)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     check_args(args)
+    check_columns(args, args.paths)  # before the first model runs
+    names = parse_models(args.models)
+    check_tune(args, names)
     pipeline_config(args)  # bad --window/--lateness fail before any model runs
-    runs = run_models(args, parse_models(args.models))
+    runs = run_models(args, names)
     scores, overall = [], []
     for run in runs:
         per_stream, total = score_run(run, args.score_from)

@@ -21,6 +21,7 @@ from pipeline.config import (
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError
+from pipeline.log_specs import check_columns, column_list, split_spec
 from pipeline.protocols import Sink
 from pipeline.runner import Runner, Schedule
 from pipeline.summary import Scoreboard, run_summary, score_table
@@ -28,6 +29,9 @@ from pipeline.types import VerdictBatch
 from pipeline.writable import not_an_input, writable_file
 
 REPLAY_CHUNK = 65_536  # readings per engine tick: big chunks keep the model calls few
+PATH_EXAMPLES = {"--out": "a file such as steps.csv (- for CSV on stdout)",
+                 "--state": "a file such as replay.snap",
+                 "--to": "a broker URL such as mqtt://localhost:1883"}  # fmt: skip
 
 
 def register(commands: Any) -> None:
@@ -40,6 +44,19 @@ def register(commands: Any) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="CSV files or directories")
     add_input_arguments(parser)
     add_pipeline_arguments(parser)
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--to",
+        metavar="URL",
+        help="publish the readings to mqtt://host:port instead (as {root}/{stream}, JSON "
+        "value/ts, for a daemon with --topic-template '{root}/#'); pace with --speed",
+    )
+    parser.add_argument("--root", default="sensors", help="topic root for --to (sensors)")
+    parser.set_defaults(run=run_replay)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of a pipeline run (with add_pipeline_arguments): --to reads none of them."""
     parser.add_argument(
         "--out", help="write steps to FILE.csv, FILE.jsonl, FILE.parquet or - (CSV on stdout)"
     )
@@ -57,19 +74,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--scores", action="store_true", help="print per-stream accuracy")
     parser.add_argument(
-        "--to",
-        metavar="URL",
-        help="publish the readings to mqtt://host:port instead (as {root}/{stream}, JSON "
-        "value/ts, for a daemon with --topic-template '{root}/#'); pace with --speed",
-    )
-    parser.add_argument("--root", default="sensors", help="topic root for --to (sensors)")
-    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
-    parser.set_defaults(run=run_replay)
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,11 +114,22 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def _duration(text: str, flag: str) -> float:
+    if text.strip().startswith("-") and _is_duration(text.strip()[1:]):
+        msg = f"{flag}: {text} is negative; give a duration like 60s"
+        raise ConfigError(msg)
     seconds = parse_duration(text, flag)
     if seconds > LONGEST[flag]:
         msg = f"{flag}: {text} is out of range; use 0 to {LONGEST[flag] / DAY:.0f}d, e.g. 60s"
         raise ConfigError(msg)
     return seconds
+
+
+def _is_duration(text: str) -> bool:
+    try:
+        parse_duration(text, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def build_engine(args: argparse.Namespace) -> Engine:
@@ -123,13 +143,15 @@ def csv_source(args: argparse.Namespace, paths: Sequence[str | Path]) -> Any:
     """The logs named by ``paths``; ``LOG:COL,COL`` picks columns of that log only."""
     from connectors.csv_source import ChainedSource, CsvSource
 
-    default = _columns(args.columns)
+    check_columns(args, paths)
+    default = column_list(args.columns)
+    start, end = time_range(args)
     options = {
         "format": args.format,
         "speed": parse_speed(args.speed),
         "timezone": args.timezone,
-        "start": parse_time(getattr(args, "start", None), "--start", args.timezone),
-        "end": parse_time(getattr(args, "end", None), "--end", args.timezone),
+        "start": start,
+        "end": end,
     }
     specs = [split_spec(str(path)) for path in paths]
     if all(columns is None for _, columns in specs):
@@ -146,23 +168,24 @@ def input_files(paths: Sequence[str | Path]) -> list[Path]:
     return [file.path for file in expand([split_spec(str(path))[0] for path in paths])]
 
 
-def _columns(text: str | None) -> list[str] | None:
-    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+def time_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """--start and --end in epoch seconds, checked here so that a mistake names the flags
+    and shows the times as they were typed (CsvSource would name its own arguments)."""
+    from connectors.csv_source import known_zone
+
+    if args.timezone is not None and not known_zone(args.timezone):
+        raise _unknown_zone(args.timezone)
+    first, last = getattr(args, "start", None), getattr(args, "end", None)
+    start = parse_time(first, "--start", args.timezone)
+    end = parse_time(last, "--end", args.timezone)
+    if start is not None and end is not None and start > end:
+        msg = f"--start: {first} is after --end {last}; give a --start before the --end"
+        raise ConfigError(msg)
+    return start, end
 
 
-def split_spec(spec: str) -> tuple[str, list[str] | None]:
-    """``LOG:COL,COL`` -> (LOG, [COL, COL]); a plain path (even one with a colon) -> (LOG, None).
-
-    >>> split_spec("data/weather.csv:TEMP,PRES"), split_spec("data/weather.csv")
-    (('data/weather.csv', ['TEMP', 'PRES']), ('data/weather.csv', None))
-    """
-    path, sep, columns = spec.rpartition(":")
-    if sep and path and not Path(spec).exists():
-        if not _columns(columns):
-            msg = f"{spec}: no columns after ':'; give LOG:COLUMN,COLUMN, or LOG for all"
-            raise ConfigError(msg)
-        return path, _columns(columns)
-    return spec, None
+def _unknown_zone(timezone: str | None) -> ConfigError:
+    return ConfigError(f"--timezone: {timezone!r} is not an IANA zone such as 'Europe/Dublin'")
 
 
 def parse_time(text: str | None, flag: str, timezone: str | None = None) -> float | None:
@@ -196,8 +219,7 @@ def parse_time(text: str | None, flag: str, timezone: str | None = None) -> floa
     try:
         stamp = stamp.tz_localize(timezone or "UTC", ambiguous="raise")
     except KeyError as exc:  # zoneinfo's ZoneInfoNotFoundError
-        msg = f"--timezone: {timezone!r} is not an IANA zone such as 'Europe/Dublin'"
-        raise ConfigError(msg) from exc
+        raise _unknown_zone(timezone) from exc
     except ValueError as exc:  # skipped or repeated by a daylight-saving change
         msg = f"{flag}: {text!r} does not exist or is ambiguous in {timezone}; give its offset, "
         msg += "e.g. 2024-03-31T03:30:00+02:00"
@@ -242,7 +264,9 @@ class Progress:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    _refuse_empty(args)
     if args.to:
+        _refuse_run_flags(args)
         return publish_replay(args)
     engine = build_engine(args)
     source = csv_source(args, args.paths)
@@ -265,12 +289,41 @@ def run_replay(args: argparse.Namespace) -> int:
     sinks.append(scoreboard)
     seconds = run_to_end(engine, source, sinks, args.progress, flush_at_end=state is None)
     if state is not None:
+        from connectors.csv_source import file_positions
+
+        # by resolved path: the next run may name the logs from elsewhere (./a.csv, res/a.csv)
+        engine.table.positions = file_positions(engine.table.positions)
         engine.snapshot(state)
     report = sys.stderr if args.out == "-" else sys.stdout
     if args.scores:
         print(score_table(scoreboard.scores(), engine.config.interval), file=report)
     print(run_summary(engine.stats, len(engine.table), seconds), file=report)
     return 0
+
+
+def _refuse_empty(args: argparse.Namespace) -> None:
+    """``--out ''`` (an unset variable in a script, say) would otherwise mean no --out."""
+    for flag, example in PATH_EXAMPLES.items():
+        if (value := getattr(args, flag[2:])) is not None and not value.strip():
+            msg = f"{flag}: {value!r} is empty; give {example}, or drop the flag"
+            raise ConfigError(msg)
+
+
+def _refuse_run_flags(args: argparse.Namespace) -> None:
+    """--to publishes the readings and runs no pipeline: a flag of the run would do nothing."""
+    run = argparse.ArgumentParser(add_help=False)
+    add_pipeline_arguments(run)
+    add_run_arguments(run)
+    given = [
+        action.option_strings[-1 if getattr(args, action.dest) is False else 0]
+        for action in run._actions
+        if getattr(args, action.dest) != action.default
+    ]
+    if given:
+        flags = ", ".join(given)
+        msg = f"--to: publishes the readings without running the pipeline, so {flags} would "
+        msg += "do nothing; drop them, or drop --to"
+        raise ConfigError(msg)
 
 
 def run_to_end(

@@ -31,8 +31,9 @@ def register(commands: Any) -> None:
     inspect = actions.add_parser(
         "inspect",
         help="print what a snapshot (state.snap) or journal (journal.bin) holds",
-        description="Print what a snapshot or journal holds: schema, generation, model "
-        "fingerprints, streams, source positions; for a journal, its readings.",
+        description="Print what a snapshot or journal holds. A snapshot: schema, generation, "
+        "model fingerprints, streams, source positions. A journal: generation, how many frames, "
+        "readings and streams it holds, and the first and last reading's event time.",
     )
     inspect.add_argument("file", type=Path, metavar="FILE", help="state.snap or journal.bin")
     inspect.add_argument("--streams", type=int, default=10, metavar="N",

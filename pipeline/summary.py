@@ -87,6 +87,15 @@ def score_table(scores: list[StreamScore], interval: float) -> str:
     return "\n".join(lines)
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless there is exactly one.
+
+    >>> counted(1, "stream"), counted(2, "stream"), counted(0, "stream")
+    ('1 stream', '2 streams', '0 streams')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def run_summary(stats: EngineStats, streams: int, seconds: float) -> str:
     """Streams, steps, rate, drops by reason (with where the first one was)."""
     rate = stats.steps / seconds if seconds > 0 else math.nan

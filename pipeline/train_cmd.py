@@ -14,7 +14,9 @@ import numpy as np
 
 from pipeline.config import PipelineConfig, parse_duration
 from pipeline.errors import ConfigError, InputFileError
+from pipeline.log_specs import empty_range
 from pipeline.replay import add_input_arguments, csv_source
+from pipeline.summary import counted
 from pipeline.types import VerdictBatch
 from pipeline.writable import writable_folder
 
@@ -41,6 +43,7 @@ def register(commands: Any) -> None:
         "checkpoint there is replaced; any other file is refused",
     )
     add_input_arguments(parser)
+    _hide(parser, "--speed")  # shared with replay, where it paces; training reads at full speed
     parser.add_argument("--window", default="0", help="tumbling window, as for replay")
     parser.add_argument("--epochs", type=int, default=30, help="at most this many (30)")
     parser.add_argument(
@@ -64,9 +67,19 @@ def register(commands: Any) -> None:
     parser.set_defaults(run=run_train)
 
 
+def _hide(parser: argparse.ArgumentParser, flag: str) -> None:
+    """Keep ``flag`` out of the help (``run_train`` refuses it if given)."""
+    for action in parser._actions:  # argparse offers no public way to drop an argument
+        if flag in action.option_strings:
+            action.help = argparse.SUPPRESS
+
+
 def run_train(args: argparse.Namespace) -> int:
     from models.checkpoint import paths_of
 
+    if args.speed != "max":
+        msg = f"--speed {args.speed}: training reads the logs as fast as it can; drop --speed"
+        raise ConfigError(msg)
     config = _train_config(args)
     _check_destination(args.out)
     folder = paths_of(args.out)[0].parent
@@ -88,12 +101,13 @@ def _train_and_save(args: argparse.Namespace, config: TrainConfig) -> int:
     from models.train import build_corpus, manifest, require_enough, train
 
     source = csv_source(args, args.paths)
-    steps = series_of(source, PipelineConfig(window=parse_duration(args.window, "--window")))
+    windowing = PipelineConfig(window=parse_duration(args.window, "--window"))
+    steps = series_of(source, windowing, args)
     corpus = build_corpus(steps)
     require_enough(corpus)
     config = _fit_to_data(config, corpus, args)
     print(
-        f"training on {len(corpus.streams)} streams, {corpus.train_steps} steps "
+        f"training on {counted(len(corpus.streams), 'stream')}, {corpus.train_steps} steps "
         f"({corpus.valid.sum() - corpus.train_steps} held out)",
         file=sys.stderr,
     )
@@ -195,7 +209,9 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def series_of(source: Any, config: PipelineConfig) -> dict[str, dict[str, np.ndarray]]:
+def series_of(
+    source: Any, config: PipelineConfig, args: argparse.Namespace
+) -> dict[str, dict[str, np.ndarray]]:
     """Every stream's steps, exactly as replay makes them (the real windowing)."""
     from models.persistence import PersistenceForecaster
     from pipeline.detect import GaussianTailDetector
@@ -209,6 +225,8 @@ def series_of(source: Any, config: PipelineConfig) -> dict[str, dict[str, np.nda
     steps = VerdictBatch.concat(parts)
     if not len(steps):
         names = ", ".join(str(p) for p in source.files)
+        if not engine.stats.readings and (empty := empty_range(names, args)):
+            raise empty  # the --start/--end range, not the columns, left nothing
         msg = f"{names}: no readings to train on ({engine.stats.missing} cells were empty or "
         msg += "missing-value codes); pick columns that hold numbers"
         raise InputFileError(msg)

@@ -44,9 +44,9 @@ def test_evaluate_prints_a_row_per_stream_and_model_then_overall_rows(beijing):
     rows = [line.split() for line in out.splitlines()]
     for stream in ("Changping/TEMP", "Changping/PRES"):
         assert {r[1] for r in rows if r and r[0] == stream} == set(MODELS)
-    overall = {r[3]: r for r in rows if r[:3] == ["all", "2", "streams"]}
+    overall = {r[2]: r for r in rows if r[:2] == ["2", "streams"]}
     assert set(overall) == set(MODELS)
-    assert overall["persistence"][6:8] == ["1.000", "1.000"]  # mean and median MASE
+    assert overall["persistence"][5:7] == ["1.000", "1.000"]  # mean and median MASE
     assert "river-holtwinters: tuned on the first 20% of each stream's steps" in out
 
 
@@ -96,7 +96,7 @@ def test_evaluate_runs_the_default_model_list(capsys):
     code, out, err = evaluate(capsys, str(BEIJING), "--columns", "TEMP", "--end", "2013-03-08")
     assert code == 0, err
     for model in ("default", "persistence", "river-holtwinters", "river-snarimax"):
-        assert re.search(rf"^all 1 streams +{model} ", out, re.M), model
+        assert re.search(rf"^1 stream +{model} ", out, re.M), model
 
 
 @pytest.mark.parametrize(
@@ -176,3 +176,51 @@ def test_a_log_with_nothing_to_score_is_an_error_not_an_empty_table(capsys, tmp_
     code, out, err = evaluate(capsys, f"{log}:EMPTY", "--models", "persistence")
     assert (code, out) == (2, "")
     assert f"{log}:EMPTY: no readings to evaluate (5 cells were empty" in err
+
+
+def hourly_log(path: Path, steps: int) -> Path:
+    """A wide log of one column, ``steps`` hours of one day (so at most 24)."""
+    rows = "".join(f"2024-01-01T{i:02d}:00:00Z,{i % 7}\n" for i in range(steps))
+    path.write_text("time,TEMP\n" + rows)
+    return path
+
+
+def test_a_season_longer_than_a_stream_is_named_in_a_note(capsys, tmp_path):
+    log = hourly_log(tmp_path / "w.csv", 20)
+    code, out, err = evaluate(capsys, str(log), "--models", "river-holtwinters", "--season", "48")
+    assert code == 0, err
+    assert re.search(r"^1 stream +river-holtwinters ", out, re.M)  # not "all 1 streams"
+    assert (
+        "river-holtwinters: --season 48 is longer than w/TEMP (20 steps): never past warm-up "
+        "there, so its forecasts are the last value (persistence's); give a --season below 20"
+    ) in out
+    code, out, err = evaluate(capsys, str(log), "--models", "river-holtwinters", "--season", "4")
+    assert code == 0 and "--season" not in out, err
+
+
+def test_a_log_column_and_columns_together_are_refused_naming_both(capsys):
+    code, out, err = evaluate(capsys, f"{BEIJING}:TEMP", "--columns", "PRES", "--end", "2013-03-02")
+    assert (code, out) == (2, "")
+    assert f"--columns PRES and {BEIJING}:TEMP both pick columns; pick them in one place" in err
+
+
+def test_tune_without_a_river_model_is_refused(capsys):
+    flags = ["--columns", "TEMP", "--end", "2013-03-02", "--tune", "--models", "persistence"]
+    code, out, err = evaluate(capsys, str(BEIJING), *flags)
+    assert (code, out) == (2, "")
+    assert "--tune tunes the River baselines, and --models persistence has none" in err
+
+
+@pytest.mark.parametrize(("flag", "when"), [("--end", "2000-01-01"), ("--start", "2030-01-01")])
+def test_a_range_outside_the_log_names_the_range_not_the_columns(capsys, flag, when):
+    code, out, err = evaluate(capsys, str(BEIJING), "--columns", "TEMP", flag, when)
+    assert (code, out) == (2, "")
+    assert f"{BEIJING}: no readings lie in the --start/--end range ({flag} {when})" in err
+    assert "column" not in err
+
+
+def test_a_missing_checkpoint_is_named_as_given(capsys, tmp_path):
+    code, out, err = evaluate(capsys, str(BEIJING), "--models", str(tmp_path / "nope.safetensors"))
+    assert (code, out) == (2, "")
+    assert f"--models: {tmp_path / 'nope.safetensors'}: no such checkpoint" in err
+    assert "nope.json" not in err

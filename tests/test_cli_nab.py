@@ -290,3 +290,16 @@ def test_an_os_error_while_writing_names_the_file(small, tmp_path, capsys, monke
     err = _one_line_error(capsys)
     assert f"cannot write {out / 'catA/sensorcast_s2.csv'}" in err
     assert sorted(_tree(out)) == ["catA/sensorcast_s1.csv"]  # no temporary file left
+
+
+@pytest.mark.parametrize("command", ["replay", "evaluate", "train"])
+def test_a_column_of_a_nab_file_is_named_with_the_columns_the_file_has(tmp_path, capsys, command):
+    extra = ["--out", str(tmp_path / "m")] if command == "train" else []
+    assert main([command, f"{MACHINE}:TEMP", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "columns=" not in err
+    assert f"{MACHINE}:TEMP: TEMP picks columns of a wide log, but {MACHINE} is a nab file " in err
+    assert "(columns timestamp, value)" in err and f"give {MACHINE} without :TEMP" in err
+    assert main([command, str(MACHINE), "--columns", "TEMP", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--columns TEMP picks columns of a wide log" in err and "drop --columns" in err

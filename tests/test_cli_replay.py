@@ -15,6 +15,7 @@ from pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = ROOT / "data/nab/realKnownCause/machine_temperature_system_failure.csv"
+BEIJING = ROOT / "data/weather/beijing_prsa/PRSA_Data_Changping_20130301-20170228.csv"
 LEADING = ["stream", "timestamp", "value", "forecast", "lower", "upper", "anomaly_score",
            "is_anomaly"]  # fmt: skip
 
@@ -240,3 +241,106 @@ def test_jsonl_holds_no_infinity(tmp_path, capsys):
     assert main(["replay", str(log), "--out", str(out), "--model", "persistence"]) == 0
     rows = [json.loads(line, parse_constant=pytest.fail) for line in out.read_text().splitlines()]
     assert rows[1]["dropped"] == "non_finite" and rows[1]["value"] is None
+
+
+def minutes(first: int, last: int, value: str = "1") -> str:
+    """A nab log's rows, one a minute from 00:first to 00:last (inclusive)."""
+    return "".join(f"2024-01-01T00:{m:02d}:00Z,{value}\n" for m in range(first, last + 1))
+
+
+def test_resume_finds_the_position_however_the_log_is_named(tmp_path, capsys, monkeypatch):
+    log, state = tmp_path / "res" / "a.csv", tmp_path / "state.snap"
+    log.parent.mkdir()
+    log.write_text("timestamp,value\n" + minutes(0, 9))
+    monkeypatch.chdir(log.parent)
+    assert main(["replay", "a.csv", "--state", str(state), "--out", str(tmp_path / "1.csv")]) == 0
+    log.write_text("timestamp,value\n" + minutes(0, 14))  # the log grew
+    monkeypatch.chdir(tmp_path)
+    assert main(["replay", "./res/a.csv", "--state", str(state), "--out", "2.csv"]) == 0
+    second = pd.read_csv(tmp_path / "2.csv")
+    assert second["timestamp"].tolist() == [f"2024-01-01T00:{m:02d}:00Z" for m in range(10, 15)]
+    assert second["dropped"].isna().all()  # nothing read twice (late, duplicate)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--out", "o.csv"], "--out"),
+        (["--state", "s.snap", "--scores"], "--state, --scores"),
+        (["--no-dropped-rows", "--window", "1h"], "--window, --no-dropped-rows"),
+    ],
+)
+def test_to_refuses_the_flags_of_a_pipeline_run(tmp_path, capsys, flags, named):
+    log = write(tmp_path / "a.csv", "timestamp,value\n" + minutes(0, 2))
+    # (nothing listens on port 1: a refused flag must fail before any connection)
+    assert main(["replay", str(log), "--to", "mqtt://127.0.0.1:1", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--to: publishes the readings without running the pipeline, so {named} " in err
+
+
+def test_missing_values_outside_start_and_end_are_not_counted(tmp_path, capsys):
+    rows = minutes(0, 1, "") + minutes(2, 3) + minutes(4, 4, "") + minutes(5, 6, "")
+    log = write(tmp_path / "a.csv", "timestamp,value\n" + rows)
+    flags = ["--start", "2024-01-01T00:02:00Z", "--end", "2024-01-01T00:04:00Z"]
+    assert main(["replay", str(log), "--model", "persistence", *flags]) == 0
+    summary = capsys.readouterr().out
+    assert "readings 2 " in summary and "sentinel codes) skipped: 1\n" in summary
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--window", "-5s"], "--window: -5s is negative; give a duration like 60s"),
+        (["--window", "-.5m"], "--window: -.5m is negative"),
+        (["--lateness", "-1s"], "--lateness: -1s is negative; give a duration like 60s"),
+        (["--lateness=-1s"], "--lateness: -1s is negative; give a duration like 60s"),
+        (["--window", "-"], "--window: '-' is not a duration"),
+    ],
+)
+def test_a_negative_duration_names_its_flag(capsys, flags, expected):
+    assert main(["replay", str(MACHINE), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--state", "--to"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_path_is_refused(tmp_path, capsys, monkeypatch, flag, value):
+    monkeypatch.chdir(tmp_path)
+    assert main(["replay", str(MACHINE), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"sensorcast: error: {flag}: {value!r} is empty; give " in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--timezone", "Mars/Base"], "--timezone: 'Mars/Base' is not an IANA zone"),
+        (
+            ["--start", "2024-01-02", "--end", "2024-01-01T12:00"],
+            "--start: 2024-01-02 is after --end 2024-01-01T12:00; give a --start before",
+        ),
+    ],
+)
+def test_time_flag_mistakes_name_the_flag_and_the_time_as_given(capsys, flags, expected):
+    assert main(["replay", str(MACHINE), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--columns", " , "], "--columns ' , ' names no column; give COL,COL, or drop --columns"),
+        ([f"{BEIJING}:TEMP", "--columns", "PRES"], "--columns PRES and "),
+    ],
+)
+def test_column_picks_that_pick_nothing_or_twice_are_refused(tmp_path, capsys, argv, expected):
+    out = tmp_path / "steps.csv"
+    paths = [] if str(BEIJING) in argv[0] else [str(BEIJING)]
+    assert main(["replay", *paths, *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+    assert not out.exists()

@@ -105,6 +105,7 @@ def test_a_constant_stream_trains_and_forecasts_without_dividing_by_zero(tmp_pat
     assert [epoch["val_mase"] for epoch in meta["history"]] == [None, None]
     captured = capsys.readouterr()
     assert "network MASE n/a)" in captured.out and "MASE n/a" in captured.err
+    assert "training on 1 stream, " in captured.err  # not "1 streams"
     assert (
         main(["replay", str(log), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o.csv")])
         == 0
@@ -307,3 +308,39 @@ def test_checkpoint_files_are_readable_by_a_service_user(tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
     assert modes == {"model.json": 0o644, "model.safetensors": 0o644}
+
+
+def test_speed_is_no_training_option(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--speed" not in capsys.readouterr().out
+    assert main(["train", f"{BUOY}:PRES", "--out", str(tmp_path / "m"), "--speed", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--speed 2: training reads the logs as fast as it can; drop --speed" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_missing_checkpoint_is_named_as_typed(tmp_path, capsys):
+    typed = tmp_path / "nope.safetensors"
+    assert main(["replay", f"{BUOY}:PRES", "--model", str(typed)]) == 2
+    err = capsys.readouterr().err
+    assert f"{typed}: no such checkpoint; give a checkpoint directory" in err
+    assert "nope.json" not in err
+    typed.write_bytes(b"weights whose metadata is missing")
+    assert main(["replay", f"{BUOY}:PRES", "--model", str(typed)]) == 2
+    err = capsys.readouterr().err  # the file is there: now its missing companion is named
+    assert f"{tmp_path / 'nope.json'}: no such checkpoint metadata beside the weights" in err
+
+
+def test_an_empty_checkpoint_folder_is_named(tmp_path, capsys):
+    assert main(["replay", f"{BUOY}:PRES", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: no checkpoint in it (no model.safetensors or model.json)" in err
+
+
+def test_a_range_outside_the_log_names_the_range_not_the_columns(tmp_path, capsys):
+    flags = ["--out", str(tmp_path / "m"), "--end", "2000-01-01", *FAST]
+    assert main(["train", f"{BUOY}:PRES", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{BUOY}: no readings lie in the --start/--end range (--end 2000-01-01)" in err
+    assert "column" not in err

@@ -383,6 +383,18 @@ def test_empty_and_nan_cells_are_missing_not_rejected(tmp_path: Path) -> None:
     assert (out.missing, out.rejections) == (3, [])
 
 
+@pytest.mark.parametrize("chunk_rows", [2, 100])
+def test_rows_outside_start_and_end_count_no_missing_and_no_problems(
+    tmp_path: Path, chunk_rows: int
+) -> None:
+    text = f"ts,value\n{T0},\n{T0 + 1},abc\n{T0 + 2},1\n{T0 + 3},\nnever,2\n{T0 + 4},\n{T0 + 5},x\n"
+    path = write(tmp_path, "a.csv", text)
+    out = replay(path, start=T0 + 2, end=T0 + 3, chunk_rows=chunk_rows)
+    assert [row[2] for row in out.rows] == [1.0] and out.missing == 1  # the cell at T0 + 3
+    # a row without a time may belong anywhere: it is still reported
+    assert [(r.reason, r.seq) for r in out.rejections] == [(Reason.BAD_TIMESTAMP, 6)]
+
+
 def test_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
     text = "timestamp,value\n2020-01-01T00:00:00Z,1\n\n2020-01-01T00:01:00Z,2\n\n"
     out = replay(write(tmp_path, "gaps.csv", text))
@@ -496,6 +508,8 @@ def test_binary_file_is_not_utf8(tmp_path: Path) -> None:
         ({"speed": 0.0}, "speed=0.0"),
         ({"timezone": "Mars/Olympus"}, "timezone='Mars/Olympus'"),
         ({"columns": "TEMP"}, "columns='TEMP'"),
+        # times as ISO 8601, not as epoch seconds
+        ({"start": T0 + 60, "end": T0}, "start=2020-01-01T00:01:00Z is after end=2020-01-01T00:00"),
     ],
 )
 def test_bad_settings_are_config_errors(
@@ -605,6 +619,22 @@ def test_seek_during_replay_and_on_a_later_file(tmp_path: Path) -> None:
         ("a.csv", 11),
         ("b.csv", 11),
     ]
+
+
+@pytest.mark.parametrize("key", ["a.csv", "./a.csv", "../logs/a.csv", "resolved"])
+def test_seek_finds_a_file_however_its_path_is_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    path = write(
+        tmp_path, "logs/a.csv", "ts,value\n" + "".join(f"{T0 + i},{i}\n" for i in range(5))
+    )
+    monkeypatch.chdir(path.parent)
+    source = CsvSource(["./a.csv"])
+    # snapshots key files by resolved path; older ones by the path as typed, from here
+    source.seek({str(path.resolve()) if key == "resolved" else key: 4})
+    out = drain(source)
+    assert [row[3] for row in out.rows] == [5, 6]
+    assert out.partitions == ["a.csv"] * 2  # messages keep the path as given
 
 
 def test_close_ends_the_replay(tmp_path: Path) -> None:

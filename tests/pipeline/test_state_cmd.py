@@ -80,3 +80,11 @@ def test_negative_streams_are_refused(capsys, tmp_path):
     assert (info["kind"], info["streams"], info["sample"]) == ("snapshot", 2, [])
     code, out, _ = inspect(capsys, str(path), "--streams", "1", "--json")
     assert code == 0 and [row["stream"] for row in json.loads(out)["sample"]] == ["site/dev-0/temp"]
+
+
+def test_the_help_says_what_a_journal_summary_holds(capsys):
+    with pytest.raises(SystemExit):
+        main(["state", "inspect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "its readings" not in text
+    assert "A journal: generation, how many frames, readings and streams it holds" in text
