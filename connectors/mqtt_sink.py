@@ -1,8 +1,14 @@
-"""Verdicts to MQTT: a forecast message per step, an event per anomaly, dead letters.
+"""Verdicts to MQTT: a forecast message per step, an event per anomaly, a row per
+dropped reading, dead letters.
 
-Topics are ``{prefix}/forecast/{stream}``, ``{prefix}/anomaly/{stream}`` and
-``{prefix}/deadletter``; stream levels are escaped so a key can never become a
-wildcard or an illegal topic (see ``connectors.topics.escape_level``).
+Topics are ``{prefix}/forecast/{stream}``, ``{prefix}/anomaly/{stream}``,
+``{prefix}/dropped/{stream}`` and ``{prefix}/deadletter``; stream levels are escaped
+so a key can never become a wildcard or an illegal topic (see
+``connectors.topics.escape_level``). A dropped reading's row is the one replay
+writes (what arrived, ``dropped`` = the reason, no forecast); it has a topic of its
+own because a QoS 1 re-delivery is dropped as a ``duplicate`` of a step already
+forecast, and on the forecast topic its empty forecast would replace that one for a
+consumer that keeps the latest message.
 ``add`` hands messages to paho; ``flush`` waits until the broker has
 acknowledged every one of them (QoS 1) and raises ``SinkError`` on timeout.
 """
@@ -40,6 +46,7 @@ class SinkCounters:
     failed_flushes: int = 0
     waits: int = 0  # publishes that waited for room (max_pending unconfirmed)
     dropped: int = 0  # publishes paho refused (only when stopping with a full window)
+    dropped_readings: int = 0  # rows of readings the pipeline dropped
 
 
 class MqttSink:
@@ -66,7 +73,7 @@ class MqttSink:
         self._lock = threading.Lock()
         self._unacked: set[int] = set()  # mids published, broker's PUBACK not seen yet
         self._early: set[int] = set()  # PUBACKs that beat publish() returning
-        self._topics: dict[str, dict[str, str]] = {"forecast": {}, "anomaly": {}}
+        self._topics: dict[str, dict[str, str]] = {"forecast": {}, "anomaly": {}, "dropped": {}}
 
     def start(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None:
@@ -76,8 +83,11 @@ class MqttSink:
     def add(self, verdicts: VerdictBatch) -> None:
         with self.session.client.batch():
             for record in verdict_records(verdicts):
-                if record.pop("dropped", None) is not None:
-                    continue  # dropped readings are counted and dead-lettered, not forecast
+                if record["dropped"] is not None:
+                    self._publish(self.topic("dropped", record["stream"]), orjson.dumps(record))
+                    self.counters.dropped_readings += 1
+                    continue
+                del record["dropped"]  # a step's message, as documented
                 payload = orjson.dumps(record)  # bytes, as paho sends them
                 self._publish(self.topic("forecast", record["stream"]), payload)
                 self.counters.forecasts += 1

@@ -207,6 +207,7 @@ class PipelineCollector(Collector):
         for kind, count in (
             ("forecast", counters.forecasts),
             ("anomaly", counters.anomalies),
+            ("dropped", counters.dropped_readings),
             ("deadletter", counters.deadletters),
         ):
             published.add_metric([kind], count)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.settings import Settings, load_settings
 from pipeline.settings_schema import CONFIG_ENV, KEY, PASSWORD_ENV, Key, toml_value
+from pipeline.writable import probe_folder
 
 
 def register(commands: Any) -> None:
@@ -35,8 +36,20 @@ def register(commands: Any) -> None:
 
 
 def run_check_config(args: argparse.Namespace) -> int:
-    print(render(load_settings(args.file)), end="")
+    settings = load_settings(args.file)
+    probe_state_dir(settings)
+    print(render(settings), end="")
     return 0
+
+
+def probe_state_dir(settings: Settings) -> None:
+    """What the daemon checks at start: ``state.dir`` can be made and written in; else
+    a ConfigError naming the key and where it was set, before any snapshot fails."""
+    directory = settings.state.dir
+    if directory is None:
+        return
+    origin = settings.sources.get("state.dir")
+    probe_folder(directory, f"state.dir ({origin})" if origin else "state.dir")
 
 
 def render(settings: Settings) -> str:

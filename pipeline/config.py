@@ -57,8 +57,8 @@ class PipelineConfig:
     max_batch:     readings drained from a source per engine tick
     max_delay:     how long a tick waits for readings before running anyway
     reorder_capacity: readings held back for lateness before the oldest are forced out
-    report_dropped: also return a row for every dropped reading (replay output accounts
-                   for every input row); the daemon counts and dead-letters them instead
+    report_dropped: also return a row for every dropped reading, so the output accounts
+                   for every input (replay writes it, the daemon publishes it)
     """
 
     window: float = 0.0

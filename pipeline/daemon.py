@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +119,13 @@ class Daemon:
         self.sink = MqttSink(connection(settings, "-pub", persistent=False), mqtt.prefix,
                              qos=mqtt.qos)  # fmt: skip
         policy = self.sink.dead_letter if mqtt.deadletter else (lambda rejection: None)
+        forecaster = settings.forecaster  # the checkpoint validation loaded, if any
+        if forecaster is None:
+            forecaster = load_forecaster(settings.model, settings.pipeline.interval)
         self.engine = Engine(
-            _without_torch(load_forecaster(settings.model, settings.pipeline.interval)),
+            _without_torch(forecaster),
             default_detector(),
-            settings.pipeline,
+            replace(settings.pipeline, report_dropped=True),  # published per stream
             on_reject=policy,
         )  # fmt: skip
         self.source = mqtt_source(settings)

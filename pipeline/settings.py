@@ -27,12 +27,13 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.protocols import Forecaster
 from pipeline.settings_schema import (
     CONFIG_ENV,
     ENV_PREFIX,
@@ -53,6 +54,7 @@ _ENV_KEYS = {key.env: key for key in KEYS}
 _PIPELINE_FIELDS = ("window", "lateness", "idle_timeout", "max_streams", "stream_ttl",
                     "interval", "max_batch", "max_delay")  # fmt: skip
 _TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_MODEL = "pipeline.model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ class Settings:
     log_level: str = "info"
     password_source: PasswordSource = field(default_factory=PasswordSource)
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # the checkpoint ``model`` names, loaded once by validation; None: load ``model``
+    forecaster: Forecaster | None = field(default=None, repr=False, compare=False)
 
     def password(self) -> str | None:
         """The MQTT password, read now from its file or the environment; None if not set."""
@@ -347,13 +351,15 @@ def from_overrides(overrides: Mapping[str, object]) -> dict[str, Given]:
 
 def build(given: Mapping[str, Given], env: Mapping[str, str]) -> Settings:
     """Convert and check every value, then the keys that depend on each other."""
-    values = {dotted: convert(KEY[dotted], raw) for dotted, raw in given.items()}
+    values = {dotted: convert(_unloaded(KEY[dotted]), raw) for dotted, raw in given.items()}
     mqtt = _mqtt(values, given)
+    pipeline = _pipeline(values, given)
     state_dir = values["state.dir"]
     return Settings(
         mqtt=mqtt,
-        pipeline=_pipeline(values, given),
-        model=values["pipeline.model"],
+        pipeline=pipeline,
+        model=values[_MODEL],
+        forecaster=_checkpoint(values[_MODEL], pipeline.interval, given[_MODEL]),
         state=StateSettings(
             Path(state_dir) if state_dir else None,
             values["state.snapshot_interval"],
@@ -366,6 +372,28 @@ def build(given: Mapping[str, Given], env: Mapping[str, str]) -> Settings:
         password_source=_password_source(mqtt, given, env),
         sources={dotted: g.origin for dotted, g in given.items() if g.layer != "default"},
     )
+
+
+def _unloaded(key: Key) -> Key:
+    """``key``; pipeline.model without its check, which would load a checkpoint only to
+    drop it: ``_checkpoint`` checks it instead, loading it once."""
+    return replace(key, check=None) if key.dotted == _MODEL else key
+
+
+def _checkpoint(spec: str, coverage: float, given: Given) -> Forecaster | None:
+    """The checkpoint ``spec`` names, loaded with the interval's coverage, as the daemon
+    runs it; None for a built-in name (not loaded to check it). Whatever the model's
+    check refuses is refused in its words."""
+    from models import BUILTIN, load_forecaster  # light: the loader imports on demand
+
+    if spec in BUILTIN or not spec.strip():
+        convert(KEY[_MODEL], given)  # names: refused or passed without loading
+        return None
+    try:
+        return load_forecaster(spec, coverage)
+    except ModelLoadError:
+        convert(KEY[_MODEL], given)  # raises, worded like every other key's error
+        raise
 
 
 def _mqtt(values: Mapping[str, Any], given: Mapping[str, Given]) -> MqttSettings:

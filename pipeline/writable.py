@@ -7,6 +7,8 @@ not as a traceback after it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,20 @@ def writable_folder(folder: str | Path, what: str) -> Path:
         msg += "give a folder you can write to"
         raise ConfigError(msg) from exc
     return folder
+
+
+def probe_folder(folder: str | Path, what: str) -> None:
+    """``writable_folder``'s check, without a trace: the folders it had to make are
+    removed again (a check, such as check-config, must not leave a root-owned folder
+    behind that the daemon's own user then cannot write in)."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not os.path.exists(p)]  # deepest first
+    try:
+        writable_folder(folder, what)
+    finally:
+        for made in missing:
+            with contextlib.suppress(OSError):
+                made.rmdir()
 
 
 def writable_file(path: str | Path, what: str) -> Path:

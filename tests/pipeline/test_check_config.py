@@ -196,3 +196,41 @@ def test_run_refuses_them_at_start_naming_the_same_key(tmp_path, text, key):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"sensorcast: error: {key} (sensorcast.toml): ")
     assert done.stderr.count("\n") == 1
+
+
+def test_run_loads_a_checkpoint_once_with_its_interval(monkeypatch):
+    # validation loads it (a bad checkpoint is refused before start); the daemon keeps it
+    from models import checkpoint
+    from pipeline.daemon import Daemon
+    from pipeline.settings import load_settings
+
+    loads: list[tuple[object, ...]] = []
+    load = checkpoint.load_checkpoint
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a: loads.append(a) or load(*a))
+    spec = str(WEIGHTS / "default.json")
+    given = {"pipeline.model": spec, "pipeline.interval": "0.8", "metrics.port": 0}
+    daemon = Daemon(load_settings(env={}, overrides=given))
+    assert loads == [(spec, 0.8)]
+    assert daemon.engine.forecaster.coverage == 0.8
+
+
+# ---------------------------------------------------------------- state.dir
+
+
+def test_a_state_dir_that_cannot_be_made_is_refused_naming_the_key_and_path(
+    capsys, tmp_path, monkeypatch
+):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder is needed")  # stops mkdir, even for root
+    state = blocker / "state"
+    why = f"cannot write in {state} (Not a directory); give a folder you can write to"
+    assert refused(capsys, tmp_path, f'[state]\ndir = "{state}"\n') == f"state.dir: {why}"
+    monkeypatch.setenv("SENSORCAST_STATE_DIR", str(state))
+    assert refused(capsys, tmp_path, "") == f"state.dir (SENSORCAST_STATE_DIR): {why}"
+
+
+def test_a_state_dir_still_to_be_made_passes_and_is_left_to_the_daemon(capsys, tmp_path):
+    state = tmp_path / "var" / "state"
+    code, _, err = check_config(capsys, tmp_path, f'[state]\ndir = "{state}"\n')
+    assert code == 0, err
+    assert not (tmp_path / "var").exists()  # a check leaves nothing behind
