@@ -26,12 +26,19 @@ def parse_duration(text: str | float | int, key: str) -> float:
     Traceback (most recent call last):
     ...
     pipeline.errors.ConfigError: window: 'soon' is not a duration; write e.g. 0, 500ms, 60s, 5m, 1h
+    >>> parse_duration("-5s", "--window")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: --window: -5s is negative; give a duration like 60s
     """
     if isinstance(text, int | float) and not isinstance(text, bool):
         seconds = float(text)
     else:
+        if str(text).strip().startswith("-") and _is_duration(str(text).strip()[1:]):
+            msg = f"{key}: {text} is negative; give a duration like 60s"
+            raise ConfigError(msg)
         match = _DURATION.match(str(text).lower())
-        if not match or match.group(2) not in {"", *_UNITS}:
+        if not match or not _is_duration(str(text)):
             msg = f"{key}: {text!r} is not a duration; write e.g. 0, 500ms, 60s, 5m, 1h"
             raise ConfigError(msg)
         seconds = float(match.group(1)) * _UNITS.get(match.group(2), 1.0)
@@ -39,6 +46,11 @@ def parse_duration(text: str | float | int, key: str) -> float:
         msg = f"{key}: {text!r} must be a finite, non-negative duration"
         raise ConfigError(msg)
     return seconds
+
+
+def _is_duration(text: str) -> bool:
+    match = _DURATION.match(text.lower())
+    return match is not None and match.group(2) in {"", *_UNITS}
 
 
 @dataclass(frozen=True, slots=True)

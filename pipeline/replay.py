@@ -105,6 +105,9 @@ LONGEST = {"--window": LONGEST_WINDOW, "--lateness": LONGEST_LATENESS}  # as set
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    if not 0 < args.interval < 1:  # NaN too; PipelineConfig would name its field, not the flag
+        msg = f"--interval: {args.interval} must be a coverage between 0 and 1, e.g. 0.9"
+        raise ConfigError(msg)
     return PipelineConfig(
         window=_duration(args.window, "--window"),
         lateness=_duration(args.lateness, "--lateness"),
@@ -114,22 +117,11 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def _duration(text: str, flag: str) -> float:
-    if text.strip().startswith("-") and _is_duration(text.strip()[1:]):
-        msg = f"{flag}: {text} is negative; give a duration like 60s"
-        raise ConfigError(msg)
     seconds = parse_duration(text, flag)
     if seconds > LONGEST[flag]:
         msg = f"{flag}: {text} is out of range; use 0 to {LONGEST[flag] / DAY:.0f}d, e.g. 60s"
         raise ConfigError(msg)
     return seconds
-
-
-def _is_duration(text: str) -> bool:
-    try:
-        parse_duration(text, "")
-    except ConfigError:
-        return False
-    return True
 
 
 def build_engine(args: argparse.Namespace) -> Engine:
@@ -355,7 +347,11 @@ def publish_replay(args: argparse.Namespace) -> int:
     """``--to``: the logs into a broker, as a simulator or load generator."""
     from connectors.mqtt_client import plain_client
     from connectors.mqtt_publisher import publish_source
+    from connectors.topics import check_prefix
 
+    if problem := check_prefix(args.root):
+        msg = f"--root: {problem}; give a topic root such as sensors"
+        raise ConfigError(msg)
     client = plain_client(args.to, f"sensorcast-replay-{os.getpid()}")
     started = time.perf_counter()
     try:

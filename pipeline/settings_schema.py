@@ -19,16 +19,15 @@ pipeline.errors.ConfigError: mqtt.max_payload (sc.toml): True is true/false, not
 from __future__ import annotations
 
 import difflib
-import importlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from connectors import topics
 from pipeline.config import DAY, LONGEST_LATENESS, LONGEST_WINDOW, parse_duration
 from pipeline.errors import ConfigError, ModelLoadError
 
@@ -228,24 +227,6 @@ def check_address(address: str) -> str | None:
 # ---------------------------------------------------------------- topics
 
 
-def _topics() -> ModuleType | None:
-    """connectors.topics, whose checks are the real ones, once it exists."""
-    try:
-        return importlib.import_module("connectors.topics")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("connectors", "connectors.topics"):
-            return None
-        raise
-
-
-def _basic_topic_problem(text: str) -> str | None:
-    # Fallback for when connectors/topics.py is absent (it exists as of this writing, being
-    # written alongside). TODO(lead): delete this once connectors/topics.py is committed.
-    if not text:
-        return "it is empty"
-    return "it contains a NUL character" if "\0" in text else None
-
-
 def _without_value(problem: str, value: str, name: str = "") -> str:
     """``problem`` without connectors.topics' leading ``name: 'value':`` (shown already)."""
     problem = problem.removeprefix(f"{name}: ") if name else problem
@@ -258,38 +239,24 @@ def _without_value(problem: str, value: str, name: str = "") -> str:
 def check_filters(filters: tuple[str, ...]) -> str | None:
     if not filters:
         return 'is empty; subscribe to at least one topic filter, e.g. ["sensors/#"]'
-    check_filter = getattr(_topics(), "check_filter", None)
     for topic_filter in filters:
-        if check_filter is not None:
-            problem = check_filter(topic_filter)
-            if problem:
-                problem = _without_value(problem, topic_filter)
-                return f"holds an invalid topic filter {topic_filter!r}: {problem}"
-        elif problem := _basic_topic_problem(topic_filter):
-            return f"holds an invalid topic filter {topic_filter!r}: {problem}; write e.g. a/#"
+        if problem := topics.check_filter(topic_filter):
+            problem = _without_value(problem, topic_filter)
+            return f"holds an invalid topic filter {topic_filter!r}: {problem}"
     return None
 
 
 def check_template(template: str) -> str | None:
-    factory = getattr(_topics(), "TopicTemplate", None)
-    if factory is None:
-        problem = _basic_topic_problem(template)
-        fix = "write e.g. sensors/{site}/{device}/{measurement}"
-        return f"is not a topic template: {problem}; {fix}" if problem else None
     try:
-        factory(template)
+        topics.TopicTemplate(template)
     except ConfigError as exc:
         return _without_value(str(exc), template, "topic_template")
     return None
 
 
 def check_prefix(prefix: str) -> str | None:
-    check = getattr(_topics(), "check_prefix", None)
-    if check is not None:
-        problem = check(prefix)
-        problem = _without_value(problem, prefix) if problem else None
-    elif not (problem := _basic_topic_problem(prefix)) and ("+" in prefix or "#" in prefix):
-        problem = "it contains a wildcard"
+    problem = topics.check_prefix(prefix)
+    problem = _without_value(problem, prefix) if problem else None
     return f"is not a topic prefix: {problem}; write e.g. sensorcast" if problem else None
 
 
@@ -537,7 +504,8 @@ def _parse_duration(raw: str | int | float) -> float:
     try:
         return parse_duration(raw, "")
     except ConfigError as exc:
-        raise ValueError(str(exc).removeprefix(f": {raw!r} ")) from None
+        why = str(exc).removeprefix(": ")  # the key is named by the caller, the value too
+        raise ValueError(why.removeprefix(f"{raw!r} ").removeprefix(f"{raw} ")) from None
 
 
 def convert(key: Key, given: Given) -> Any:

@@ -344,3 +344,18 @@ def test_column_picks_that_pick_nothing_or_twice_are_refused(tmp_path, capsys, a
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--interval", "-0.5"], "--interval: -0.5 must be a coverage between 0 and 1"),
+        (["--interval", "nan"], "--interval: nan must be a coverage between 0 and 1"),
+        (["--to", "mqtt://127.0.0.1:1", "--root", ""], "--root: the topic prefix is empty; "),
+        (["--to", "mqtt://127.0.0.1:1", "--root", "a/#"], "--root: 'a/#': holds an MQTT wildcard"),
+    ],
+)
+def test_interval_and_root_mistakes_name_their_flag(capsys, argv, expected):
+    assert main(["replay", str(MACHINE), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err

@@ -6,12 +6,10 @@ import argparse
 import copy
 import dataclasses
 import tomllib
-import types
 from pathlib import Path
 
 import pytest
 
-from pipeline import settings_schema
 from pipeline.check_config import render
 from pipeline.cli import main
 from pipeline.config import PipelineConfig
@@ -314,54 +312,22 @@ def test_file_error_sources_name_the_layer_that_set_the_value(tmp_path: Path) ->
 # ---------------------------------------------------------------- topics
 
 
-def test_topic_checks_use_connectors_topics_when_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    def template(text: str) -> None:
-        if "{device}" not in text:
-            msg = f"topic_template: {text!r} needs {{device}}; e.g. a/{{device}}"
-            raise ConfigError(msg)
-
-    fake = types.SimpleNamespace(
-        check_filter=lambda f: f"{f!r}: '#' must be last" if "#/" in f else None,
-        check_prefix=lambda p: f"{p!r}: has a leading /" if p.startswith("/") else None,
-        TopicTemplate=template,
-    )
-    monkeypatch.setattr(settings_schema, "_topics", lambda: fake)
-    assert error_of(flags={"mqtt.subscribe": "a/#, a/#/b"}) == (
-        "--subscribe: 'a/#, a/#/b' holds an invalid topic filter 'a/#/b': '#' must be last"
-    )
-    assert error_of(flags={"mqtt.prefix": "/x"}) == (
-        "--prefix: '/x' is not a topic prefix: has a leading /; write e.g. sensorcast"
-    )
-    assert error_of(flags={"mqtt.topic_template": "a/{site}"}) == (
-        "--topic-template: 'a/{site}' needs {device}; e.g. a/{device}"
-    )
-
-
-def test_topic_checks_of_connectors_topics() -> None:
-    pytest.importorskip("connectors.topics")
-    assert error_of(flags={"mqtt.subscribe": "a/#/b"}).startswith(
-        "--subscribe: 'a/#/b' holds an invalid topic filter 'a/#/b': '#' must be the whole last"
+def test_topic_checks_name_the_key_and_the_problem() -> None:
+    assert error_of(flags={"mqtt.subscribe": "a/#, a/#/b"}).startswith(
+        "--subscribe: 'a/#, a/#/b' holds an invalid topic filter 'a/#/b': '#' must be the whole"
     )
     assert error_of(flags={"mqtt.topic_template": "a/{x"}).startswith(
         "--topic-template: 'a/{x' level '{x' has an unbalanced brace"
     )
-    assert load_settings(env={}, overrides={"mqtt.topic_template": "s/{site}/_/#"})
-
-
-def test_topic_checks_fall_back_to_basic_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settings_schema, "_topics", lambda: None)
-    assert load_settings(env={}).mqtt.subscribe == ("sensors/#",)
-    assert error_of(flags={"mqtt.subscribe": "a\0b"}) == (
-        "--subscribe: 'a\\x00b' holds an invalid topic filter 'a\\x00b': it contains a NUL "
-        "character; write e.g. a/#"
-    )
     assert error_of(flags={"mqtt.prefix": "out/+"}) == (
-        "--prefix: 'out/+' is not a topic prefix: it contains a wildcard; write e.g. sensorcast"
+        "--prefix: 'out/+' is not a topic prefix: holds an MQTT wildcard (+ or #); a topic to "
+        "publish to cannot; write e.g. sensorcast"
     )
-    assert error_of(flags={"mqtt.topic_template": ""}) == (
-        "--topic-template: '' is not a topic template: it is empty; write e.g. "
-        "sensors/{site}/{device}/{measurement}"
+    assert error_of(flags={"mqtt.prefix": "/x"}) == (
+        "--prefix: '/x' is not a topic prefix: has an empty level (a leading, trailing or doubled "
+        "'/'); write e.g. sensorcast"
     )
+    assert load_settings(env={}, overrides={"mqtt.topic_template": "s/{site}/_/#"})
 
 
 # ---------------------------------------------------------------- the password
@@ -465,3 +431,9 @@ def test_check_config_rejects_a_bad_file_in_one_line(
     assert captured.out == ""
     assert captured.err.startswith(f"sensorcast: error: mqtt.qos ({path}): 2 is not supported")
     assert captured.err.count("\n") == 1
+
+
+def test_a_negative_duration_is_called_negative() -> None:
+    assert error_of(flags={"pipeline.window": "-5s"}) == (
+        "--window: '-5s' is negative; give a duration like 60s"
+    )
