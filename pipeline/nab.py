@@ -27,7 +27,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError, InputFileError
 from pipeline.protocols import Detector
-from pipeline.types import ReadingBatch, stream_key_problem
+from pipeline.types import ReadingBatch, Rejection, stream_key_problem
 from pipeline.writable import writable_folder
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,13 @@ def data_files(nab_dir: str | Path) -> list[Path]:
 
 
 def read_data(path: Path, data_dir: Path) -> DataFile:
-    """A ``timestamp,value`` file, every cell kept as text beside its parsed form."""
+    """A ``timestamp,value`` file, every cell kept as text beside its parsed form;
+    InputFileError naming the file when it has no rows."""
     frame = read_text_csv(path, ("timestamp", "value"))
+    if frame.empty:
+        msg = f"{path}: no rows below its header; give it a timestamp,value row per reading "
+        msg += "or remove it from data/"
+        raise InputFileError(msg)
     text = frame["timestamp"].to_numpy(object)
     value_text = frame["value"].to_numpy(object)
     value = pd.to_numeric(frame["value"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
@@ -134,7 +139,10 @@ def read_text_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     """``columns`` of a CSV as text (no NA guessing); InputFileError naming the file."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError as exc:
+        msg = f"{path}: empty file; expected a header with {','.join(columns)}, then its rows"
+        raise InputFileError(msg) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         msg = f"{path}: cannot read it as CSV ({exc})"
         raise InputFileError(msg) from exc
     if not isinstance(frame.index, pd.RangeIndex):  # pandas took the first column as index
@@ -183,6 +191,7 @@ class NabRun:
     scores: list[np.ndarray]  # (n,) float64 in [0, 1] per file, in the data's order
     seconds: float = 0.0
     dropped: dict[str, int] = field(default_factory=dict)
+    first_dropped: dict[str, str] = field(default_factory=dict)  # reason -> "file:line"
 
 
 def detect(
@@ -214,7 +223,18 @@ def detect(
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - started
-    return NabRun(list(files), scores, elapsed, dict(engine.stats.dropped))
+    first = _first_dropped(files, engine.stats.first_rejection)
+    return NabRun(list(files), scores, elapsed, dict(engine.stats.dropped), first)
+
+
+def _first_dropped(files: Sequence[DataFile], first: Mapping[str, Rejection]) -> dict[str, str]:
+    """``reason -> "<data file>:<line>"`` of the first reading dropped for each reason."""
+    paths = {f.stream: f.path for f in files}
+    where = {}
+    for reason, rejection in first.items():
+        path = paths.get(rejection.stream or "")
+        where[reason] = f"{path}:{rejection.seq}" if path is not None else str(rejection)
+    return where
 
 
 def _stream_name(file: DataFile) -> str:
@@ -318,7 +338,8 @@ def check_out(out: str | Path, nab_dir: str | Path) -> None:
     data = (Path(nab_dir) / "data").resolve()
     target = Path(out).resolve()
     if target == data or data in target.parents:
-        msg = f"--out: {out} is inside {Path(nab_dir) / 'data'}, where results would overwrite "
+        where = "is the data folder" if target == data else "is inside the data folder"
+        msg = f"--out: {out} {where} {Path(nab_dir) / 'data'}, where results would overwrite "
         msg += "data files and be read as data next time; give a folder outside it"
         raise ConfigError(msg)
 
@@ -424,7 +445,13 @@ def summary(run: NabRun, out: Path) -> str:
     rows = sum(len(f) for f in run.files)
     rate = rows / run.seconds if run.seconds > 0 else 0.0
     dropped = sum(run.dropped.values())
-    reasons = ", ".join(f"{label} {n}" for label, n in sorted(run.dropped.items()))
+    reasons = ", ".join(_dropped(run, label) for label in sorted(run.dropped))
     text = f"nab: {len(run.files)} files, {rows} rows in {run.seconds:.2f} s ({rate:,.0f} rows/s)"
-    text += f"; {dropped} dropped by the pipeline, scored 0" + (f" ({reasons})" if dropped else "")
+    text += f"; {dropped} dropped by the pipeline, scored 0" + (f": {reasons}" if dropped else "")
     return text + f"; results in {out}"
+
+
+def _dropped(run: NabRun, label: str) -> str:
+    """``late 11 (first at data/x.csv:10151)``: a reason's count and its first reading."""
+    first = run.first_dropped.get(label)
+    return f"{label} {run.dropped[label]}" + (f" (first at {first})" if first else "")

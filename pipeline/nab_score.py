@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputFileError
+from pipeline.errors import ConfigError, InputFileError
 from pipeline.nab import (
     DEFAULT_NAME,
     DataFile,
@@ -308,18 +308,48 @@ def window_rows(file: DataFile, windows: Sequence[tuple[str, str]], source: Path
     rows = np.zeros((len(windows), 2), np.int64)
     stamps = parse_times(pd.Series([t for w in windows for t in w], dtype=str))
     for k, (start, end) in enumerate(stamps.reshape(-1, 2)):
+        _check_window(file, windows[k], (start, end), source)
         at_start = np.flatnonzero(file.time == start)
         at_end = np.flatnonzero(file.time == end)
-        if not len(at_start) or not len(at_end) or at_end[-1] < at_start[0]:
-            msg = f"{source}: window {list(windows[k])} of {file.key} does not match rows of "
-            msg += f"{file.path} (its start and end must be timestamps of the file, in order)"
+        if at_end[-1] < at_start[0]:
+            msg = f"{source}: window {list(windows[k])} of {file.key} ends at a row of "
+            msg += f"{file.path} before the row it starts at; sort the file by timestamp"
             raise InputFileError(msg)
         rows[k] = at_start[0], at_end[-1]
-    rows = rows[np.argsort(rows[:, 0], kind="stable")]
-    if len(rows) > 1 and (rows[1:, 0] <= rows[:-1, 1]).any():
-        msg = f"{source}: windows of {file.key} overlap"
+    order = np.argsort(rows[:, 0], kind="stable")
+    rows = rows[order]
+    overlaps = np.flatnonzero(rows[1:, 0] <= rows[:-1, 1])
+    if len(overlaps):
+        first, second = (list(windows[order[i]]) for i in (overlaps[0], overlaps[0] + 1))
+        msg = f"{source}: windows {first} and {second} of {file.key} overlap; "
+        msg += "merge them into one or make them disjoint"
         raise InputFileError(msg)
     return rows
+
+
+def _check_window(
+    file: DataFile,
+    window: tuple[str, str],
+    times: tuple[np.datetime64, np.datetime64],
+    source: Path,
+) -> None:
+    """InputFileError naming the labels file when a window's start or end is unreadable,
+    out of order, or not a timestamp of the data file."""
+    where = f"{source}: window {list(window)} of {file.key}"
+    for text, stamp in zip(window, times, strict=True):
+        if np.isnat(stamp):
+            msg = f"{where}: {text!r} is not a timestamp; give ISO 8601 times such as "
+            msg += "'2014-04-10 16:15:00.000000'"
+            raise InputFileError(msg)
+    if times[0] > times[1]:
+        msg = f"{where}: it starts after it ends; give [start, end] with start <= end"
+        raise InputFileError(msg)
+    for text, stamp in zip(window, times, strict=True):
+        if not (file.time == stamp).any():
+            msg = f"{where}: {text!r} is not a timestamp of {file.path} (its rows run from "
+            msg += f"{file.timestamp[0]!r} to {file.timestamp[-1]!r}); start and end a window "
+            msg += "at timestamps of the file"
+            raise InputFileError(msg)
 
 
 def load_corpus(
@@ -329,18 +359,85 @@ def load_corpus(
     nab_dir = Path(nab_dir)
     check_name(name)
     paths = data_files(nab_dir)
-    check_file_names(name, [path.relative_to(nab_dir / "data").as_posix() for path in paths])
+    keys = [path.relative_to(nab_dir / "data").as_posix() for path in paths]
+    check_file_names(name, keys)
+    check_results_folder(results_dir)
     windows = load_windows(nab_dir)
+    check_labelled_files(windows, keys, nab_dir / "data")
     corpus = []
     for path in paths:
         data = read_data(path, nab_dir / "data")
         if data.key not in windows.by_file:
             msg = f"{windows.source}: no entry for {data.key} (give it [] if it has no windows)"
             raise InputFileError(msg)
-        scores = read_scores(results_path(results_dir, data.key, name), data)
+        results = results_path(results_dir, data.key, name)
+        if not results.exists():
+            raise InputFileError(missing_results(results, data, nab_dir, results_dir, name, keys))
+        scores = read_scores(results, data)
         rows = window_rows(data, windows.get(data.key, []), windows.source)
         corpus.append(ScoredSeries(data.key, scores, rows))
     return corpus
+
+
+def check_results_folder(results_dir: str | Path) -> None:
+    """ConfigError when ``--results`` is missing or not a folder."""
+    folder = Path(results_dir)
+    if folder.is_dir():
+        return
+    if folder.exists():
+        msg = f"--results: {folder} is a file, not a folder; give the folder that "
+        msg += "`sensorcast nab --out` wrote"
+    else:
+        msg = f"--results: {folder}: no such folder; give the folder that "
+        msg += "`sensorcast nab --out` wrote"
+    raise ConfigError(msg)
+
+
+def check_labelled_files(windows: Windows, keys: Sequence[str], data_dir: Path) -> None:
+    """InputFileError when the labels name a file that is not in ``data_dir``: scoring
+    without it would score part of the corpus as if it were all of it."""
+    unknown = sorted(set(windows.by_file) - set(keys))
+    if unknown:
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        msg = f"{windows.source}: {unknown[0]}{more} not in {data_dir}; put the file there "
+        msg += "or remove its entry from the labels"
+        raise InputFileError(msg)
+
+
+def missing_results(
+    path: Path,
+    data: DataFile,
+    nab_dir: Path,
+    results_dir: str | Path,
+    name: str,
+    keys: Sequence[str],
+) -> str:
+    """The message for a results file that is not there: the detector names that are there
+    when ``name`` is not one of them, else how to write it."""
+    msg = f"{path}: no such results file (for {data.path}); "
+    names = results_names(results_dir, keys)
+    if names and name not in names:
+        listed = ", ".join(sorted(names))
+        give = f"--detector-name {listed}" if len(names) == 1 else "one of them as --detector-name"
+        return msg + f"{results_dir} has results named {listed}; give {give}"
+    flag = "" if name == DEFAULT_NAME else f" --detector-name {name}"
+    return msg + f"write it with `sensorcast nab --data {nab_dir} --out {results_dir}{flag}`"
+
+
+def results_names(results_dir: str | Path, keys: Sequence[str]) -> set[str]:
+    """Every NAME with a ``<NAME>_<file>.csv`` results file for some data file ``key``."""
+    names = set()
+    for key in keys:
+        relative = Path(key)
+        folder = Path(results_dir) / relative.parent
+        suffix = f"_{relative.name}"
+        if folder.is_dir():
+            names |= {
+                p.name.removesuffix(suffix)
+                for p in folder.iterdir()
+                if p.name.endswith(suffix) and len(p.name) > len(suffix)
+            }
+    return names
 
 
 def read_scores(path: Path, data: DataFile) -> np.ndarray:

@@ -303,3 +303,37 @@ def test_a_column_of_a_nab_file_is_named_with_the_columns_the_file_has(tmp_path,
     assert main([command, str(MACHINE), "--columns", "TEMP", *extra]) == 2
     err = capsys.readouterr().err
     assert "--columns TEMP picks columns of a wide log" in err and "drop --columns" in err
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "empty file; expected a header with timestamp,value"),
+    ("timestamp,value\n", "no rows below its header"),
+])  # fmt: skip
+def test_a_data_file_without_rows_exits_2_before_the_pass(small, tmp_path, capsys, text, says):
+    out = tmp_path / "results"
+    (small / "data/catA/s2.csv").write_text(text)
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 2
+    assert f"{small / 'data/catA/s2.csv'}: {says}" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_the_summary_names_the_first_dropped_reading_of_each_reason(small, tmp_path, capsys):
+    s1 = small / "data/catA/s1.csv"
+    lines = s1.read_text().splitlines()
+    lines[11] = "not-a-time," + lines[11].split(",")[1]  # data row 10: line 12 of the file
+    lines[21] = lines[21].split(",")[0] + ",nan"  # line 22
+    lines[31] = lines[31].split(",")[0] + ",nan"  # line 32
+    s1.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "results"
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "; 3 dropped by the pipeline, scored 0: " in printed
+    assert f"bad_timestamp 1 (first at {s1}:12), non_finite 2 (first at {s1}:22);" in printed
+    scores = pd.read_csv(out / "catA/sensorcast_s1.csv")["anomaly_score"]
+    assert len(scores) == 600 and (scores.iloc[[10, 20, 30]] == 0.0).all()
+
+
+def test_an_out_equal_to_the_data_folder_says_so(small, capsys):
+    assert main(["nab", "--data", str(small), "--out", str(small / "data")]) == 2
+    err = _one_line_error(capsys)
+    assert f"--out: {small / 'data'} is the data folder {small / 'data'}, where" in err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +361,125 @@ def test_a_results_path_that_is_a_folder_says_so(scored, capsys):
     y.mkdir()
     assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
     assert f"{y} is a folder" in _error(capsys)
+
+
+@pytest.mark.parametrize("case", ["missing", "file"])
+def test_a_results_folder_that_is_missing_or_a_file_names_the_flag(scored, capsys, case):
+    root, results = scored
+    shutil.rmtree(results)
+    if case == "file":
+        results.write_text("not a folder")
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    expected = " is a file, not a folder" if case == "file" else ": no such folder"
+    assert err.startswith(f"sensorcast: error: --results: {results}{expected}")
+    assert "no such results file" not in err
+
+
+def test_a_missing_results_file_says_how_to_write_it(scored, capsys):
+    root, results = scored
+    (results / "realB" / "sensorcast_y.csv").unlink()
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert f"{results / 'realB' / 'sensorcast_y.csv'}: no such results file" in err
+    assert err.endswith(f"write it with `sensorcast nab --data {root} --out {results}`")
+
+
+@pytest.mark.parametrize(
+    ("names", "hint"),
+    [(["mine"], "named mine; give --detector-name mine"),
+     (["a", "b"], "named a, b; give one of them as --detector-name")],
+)  # fmt: skip
+def test_results_of_another_detector_name_say_which_names_are_there(tmp_path, capsys, names,
+                                                                    hint):  # fmt: skip
+    root = make_corpus(tmp_path / "nab", CORPUS)
+    results = tmp_path / "results"
+    for name in names:  # as `sensorcast nab --detector-name NAME` would write them
+        for key, (n, _) in CORPUS.items():
+            write_results(results, key, np.zeros(n), name)
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert "sensorcast_" in err and "no such results file" in err
+    assert err.endswith(f"{results} has results {hint}")
+
+
+def test_labels_naming_a_file_not_in_data_exit_2(scored, capsys):
+    # scoring the files that are there would pass part of the corpus off as all of it
+    root, results = scored
+    labels = root / "labels" / "combined_windows.json"
+    windows = json.loads(labels.read_text())
+    windows["realC/gone.csv"] = []
+    labels.write_text(json.dumps(windows))
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert f"{labels}: realC/gone.csv not in {root / 'data'}; put the file there" in err
+    assert "remove its entry" in err
+
+
+@pytest.mark.parametrize(
+    ("window", "says"),
+    [
+        (["yesterday", "2014-03-01 10:00:00"], "'yesterday' is not a timestamp; give ISO 8601"),
+        (["2014-03-01 10:00:00", "2014-03-01 09:00:00"], "it starts after it ends"),
+        # 200 rows every 5 minutes from 00:00: the last is 199 * 5 min = 16:35
+        (["2014-03-01 10:00:00", "2014-03-02 10:00:00"],
+         "'2014-03-02 10:00:00' is not a timestamp of {data} (its rows run from "
+         "'2014-03-01 00:00:00' to '2014-03-01 16:35:00')"),
+        (["2014-03-01 10:00:30", "2014-03-01 11:00:00"],  # between two rows
+         "'2014-03-01 10:00:30' is not a timestamp of"),
+    ],
+)  # fmt: skip
+def test_a_bad_window_says_what_is_wrong_with_it(scored, capsys, window, says):
+    root, results = scored
+    labels = root / "labels" / "combined_windows.json"
+    windows = json.loads(labels.read_text())
+    windows["realB/y.csv"] = [window]
+    labels.write_text(json.dumps(windows))
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert f"{labels}: window {window} of realB/y.csv: " in err
+    assert says.format(data=root / "data" / "realB" / "y.csv") in err
+
+
+def test_overlapping_windows_are_named(scored, capsys):
+    root, results = scored
+    labels = root / "labels" / "combined_windows.json"
+    windows = json.loads(labels.read_text())
+    late = ["2014-03-01 10:00:00", "2014-03-01 12:00:00"]
+    early = ["2014-03-01 09:00:00", "2014-03-01 10:00:00"]  # shares the row at 10:00
+    windows["realB/y.csv"] = [late, early]
+    labels.write_text(json.dumps(windows))
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert f"windows {early} and {late} of realB/y.csv overlap; merge them" in err  # in time order
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("data_header_only", "data/realB/y.csv: no rows below its header"),
+        ("data_empty", "data/realB/y.csv: empty file; expected a header with timestamp,value"),
+        ("results_header_only", "sensorcast_y.csv: 0 rows, but"),
+        ("results_empty", "sensorcast_y.csv: empty file; expected a header with "
+                          "timestamp,anomaly_score"),
+    ],
+)  # fmt: skip
+def test_a_file_without_rows_exits_2_naming_it(scored, capsys, case, says):
+    root, results = scored
+    path = (
+        root / "data/realB/y.csv" if case.startswith("data") else results / "realB/sensorcast_y.csv"
+    )
+    path.write_text("" if case.endswith("empty") else path.read_text().splitlines()[0] + "\n")
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    assert says in _error(capsys)
+
+
+@pytest.mark.parametrize("score", ["-0.1", "1.5", "abc", "", "NaN", "inf"])
+def test_every_score_outside_0_1_names_its_line(scored, capsys, score):
+    root, results = scored
+    y = results / "realB" / "sensorcast_y.csv"
+    frame = pd.read_csv(y, dtype=str)
+    frame.loc[50, "anomaly_score"] = score
+    frame.to_csv(y, index=False)
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    assert f"{y}: line 52: anomaly_score {score!r} is not a number in [0, 1]" in _error(capsys)

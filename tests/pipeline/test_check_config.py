@@ -234,3 +234,20 @@ def test_a_state_dir_still_to_be_made_passes_and_is_left_to_the_daemon(capsys, t
     code, _, err = check_config(capsys, tmp_path, f'[state]\ndir = "{state}"\n')
     assert code == 0, err
     assert not (tmp_path / "var").exists()  # a check leaves nothing behind
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
+    """``sensorcast check-config | head -1``: no BrokenPipeError traceback, SIGPIPE's code."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "check-config"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before it prints: its first write finds no reader
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""
