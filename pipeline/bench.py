@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench_broker import mosquitto_binary
 from pipeline.bench_report import Row, table, write_json
 from pipeline.config import positive_finite
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UserError
 from pipeline.writable import writable_file
 
 SCENARIOS = ("replay", "mqtt", "memory", "startup")
@@ -43,7 +44,10 @@ class Sizes:
 
 
 FULL = Sizes(1_000, 500, 10_000, 10_000, 50_000, 5.0, (100_000, 1_000_000), 50, 10_000)
-QUICK = Sizes(50, 40, 300, 50, 500, 0.5, (2_000,), 3, 50)
+# --quick memory: 20,000 streams, so that every column (8 B a stream) outgrows glibc's
+# 128 KiB mmap threshold; smaller ones may land in heap pages resident before, and the
+# growth then comes out below what the table holds
+QUICK = Sizes(50, 40, 300, 50, 500, 0.5, (20_000,), 3, 50)
 
 
 def register(commands: Any) -> None:
@@ -114,10 +118,10 @@ COUNT_FLAGS = ("streams", "steps", "river_readings", "mqtt_streams", "mqtt_readi
                "startup_streams")  # fmt: skip
 
 
-def check(args: argparse.Namespace, s: Sizes) -> None:
+def check(args: argparse.Namespace, s: Sizes, chosen: Sequence[str]) -> None:
     """Every flag, before any scenario starts: one line naming the flag and the fix."""
     if args.runs < 1:
-        msg = f"--runs: {args.runs} must be at least 1"
+        msg = f"--runs: {args.runs} must be at least 1 (3, the default, for a result)"
         raise ConfigError(msg)
     for name in COUNT_FLAGS:
         if getattr(s, name) < 1:
@@ -125,26 +129,78 @@ def check(args: argparse.Namespace, s: Sizes) -> None:
             msg = f"{flag}: {getattr(s, name)} must be a whole number of at least 1"
             raise ConfigError(msg)
     positive_finite(s.latency_seconds, "--latency-seconds", "seconds", "5")
-    if args.nab:
-        check_nab(Path(args.nab))
-    if args.json:
-        writable_file(args.json, "--json")  # before the runs, not after
+    if args.nab is not None:
+        check_nab(args.nab)
+    if args.json is not None:
+        check_json(args.json, args.nab)  # before the runs, not after
+    needs_broker = [name for name in chosen if name in ("mqtt", "startup")]
+    if needs_broker:
+        mosquitto_binary(needs_broker[0])
 
 
-def check_nab(folder: Path) -> None:
+def check_nab(given: str) -> None:
+    """A folder of NAB CSVs that parse, with at least one reading among them."""
     from pipeline.bench_replay import nab_files
 
+    folder = Path(given)
+    if not given:
+        msg = "--nab: '' is not a folder name; give a NAB root or a folder of NAB CSV files"
+        raise ConfigError(msg)
     if not folder.is_dir():
         why = "does not exist" if not folder.exists() else "is not a folder"
         msg = f"--nab: {folder} {why}; give a NAB root or a folder of NAB CSV files"
         raise ConfigError(msg)
-    if not nab_files(folder):
+    files = nab_files(folder)
+    if not files:
         msg = f"--nab: {folder} holds no *.csv files; give a NAB root or a folder of NAB CSVs"
+        raise ConfigError(msg)
+    try:
+        found = has_a_reading(files)
+    except UserError as exc:  # a file the replay could not read: it names the file
+        msg = f"--nab: {exc}"
+        raise ConfigError(msg) from exc
+    if not found:
+        msg = f"--nab: {folder} holds no readings; give a folder of NAB CSVs with rows"
         raise ConfigError(msg)
 
 
+def has_a_reading(files: Sequence[Path]) -> bool:
+    """Whether ``files`` hold a reading; every file's head is read, as the replay does."""
+    from connectors.csv_source import CsvSource
+
+    source = CsvSource(files)
+    try:
+        while (batch := source.poll(65_536, 0.0)) is not None:
+            if len(batch):
+                return True
+        return False
+    finally:
+        source.close()
+
+
+def check_json(given: str, nab: str | None) -> None:
+    """A file that can be written, and not a NAB series (one now or, a CSV, next run)."""
+    from pipeline.bench_replay import nab_data
+
+    if not given:
+        msg = "--json: '' is not a file name; give one, e.g. --json bench.json"
+        raise ConfigError(msg)
+    path = writable_file(given, "--json")
+    folders = [Path(nab)] if nab else []
+    folders += [BUNDLED_NAB] if BUNDLED_NAB.is_dir() else []
+    for folder in folders:
+        if path.suffix == ".csv" and _is_under(path, nab_data(folder)):
+            msg = f"--json: {path} is a CSV file in the NAB folder {folder}; writing it "
+            msg += "would replace or add a series: give a file outside it, e.g. bench.json"
+            raise ConfigError(msg)
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def nab_folder(args: argparse.Namespace) -> Path | None:
-    if args.nab:
+    if args.nab is not None:
         return Path(args.nab)
     return BUNDLED_NAB if BUNDLED_NAB.is_dir() and not args.quick else None
 
@@ -163,16 +219,20 @@ def scenarios(args: argparse.Namespace, s: Sizes) -> dict[str, Callable[[], list
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Every chosen scenario, then the table and the JSON file: written whole once all of
+    them ran (a scenario that fails leaves a previous file as it was)."""
     s = sizes(args)
-    check(args, s)
     chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    check(args, s, chosen)
     jobs = scenarios(args, s)
     rows: list[Row] = []
     for name in chosen:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         rows += jobs[name]()
     print(table(rows))
-    if args.json:
+    if args.json is not None:
         arguments = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
-        write_json(args.json, rows, arguments)
+        nab = nab_folder(args)
+        settings = {**_fields(s), "runs": args.runs, "nab": str(nab) if nab else None}
+        write_json(args.json, rows, arguments, settings)
     return 0

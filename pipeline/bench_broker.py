@@ -36,10 +36,15 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(msg)
 
 
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO = "/usr/sbin/mosquitto"  # Debian's, when it is not on PATH
+
+
+def mosquitto_binary(scenario: str = "mqtt") -> str:
+    """The mosquitto to start; UserError naming ``scenario`` when there is none."""
+    found = shutil.which("mosquitto") or MOSQUITTO
     if not Path(found).exists():
-        msg = "bench: mosquitto not found; install it (apt-get install mosquitto) for mqtt/startup"
+        msg = (f"--scenario {scenario}: needs mosquitto, which is not installed; install it "
+               "(apt-get install mosquitto) or pick --scenario replay or memory")  # fmt: skip
         raise UserError(msg)
     return found
 

@@ -268,15 +268,27 @@ def sent_at(payload: bytes, field: str) -> float:
 
 
 def latency_summary(latencies: Sequence[float]) -> dict[str, float]:
-    """p50 and p99 in milliseconds (NaN when nothing came)."""
+    """p50 and p99 in milliseconds, by nearest rank (NaN when nothing came).
+
+    >>> latency_summary([i / 1000 for i in range(100, 0, -1)])
+    {'p50_ms': 50.0, 'p99_ms': 99.0, 'n': 100}
+    """
     if not latencies:
         return {"p50_ms": math.nan, "p99_ms": math.nan, "n": 0}
     ordered = sorted(latencies)
+    return {"p50_ms": 1000 * percentile(ordered, 0.50), "p99_ms": 1000 * percentile(ordered, 0.99),
+            "n": len(ordered)}  # fmt: skip
 
-    def pick(q: float) -> float:
-        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "n": len(ordered)}
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile of sorted ``ordered``: the smallest value with at
+    least ``q`` of them at or below it (of 100, p99 is the 99th, not the largest).
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 0.5), percentile([5.0], 0.99)
+    (2.0, 5.0)
+    """
+    rank = math.ceil(round(q * len(ordered), 9))  # round: 0.29 * 100 is 28.999999999999996
+    return ordered[max(rank, 1) - 1]
 
 
 def connect(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,17 +1,21 @@
 """Rows of ``sensorcast bench``: one measured metric, sensorcast beside its baseline.
 
 Every scenario hands back ``Row``s; this module turns them into the table on
-stdout and the JSON file. A row keeps every run, and reports their median:
-machines are noisy, and the ratio of two medians taken in the same run says
-more than either number alone.
+stdout and the JSON file. A row keeps every run (sensorcast and its baseline
+measured side by side) and reports the median of each: machines are noisy, so
+its ratio is the median of the runs' own ratios, each sensorcast / the baseline
+of the same run, never a sensorcast median over a baseline median of other runs.
+A median of an even number of runs is the mean of the middle two.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
+import secrets
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One metric: every run of sensorcast and of its baseline, and the medians."""
+    """One metric: every run of sensorcast and of its baseline (run ``i`` of each measured
+    side by side), the medians, and the median of the runs' ratios."""
 
     scenario: str
     metric: str
@@ -68,10 +75,15 @@ class Row:
         return median(self.baseline_runs)
 
     @property
+    def ratio_runs(self) -> list[float]:
+        """Each run's sensorcast / the baseline of the same run; NaN where that is 0."""
+        pairs = zip(self.sensorcast_runs, self.baseline_runs, strict=True)
+        return [ours / base if base else math.nan for ours, base in pairs]
+
+    @property
     def ratio(self) -> float:
-        """sensorcast / baseline, of the medians; NaN when the baseline is 0."""
-        base = self.baseline_value
-        return self.sensorcast / base if base else math.nan
+        """The median of ``ratio_runs``: the noise a run's pair shares cancels out."""
+        return median(self.ratio_runs)
 
     @property
     def met(self) -> bool | None:
@@ -81,12 +93,20 @@ class Row:
         out = asdict(self)
         out["target"] = self.target.text(self.unit) if self.target else None
         out.update(sensorcast=self.sensorcast, baseline_value=self.baseline_value)
-        out.update(ratio=self.ratio, met=self.met)
+        out.update(ratio_runs=self.ratio_runs, ratio=self.ratio, met=self.met)
         return out
 
 
 def median(runs: Sequence[float]) -> float:
-    return float(statistics.median(runs)) if runs else math.nan
+    """The median (of an even count, the mean of the middle two); NaN when there are no
+    runs or one of them is NaN (a failed measurement is not sorted in among the others).
+
+    >>> median([3.0, 1.0, 2.0]), median([4.0, 1.0, 2.0, 3.0]), median([1.0, math.nan])
+    (2.0, 2.5, nan)
+    """
+    if not runs or any(math.isnan(x) for x in runs):
+        return math.nan
+    return float(statistics.median(runs))
 
 
 def repeat(runs: int, once: Callable[[], tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -109,7 +129,20 @@ def table(rows: Sequence[Row]) -> str:
     text.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"  {row.scenario}/{row.metric}: baseline = {row.baseline}. {row.note}".rstrip()
              for row in rows]  # fmt: skip
-    return "\n".join([*text, "", "notes:", *notes])
+    return "\n".join([*text, "", *runs_note(rows), "notes:", *notes])
+
+
+def runs_note(rows: Sequence[Row]) -> list[str]:
+    """What the columns are: medians of how many runs, and how the ratio is taken."""
+    counts = sorted({len(row.sensorcast_runs) for row in rows})
+    if not counts:
+        return []
+    runs = "/".join(str(n) for n in counts)
+    lines = [f"sensorcast, baseline: medians of {runs} run(s); ratio: the median of each "
+             "run's sensorcast / the baseline of the same run."]  # fmt: skip
+    if counts[0] < 3:
+        lines.append("fewer than 3 runs: a check that the bench works, not a result.")
+    return [*lines, ""]
 
 
 def _cells(row: Row) -> tuple[str, ...]:
@@ -120,15 +153,15 @@ def _cells(row: Row) -> tuple[str, ...]:
         f"{row.metric} ({row.unit})",
         _number(row.sensorcast),
         _number(row.baseline_value),
-        f"{row.ratio:.3g}x",
+        f"{row.ratio:.3g}x" if math.isfinite(row.ratio) else "-",
         target,
         met,
     )
 
 
 def _number(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
+    if not math.isfinite(x):  # a run that measured nothing (the JSON says null)
+        return "-"
     if abs(x) >= 100:
         return f"{x:,.0f}"
     return f"{x:.3g}"
@@ -163,10 +196,45 @@ def _version(name: str) -> str | None:
         return None
 
 
-def write_json(path: str | Path, rows: Sequence[Row], arguments: dict[str, Any]) -> None:
+def write_json(
+    path: str | Path, rows: Sequence[Row], arguments: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    """The whole document at ``path``, or nothing: written beside it, then renamed over it.
+    NaN and infinity (a run that measured nothing) are written as null: they are not JSON."""
     document = {
         "arguments": arguments,
+        "settings": settings,  # the sizes, runs and NAB folder used, defaults filled in
         "machine": machine(),
         "rows": [row.as_json() for row in rows],
     }
-    Path(path).write_text(json.dumps(document, indent=2, allow_nan=True) + "\n")
+    text = json.dumps(finite(document), indent=2, allow_nan=False) + "\n"
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:  # KeyboardInterrupt too: no temporary file is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            msg = f"--json: cannot write {path} ({exc.strerror or exc}); give a file you can write"
+            raise ConfigError(msg) from exc
+        raise
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float, however deep, replaced by None.
+
+    >>> finite({"a": [1.0, math.nan], "b": (math.inf, 2)})
+    {'a': [1.0, None], 'b': [None, 2]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
