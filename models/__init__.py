@@ -7,12 +7,14 @@ checkpoint path.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.errors import ModelLoadError
 from pipeline.protocols import Forecaster
 
 BUILTIN = ("default", "persistence", "river-holtwinters", "river-snarimax")
+CHECKPOINT_SUFFIXES = (".json", ".safetensors")
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.json"
 
 
@@ -30,10 +32,34 @@ def load_forecaster(spec: str, coverage: float = 0.9) -> Forecaster:
         from models.river_baselines import RiverForecaster  # River is slow to import
 
         return RiverForecaster(spec.removeprefix("river-"))
-    if spec == "default" or Path(spec).suffix in (".json", ".safetensors") or Path(spec).is_dir():
+    if spec != "default" and _is_other_file(spec):
+        msg = f"--model: {spec} is a file, not a checkpoint (NAME.safetensors with NAME.json, "
+        msg += "or a directory holding model.safetensors and model.json); give one, or one of "
+        raise ModelLoadError(msg + ", ".join(BUILTIN))
+    if spec == "default" or _names_a_checkpoint(spec):
         from models.checkpoint import load_checkpoint
 
         return load_checkpoint(DEFAULT_MODEL if spec == "default" else spec, coverage)
-    msg = f"--model: unknown model {spec!r}; choose one of {', '.join(BUILTIN)} or a checkpoint "
-    msg += "(a directory, NAME.safetensors or NAME.json)"
+    choose = f"choose one of {', '.join(BUILTIN)} or a checkpoint (a directory, "
+    choose += "NAME.safetensors or NAME.json)"
+    if spec.strip():
+        msg = f"--model: unknown model {spec!r}; {choose}"
+    else:
+        msg = f"--model {spec!r}: names no model; {choose}"
     raise ModelLoadError(msg)
+
+
+def _is_other_file(spec: str) -> bool:
+    """A file that is not one of a checkpoint's two (``model.bin``, ``/dev/null``)."""
+    path = Path(spec)
+    if not spec.strip() or path.suffix in CHECKPOINT_SUFFIXES:
+        return False
+    return path.exists() and not path.is_dir()
+
+
+def _names_a_checkpoint(spec: str) -> bool:
+    """A checkpoint's file, a directory, or a path (a missing one is named by the loader)."""
+    if not spec.strip():  # Path("") is the current directory, never meant
+        return False
+    path = Path(spec)
+    return path.suffix in CHECKPOINT_SUFFIXES or path.is_dir() or "/" in spec or os.sep in spec

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file
+from safetensors.numpy import load
 
 from models.compiled_gru import GruWeights
 from models.features import FEATURES
@@ -54,7 +54,7 @@ def foreign_file(path: str | Path) -> Path | None:
     if metadata.exists():
         try:
             meta = json.loads(metadata.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, ValueError, RecursionError):  # ValueError: not text, not JSON
             return metadata
         return None if isinstance(meta, dict) and meta.get("format") == FORMAT else metadata
     return weights if weights.exists() else None  # weights without metadata: not ours to judge
@@ -118,7 +118,11 @@ def architecture(network: GaussianGRU) -> dict[str, Any]:
 
 
 def fingerprint_of(weights: Path) -> str:
-    return "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+    return _fingerprint_of(weights.read_bytes())
+
+
+def _fingerprint_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def load_checkpoint(path: str | Path, coverage: float = 0.9) -> RnnForecaster:
@@ -127,18 +131,30 @@ def load_checkpoint(path: str | Path, coverage: float = 0.9) -> RnnForecaster:
     _require_given(path, weights, metadata)
     meta = read_metadata(metadata)
     arch = _architecture(meta, metadata)
-    try:
-        fingerprint = fingerprint_of(weights)
-    except OSError as exc:
-        msg = f"{weights}: cannot read the weights beside {metadata.name} ({exc.strerror}); "
-        msg += "a checkpoint is both files: copy them together"
-        raise ModelLoadError(msg) from exc
-    if fingerprint != meta.get("fingerprint"):
-        msg = f"{weights}: does not match the fingerprint in {metadata.name}; the pair is "
-        msg += "from two different trainings (or the weights were altered)"
-        raise ModelLoadError(msg)
+    fingerprint = _fingerprint(meta, metadata)
+    data = _read_weights(weights, metadata)
     sizes = GruWeights({}, len(FEATURES), arch["hidden"], arch["layers"])
-    return RnnForecaster(_load_weights(sizes, weights), meta["fingerprint"], coverage)
+    if _fingerprint_of(data) != fingerprint:
+        raise _mismatch(data, sizes, weights, metadata)
+    tensors = _parse_weights(data, weights)
+    return RnnForecaster(_fit(tensors, sizes, weights, metadata), fingerprint, coverage)
+
+
+def _mismatch(data: bytes, sizes: GruWeights, weights: Path, metadata: Path) -> ModelLoadError:
+    """Weights that are not the ones ``metadata`` was written with: say whether they are
+    damaged (truncated, say) or whole weights of another training (of another size?)."""
+    msg = f"{weights}: does not match the fingerprint in {metadata.name}"
+    try:
+        tensors = load(data)
+    except (SafetensorError, KeyError, TypeError, ValueError) as exc:
+        msg += f" and is not whole safetensors ({exc}): the file is truncated or damaged; "
+        return ModelLoadError(msg + "copy the checkpoint again, or retrain")
+    if wrong := _misfit(tensors, sizes):
+        why = f"{wrong}, where {metadata.name} describes {_size(sizes.hidden, sizes.layers)}"
+    else:
+        why = "or the weights were altered"
+    msg += f"; the pair is from two different trainings ({why}): copy a checkpoint's two "
+    return ModelLoadError(msg + "files together")
 
 
 def _require_given(path: str | Path, weights: Path, metadata: Path) -> None:
@@ -148,6 +164,9 @@ def _require_given(path: str | Path, weights: Path, metadata: Path) -> None:
         msg = f"{path}: no such checkpoint; give a checkpoint directory, its .safetensors or "
         msg += "its .json file"
         raise ModelLoadError(msg)
+    if not Path(path).is_dir() and str(path).endswith(("/", os.sep)):
+        msg = f"{path}: a file, not a checkpoint directory; drop the trailing /"
+        raise ModelLoadError(msg)
     if not weights.exists() and not metadata.exists():
         msg = f"{path}: no checkpoint in it (no {weights.name} or {metadata.name}); give the "
         msg += "--out of a `sensorcast train` run"
@@ -155,19 +174,25 @@ def _require_given(path: str | Path, weights: Path, metadata: Path) -> None:
 
 
 def read_metadata(metadata: Path) -> dict[str, Any]:
+    text = ""
     try:
-        meta = json.loads(metadata.read_text())
+        text = metadata.read_text()
+        meta = json.loads(text)
     except FileNotFoundError as exc:
         msg = f"{metadata}: no such checkpoint metadata beside the weights; a checkpoint is "
         msg += "both files: copy them together"
         raise ModelLoadError(msg) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = f"{metadata}: not a sensorcast checkpoint ({exc})"
+    except (OSError, ValueError, RecursionError) as exc:
+        # ValueError: not UTF-8, not JSON, or an integer of more digits than Python converts
+        empty = isinstance(exc, json.JSONDecodeError) and not text.strip()
+        why = "an empty file" if empty else exc
+        msg = f"{metadata}: not a sensorcast checkpoint ({why}); give the .json that "
+        msg += "`sensorcast train` wrote"
         raise ModelLoadError(msg) from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         msg = f"{metadata}: not a sensorcast checkpoint (no format {FORMAT!r})"
         raise ModelLoadError(msg)
-    if meta.get("version") != VERSION:
+    if type(meta.get("version")) is not int or meta["version"] != VERSION:  # not True, not 1.0
         msg = f"{metadata}: checkpoint version {meta.get('version')!r}, this sensorcast reads "
         msg += f"{VERSION}; retrain with `sensorcast train`"
         raise ModelLoadError(msg)
@@ -175,33 +200,107 @@ def read_metadata(metadata: Path) -> dict[str, Any]:
 
 
 def _architecture(meta: dict[str, Any], metadata: Path) -> dict[str, Any]:
-    arch = meta.get("architecture", {})
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict):
+        msg = f"{metadata}: no architecture (an object with kind, hidden, layers and "
+        msg += f"features, found {arch!r:.40}); retrain with `sensorcast train`"
+        raise ModelLoadError(msg)
     if arch.get("kind") != "gru" or arch.get("features") != list(FEATURES):
         msg = f"{metadata}: a checkpoint from another architecture or feature set "
         msg += f"({arch.get('kind')!r}, features {arch.get('features')!r}); retrain it"
         raise ModelLoadError(msg)
     hidden, layers = arch.get("hidden"), arch.get("layers")
-    if not (isinstance(hidden, int) and isinstance(layers, int) and hidden > 0 and layers > 0):
-        msg = f"{metadata}: architecture has no valid hidden/layers sizes"
+    if not (_count(hidden) and _count(layers)):
+        msg = f"{metadata}: architecture has no valid hidden/layers sizes (hidden {hidden!r:.20}, "
+        msg += f"layers {layers!r:.20}: each a whole number of at least 1); retrain it"
         raise ModelLoadError(msg)
     return dict(arch)
 
 
-def _load_weights(sizes: GruWeights, weights: Path) -> GruWeights:
-    """The tensors of ``weights`` as numpy float32 (no torch), checked against ``sizes``."""
-    try:
-        tensors = load_file(str(weights))
-    except (OSError, SafetensorError, TypeError, ValueError) as exc:  # numpy: no such dtype
-        msg = f"{weights}: unreadable weights ({exc}); the file is truncated or not safetensors"
-        raise ModelLoadError(msg) from exc
-    expected = sizes.shapes()
-    found = {name: tuple(t.shape) for name, t in tensors.items()}
-    if expected != found:
-        msg = f"{weights}: tensors do not fit a GRU of this architecture "
-        msg += f"(expected {sorted(expected)}, found {sorted(found)})"
+def _count(value: object) -> bool:
+    """A whole number of at least 1 (JSON's true is no size, nor 8.0)."""
+    return type(value) is int and value > 0
+
+
+def _fingerprint(meta: dict[str, Any], metadata: Path) -> str:
+    fingerprint = meta.get("fingerprint")
+    if not (isinstance(fingerprint, str) and fingerprint.startswith("sha256:")):
+        msg = f"{metadata}: no sha256 fingerprint of the weights (found {fingerprint!r:.40}); "
+        msg += "retrain with `sensorcast train`"
         raise ModelLoadError(msg)
+    return fingerprint
+
+
+def _read_weights(weights: Path, metadata: Path) -> bytes:
+    try:
+        return weights.read_bytes()
+    except OSError as exc:
+        msg = f"{weights}: cannot read the weights beside {metadata.name} ({exc.strerror}); "
+        msg += "a checkpoint is both files: copy them together"
+        raise ModelLoadError(msg) from exc
+
+
+def _parse_weights(data: bytes, weights: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as numpy arrays (no torch, never unpickling)."""
+    try:
+        return load(data)
+    except SafetensorError as exc:
+        msg = f"{weights}: unreadable weights ({exc}); the file is truncated or not "
+        msg += "safetensors: copy the checkpoint again, or retrain"
+        raise ModelLoadError(msg) from exc
+    except (KeyError, TypeError, ValueError) as exc:  # numpy has no such dtype (BF16)
+        why = exc.args[0] if isinstance(exc, KeyError) else exc  # KeyError: 'BF16', quoted
+        msg = f"{weights}: tensors of a type this sensorcast cannot read ({why}); a "
+        msg += "checkpoint holds float32 weights: retrain with `sensorcast train`"
+        raise ModelLoadError(msg) from exc
+
+
+def _fit(
+    tensors: dict[str, np.ndarray], sizes: GruWeights, weights: Path, metadata: Path
+) -> GruWeights:
+    """``tensors`` as float32, after checking they are the finite weights of ``sizes``."""
+    if (wrong := _misfit(tensors, sizes)) is not None:
+        msg = f"{weights}: tensors do not fit a GRU of this architecture ({wrong}, where "
+        msg += f"{metadata.name} describes {_size(sizes.hidden, sizes.layers)}); they belong "
+        msg += "to another network: give them with their own .json, or retrain"
+        raise ModelLoadError(msg)
+    for name, tensor in sorted(tensors.items()):
+        if tensor.dtype.kind != "f":
+            msg = f"{weights}: tensor {name} holds {tensor.dtype}, not floats; a checkpoint "
+            msg += "holds float32 weights: retrain with `sensorcast train`"
+            raise ModelLoadError(msg)
+        if not np.isfinite(tensor).all():
+            msg = f"{weights}: tensor {name} holds NaN or infinite weights; they are corrupt: "
+            msg += "retrain with `sensorcast train`"
+            raise ModelLoadError(msg)
     arrays = {name: np.ascontiguousarray(t, np.float32) for name, t in tensors.items()}
     return GruWeights(arrays, sizes.n_features, sizes.hidden, sizes.layers)
+
+
+def _misfit(tensors: dict[str, np.ndarray], sizes: GruWeights) -> str | None:
+    """What in ``tensors`` does not fit a GRU of ``sizes``; None when every tensor fits."""
+    expected = sizes.shapes()
+    found = {name: tuple(t.shape) for name, t in tensors.items()}
+    if (hh := found.get("gru.weight_hh_l0")) is not None and len(hh) == 2 and hh[1] > 0:
+        layers = sum(f"gru.weight_hh_l{k}" in found for k in range(len(found)))
+        if (hh[1], layers) != (sizes.hidden, sizes.layers) and hh[0] == 3 * hh[1]:
+            return f"they are {_size(hh[1], layers)}"
+    for name in sorted(expected.keys() | found.keys()):
+        if name not in found:
+            return f"tensor {name} is missing"
+        if name not in expected:
+            return f"tensor {name} belongs to no GRU forecaster"
+        if found[name] != expected[name]:
+            return f"tensor {name} is {_shape(found[name])}, not {_shape(expected[name])}"
+    return None
+
+
+def _size(hidden: int, layers: int) -> str:
+    return f"{hidden} units in {layers} layer" + ("" if layers == 1 else "s")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "a scalar"
 
 
 def sha256_of(path: Path) -> str:

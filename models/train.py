@@ -26,9 +26,11 @@ import torch
 from models.features import N_FEATURES, compute_features, initial_stats
 from models.gru import GaussianGRU
 from pipeline.errors import ConfigError, InputFileError
+from pipeline.summary import counted
 
 TARGET_LIMIT = 20.0  # targets (changes in change scales) are clipped to +-this
 MIN_TRAIN_STEPS = 200  # fewer usable steps than this is not a training set
+MIN_STREAM_STEPS = 3  # a stream needs a step, its next (the target) and a validation step
 VALIDATION = 0.2  # the last fifth of every stream
 DEFAULT_LR = 3e-3
 
@@ -84,9 +86,10 @@ class History:
 
 def build_corpus(steps: dict[str, dict[str, np.ndarray]]) -> Corpus:
     """Features and next-step targets of each stream's steps (from ``series_of``)."""
-    streams = sorted(name for name, s in steps.items() if len(s["value"]) >= 3)
+    streams = sorted(name for name, s in steps.items() if len(s["value"]) >= MIN_STREAM_STEPS)
     if not streams:
-        msg = "no stream has enough steps to train on"
+        msg = f"no stream has the {MIN_STREAM_STEPS} steps training needs; give "
+        msg += "longer logs"
         raise InputFileError(msg)
     length = np.array([len(steps[name]["value"]) for name in streams], np.int64)
     grids = {k: _pad([steps[n][k] for n in streams]) for k in ("timestamp", "value", "dt")}
@@ -128,9 +131,12 @@ def _pad(rows: Sequence[np.ndarray], fill: float = math.nan) -> np.ndarray:
     return out
 
 
-def require_enough(corpus: Corpus) -> None:
-    if corpus.train_steps < MIN_TRAIN_STEPS:
-        msg = f"only {corpus.train_steps} usable training steps; training needs at least "
+def require_enough(corpus: Corpus, logs: str = "the logs") -> None:
+    """InputFileError naming ``logs`` when the corpus is too small to be a training set."""
+    if (steps := corpus.train_steps) < MIN_TRAIN_STEPS:
+        usable = counted(steps, "usable training step")
+        msg = f"{logs}: only {usable} in {counted(len(corpus.streams), 'stream')}; "
+        msg += "training needs at least "
         msg += f"{MIN_TRAIN_STEPS} (longer logs, or more of them)"
         raise InputFileError(msg)
 

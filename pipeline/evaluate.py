@@ -188,11 +188,30 @@ def warm_up(forecaster: Forecaster, config: PipelineConfig) -> None:
 
 
 def parse_models(text: str) -> list[str]:
-    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         msg = f"--models: {text!r} names no model; e.g. --models {DEFAULT_MODELS}"
         raise ConfigError(msg)
+    seen: dict[str, str] = {}
+    for name in names:
+        if (first := seen.get(key := _identity(name))) is not None:
+            same = f"{name} twice" if first == name else f"one model twice, as {first} and {name}"
+            msg = f"--models {text}: names {same}; name each model once"
+            raise ConfigError(msg)
+        seen[key] = name
     return names
+
+
+def _identity(name: str) -> str:
+    """What ``name`` runs: a built-in's name, or a checkpoint's metadata file however it is
+    spelt (``ck``, ``ck/``, ``ck/model.json`` and ``ck/model.safetensors`` are one)."""
+    from models import BUILTIN
+
+    if name in BUILTIN:
+        return name
+    from models.checkpoint import paths_of
+
+    return str(paths_of(name)[1].resolve())
 
 
 def load_model(name: str, coverage: float) -> Forecaster:
@@ -253,6 +272,22 @@ def _nothing_to_score(args: argparse.Namespace, stats: EngineStats) -> InputFile
         return empty  # the range, not the columns, left nothing
     msg = f"{names}: no readings to evaluate ({stats.missing} cells were empty or "
     msg += f"missing-value codes, {dropped} readings dropped); pick columns that hold numbers"
+    return InputFileError(msg)
+
+
+def _nothing_scored(args: argparse.Namespace, run: ModelRun) -> InputFileError:
+    """Steps, but none with a forecast from the step before in the scored span: say why."""
+    longest = max(len(trace.value) for trace in run.traces.values())
+    dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(run.stats.dropped.items()) if n)
+    why = f"; readings dropped: {dropped}" if dropped else ""
+    fixes = ["give longer logs"]
+    if pipeline_config(args).window > 0:
+        fixes.append("a shorter --window")
+    if args.score_from > 0:
+        fixes.append("a smaller --score-from")
+    msg = f"{', '.join(args.paths)}: no step to score (the longest stream has "
+    msg += f"{counted(longest, 'step')}{why}; a step is scored against the forecast made at "
+    msg += f"the step before it); {', or '.join(fixes)}"
     return InputFileError(msg)
 
 
@@ -532,9 +567,12 @@ def check_args(args: argparse.Namespace) -> None:
         msg = f"--plot-steps: {args.plot_steps} must be at least 2"
         raise ConfigError(msg)
     # now, not after every model has run: a folder or an unwritable place is a mistake
-    outputs = [
-        (flag, path) for flag, path in (("--report", args.report), ("--csv", args.csv)) if path
-    ]
+    given = (("--report", args.report, "report.html"), ("--csv", args.csv, "metrics.csv"))
+    for flag, path, example in given:
+        if path is not None and not path.strip():  # not "no report": a file was asked for
+            msg = f"{flag} {path!r}: names no file; give one, e.g. {flag} {example}"
+            raise ConfigError(msg)
+    outputs = [(flag, path) for flag, path, _ in given if path]
     inputs = input_files(args.paths) if outputs else []
     for flag, path in outputs:
         writable_file(path, flag)
@@ -563,6 +601,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         per_stream, total = score_run(run, args.score_from)
         scores += per_stream
         overall.append(total)
+    if not any(m.scored for m in overall):  # a table of dashes would pass for a result
+        raise _nothing_scored(args, runs[0])
     print(text_table(table_rows(scores, overall), args.interval))
     for line in run_summary(runs[0].stats, len(runs[0].traces), runs[0].seconds).splitlines()[1:]:
         print(line)

@@ -109,14 +109,15 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         msg = f"--interval: {args.interval} must be a coverage between 0 and 1, e.g. 0.9"
         raise ConfigError(msg)
     return PipelineConfig(
-        window=_duration(args.window, "--window"),
-        lateness=_duration(args.lateness, "--lateness"),
+        window=bounded_duration(args.window, "--window"),
+        lateness=bounded_duration(args.lateness, "--lateness"),
         interval=args.interval,
         report_dropped=getattr(args, "dropped_rows", False),
     )
 
 
-def _duration(text: str, flag: str) -> float:
+def bounded_duration(text: str, flag: str) -> float:
+    """--window or --lateness in seconds, within the bounds the daemon's settings allow."""
     seconds = parse_duration(text, flag)
     if seconds > LONGEST[flag]:
         msg = f"{flag}: {text} is out of range; use 0 to {LONGEST[flag] / DAY:.0f}d, e.g. 60s"

@@ -12,18 +12,27 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import PipelineConfig, parse_duration
+from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, InputFileError
 from pipeline.log_specs import empty_range
-from pipeline.replay import add_input_arguments, csv_source
+from pipeline.replay import add_input_arguments, bounded_duration, csv_source
 from pipeline.summary import counted
 from pipeline.types import VerdictBatch
 from pipeline.writable import writable_folder
 
 if TYPE_CHECKING:  # torch stays out of the CLI's import until a command needs it
     from models.train import Corpus, TrainConfig
+    from pipeline.engine import EngineStats
 
 STEP_COLUMNS = ("timestamp", "value", "dt", "missing", "next_timestamp")
+MAX_SEED = 2**64 - 1
+# Beyond these a run takes hours an epoch or exhausts memory (--hidden 10000: 1.2 billion
+# weights; --threads 100000: no memory left to map) instead of training: refused at once.
+SIZE_LIMITS = (
+    ("hidden", 1024, "a network that wide takes hours an epoch"),
+    ("layers", 8, "a network that deep takes hours an epoch"),
+    ("threads", 256, "more threads than CPUs only slow training down"),
+)
 
 
 def register(commands: Any) -> None:
@@ -101,10 +110,10 @@ def _train_and_save(args: argparse.Namespace, config: TrainConfig) -> int:
     from models.train import build_corpus, manifest, require_enough, train
 
     source = csv_source(args, args.paths)
-    windowing = PipelineConfig(window=parse_duration(args.window, "--window"))
+    windowing = PipelineConfig(window=bounded_duration(args.window, "--window"))
     steps = series_of(source, windowing, args)
     corpus = build_corpus(steps)
-    require_enough(corpus)
+    require_enough(corpus, _logs_of(source))
     config = _fit_to_data(config, corpus, args)
     print(
         f"training on {counted(len(corpus.streams), 'stream')}, {corpus.train_steps} steps "
@@ -193,6 +202,15 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         if (value := getattr(args, flag)) is not None and value < 1:
             msg = f"--{flag.replace('_', '-')}: must be at least 1"
             raise ConfigError(msg)
+    for flag, most, why in SIZE_LIMITS:
+        if (value := getattr(args, flag)) > most:
+            usual = getattr(defaults, flag)
+            msg = f"--{flag} {value}: at most {most} ({why}); give a smaller --{flag}, "
+            msg += f"e.g. {usual}"
+            raise ConfigError(msg)
+    if not 0 <= args.seed <= MAX_SEED:  # numpy refuses a negative seed, torch a larger one
+        msg = f"--seed {args.seed}: must be a whole number from 0 to 2**64 - 1, e.g. 0"
+        raise ConfigError(msg)
     if not 0 < args.lr < math.inf:  # inf would reach the checkpoint as non-JSON Infinity
         msg = "--lr: must be a positive number, e.g. 3e-3"
         raise ConfigError(msg)
@@ -214,6 +232,7 @@ def series_of(
 ) -> dict[str, dict[str, np.ndarray]]:
     """Every stream's steps, exactly as replay makes them (the real windowing)."""
     from models.persistence import PersistenceForecaster
+    from models.train import MIN_STREAM_STEPS
     from pipeline.detect import GaussianTailDetector
     from pipeline.engine import Engine
 
@@ -224,7 +243,7 @@ def series_of(
     parts.append(engine.flush())
     steps = VerdictBatch.concat(parts)
     if not len(steps):
-        names = ", ".join(str(p) for p in source.files)
+        names = _logs_of(source)
         if not engine.stats.readings and (empty := empty_range(names, args)):
             raise empty  # the --start/--end range, not the columns, left nothing
         msg = f"{names}: no readings to train on ({engine.stats.missing} cells were empty or "
@@ -233,10 +252,32 @@ def series_of(
     by_stream: dict[str, list[int]] = defaultdict(list)
     for i, stream in enumerate(steps.stream.tolist()):
         by_stream[stream].append(i)
+    longest = max(len(rows) for rows in by_stream.values())
+    if longest < MIN_STREAM_STEPS:  # the fewest steps build_corpus can make a target of
+        raise _too_few_steps(_logs_of(source), longest, engine.stats, config)
     return {
         stream: {name: getattr(steps, name)[rows] for name in STEP_COLUMNS}
         for stream, rows in by_stream.items()
     }
+
+
+def _logs_of(source: Any) -> str:
+    """The logs a run read, for messages about their data."""
+    return ", ".join(str(p) for p in source.files)
+
+
+def _too_few_steps(
+    logs: str, longest: int, stats: EngineStats, config: PipelineConfig
+) -> InputFileError:
+    """No stream has the steps a target needs: say how many it has and where readings went."""
+    from models.train import MIN_STREAM_STEPS
+
+    dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dropped.items()) if n)
+    why = f"; readings dropped: {dropped}" if dropped else ""
+    shorter = ", or a shorter --window" if config.window > 0 else ""
+    msg = f"{logs}: no stream has the {MIN_STREAM_STEPS} steps training needs "
+    msg += f"(the longest has {counted(longest, 'step')}{why}); give longer logs{shorter}"
+    return InputFileError(msg)
 
 
 def _command() -> str:

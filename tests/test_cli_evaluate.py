@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -224,3 +225,68 @@ def test_a_missing_checkpoint_is_named_as_given(capsys, tmp_path):
     assert (code, out) == (2, "")
     assert f"--models: {tmp_path / 'nope.safetensors'}: no such checkpoint" in err
     assert "nope.json" not in err
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ("persistence,persistence", "names persistence twice; name each model once"),
+        (
+            "default,{weights}/default.json,{weights}/default.safetensors",
+            "names one model twice, as {weights}/default.json and "
+            "{weights}/default.safetensors; name each model once",
+        ),
+        (
+            "{weights}/default.json,{weights}/../weights/default.json",
+            "names one model twice, as {weights}/default.json and "
+            "{weights}/../weights/default.json; name each model once",
+        ),
+    ],
+)
+def test_a_model_named_twice_is_refused_not_run_twice(capsys, models, expected):
+    weights = ROOT / "models/weights"
+    named = models.format(weights=weights)
+    code, out, err = evaluate(capsys, str(BEIJING), "--end", "2013-03-02", "--models", named)
+    assert (code, out) == (2, "")
+    assert err == f"sensorcast: error: --models {named}: {expected.format(weights=weights)}\n"
+
+
+@pytest.mark.parametrize(
+    ("flag", "example"), [("--report", "report.html"), ("--csv", "metrics.csv")]
+)
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_output_name_is_refused_not_ignored(capsys, flag, example, value):
+    code, out, err = evaluate(capsys, str(BEIJING), "--models", "persistence", flag, value)
+    assert (code, out) == (2, "")
+    assert (
+        err
+        == f"sensorcast: error: {flag} {value!r}: names no file; give one, e.g. {flag} {example}\n"
+    )
+
+
+def test_steps_with_nothing_to_score_are_an_error_not_a_table_of_dashes(capsys, tmp_path):
+    log = tmp_path / "same.csv"
+    log.write_text("timestamp,value\n" + "".join(f"1700000000,{i}\n" for i in range(50)))
+    code, out, err = evaluate(capsys, str(log), "--models", "persistence,default")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"sensorcast: error: {log}: no step to score (the longest stream has 1 step; readings "
+        "dropped: 49 duplicate; a step is scored against the forecast made at the step before "
+        "it); give longer logs\n"
+    )
+
+
+def test_a_constant_stream_is_scored_without_dividing_by_zero(capsys, tmp_path):
+    log = tmp_path / "flat.csv"
+    log.write_text(
+        "timestamp,value\n" + "".join(f"{1_700_000_000 + 60 * i},21.5\n" for i in range(300))
+    )
+    metrics = tmp_path / "m.csv"
+    with np.errstate(all="raise"):
+        code, out, err = evaluate(
+            capsys, str(log), "--models", "default,persistence", "--csv", str(metrics)
+        )
+    assert code == 0, err
+    frame = pd.read_csv(metrics)
+    assert frame["mase"].isna().all()  # persistence makes no error: MASE is undefined, not inf
+    assert (frame["mae"].dropna() < 1e-3).all() and frame["coverage"].between(0.9, 1).all()

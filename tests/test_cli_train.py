@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +345,173 @@ def test_a_range_outside_the_log_names_the_range_not_the_columns(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"{BUOY}: no readings lie in the --start/--end range (--end 2000-01-01)" in err
     assert "column" not in err
+
+
+def same_time_log(path: Path) -> Path:
+    rows = [f"{1_700_000_000},{i}" for i in range(500)]  # one reading and 499 duplicates
+    return write(path, "timestamp,value\n" + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "flags", "expected"),
+    [
+        (
+            tiny_log,
+            [],
+            "{log}: only 15 usable training steps in 1 stream; training needs at least 200 "
+            "(longer logs, or more of them)",
+        ),
+        (
+            same_time_log,
+            [],
+            "{log}: no stream has the 3 steps training needs (the longest has 1 step; readings "
+            "dropped: 499 duplicate); give longer logs",
+        ),
+        (
+            short_log,
+            ["--window", "30d"],
+            "{log}: no stream has the 3 steps training needs (the longest has 1 step); give "
+            "longer logs, or a shorter --window",
+        ),
+    ],
+)
+def test_too_little_data_names_the_log_and_leaves_the_old_checkpoint(
+    tmp_path, capsys, make, flags, expected
+):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model.json").write_text(OLD_CHECKPOINT)
+    log = make(tmp_path / "log.csv")
+    assert main(["train", str(log), "--out", str(out), *FAST, *flags]) == 2
+    assert one_line_error(capsys) == "sensorcast: error: " + expected.format(log=log)
+    assert (out / "model.json").read_text() == OLD_CHECKPOINT
+    assert [p.name for p in out.iterdir()] == ["model.json"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        (["--seed", "-1"], "--seed -1: must be a whole number from 0 to 2**64 - 1, e.g. 0"),
+        (
+            ["--seed", str(2**64)],
+            f"--seed {2**64}: must be a whole number from 0 to 2**64 - 1, e.g. 0",
+        ),
+        (
+            ["--hidden", "10000"],
+            "--hidden 10000: at most 1024 (a network that wide takes hours an epoch); give a "
+            "smaller --hidden, e.g. 32",
+        ),
+        (
+            ["--layers", "9"],
+            "--layers 9: at most 8 (a network that deep takes hours an epoch); give a smaller "
+            "--layers, e.g. 1",
+        ),
+        (
+            ["--threads", "100000"],
+            "--threads 100000: at most 256 (more threads than CPUs only slow training down); "
+            "give a smaller --threads, e.g. 2",
+        ),
+        (["--window", "31d"], "--window: 31d is out of range; use 0 to 30d, e.g. 60s"),
+        (["--epochs", "-1"], "--epochs: must be at least 1"),
+        (["--seq-len", "0"], "--seq-len: must be at least 1"),
+    ],
+)
+def test_out_of_range_flags_are_one_line_before_any_training(tmp_path, capsys, flag, expected):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "model.json").write_text(OLD_CHECKPOINT)
+    assert main(["train", f"{BUOY}:PRES", "--out", str(out), *flag]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"sensorcast: error: {expected}\n"
+    assert "training on" not in captured.err + captured.out
+    assert [p.name for p in out.iterdir()] == ["model.json"]
+    assert (out / "model.json").read_text() == OLD_CHECKPOINT
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("architecture", "model.json: no architecture (an object with kind, hidden, layers"),
+        ("fingerprint", "model.json: no sha256 fingerprint of the weights (found None)"),
+        ("deep", "model.json: not a sensorcast checkpoint (maximum recursion depth exceeded"),
+        ("empty", "model.json: not a sensorcast checkpoint (an empty file)"),
+        ("wider", "model.safetensors: does not match the fingerprint in model.json; the pair "
+         "is from two different trainings (they are 16 units in 1 layer, where model.json "
+         "describes 8 units in 1 layer): copy a checkpoint's two files together"),
+        ("truncate", "model.safetensors: does not match the fingerprint in model.json and is "
+         "not whole safetensors"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["replay", "evaluate"])
+def test_damaged_checkpoints_are_one_line_in_every_command(
+    tmp_path, capsys, trained, damage, expected, command
+):
+    out = tmp_path / "m"
+    shutil.copytree(trained, out)
+    metadata, weights = out / "model.json", out / "model.safetensors"
+    if damage == "architecture":
+        meta = json.loads(metadata.read_text())
+        metadata.write_text(json.dumps({**meta, "architecture": [8, 1]}))
+    elif damage == "fingerprint":
+        meta = json.loads(metadata.read_text())
+        metadata.write_text(json.dumps({k: v for k, v in meta.items() if k != "fingerprint"}))
+    elif damage == "deep":
+        metadata.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "empty":
+        metadata.write_text("")
+    elif damage == "wider":
+        from models.checkpoint import save_checkpoint
+        from models.features import N_FEATURES
+        from models.gru import GaussianGRU
+
+        save_checkpoint(GaussianGRU(N_FEATURES, hidden=16), tmp_path / "w", {"training": {}})
+        shutil.copy(tmp_path / "w/model.safetensors", weights)
+    else:
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    flag = "--model" if command == "replay" else "--models"
+    assert main([command, f"{BUOY}:PRES", flag, str(out), "--end", "2012-01-03"]) == 2
+    line = one_line_error(capsys)
+    assert f"{out}/{expected}" in line
+    assert line.startswith(f"sensorcast: error: {'--models: ' if command == 'evaluate' else ''}")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A small checkpoint, trained once for the tests that damage copies of it."""
+    out = tmp_path_factory.mktemp("trained") / "m"
+    assert main(["train", f"{BUOY}:PRES", "--out", str(out), *FAST]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("", "--model '': names no model; choose one of default, persistence"),
+        ("{tmp}/log.csv", "--model: {tmp}/log.csv is a file, not a checkpoint"),
+        ("{tmp}/nope/", "{tmp}/nope/: no such checkpoint; give a checkpoint directory"),
+        ("{ck}/model.json/", "{ck}/model.json/: a file, not a checkpoint directory; drop the "),
+    ],
+)
+def test_model_paths_that_are_no_checkpoint(
+    tmp_path, capsys, monkeypatch, trained, model, expected
+):
+    monkeypatch.chdir(trained)  # "" is not the current folder, which holds a checkpoint
+    log = short_log(tmp_path / "log.csv")
+    spec = model.format(tmp=tmp_path, ck=trained)
+    assert main(["replay", str(log), "--model", spec]) == 2
+    assert one_line_error(capsys).startswith(
+        "sensorcast: error: " + expected.format(tmp=tmp_path, ck=trained)
+    )
+
+
+def test_out_holding_unparsable_json_is_refused_not_a_crash(tmp_path, capsys):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    before = (out / "model.json").read_text()
+    assert main(["train", f"{BUOY}:PRES", "--out", str(out), *FAST]) == 2
+    assert one_line_error(capsys) == (
+        f"sensorcast: error: --out: {out / 'model.json'} exists and is not a sensorcast "
+        "checkpoint; give another --out, or move that file away"
+    )
+    assert (out / "model.json").read_text() == before

@@ -3,6 +3,7 @@ on disk (modes, JSON, other people's files)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save
 
 from models import DEFAULT_MODEL, load_forecaster
 from models.checkpoint import foreign_file, load_checkpoint, paths_of, save_checkpoint
 from models.features import N_FEATURES
 from models.gru import GaussianGRU
+from pipeline.errors import ModelLoadError
 
 
 def network() -> GaussianGRU:
@@ -107,3 +110,165 @@ def test_foreign_files_are_told_from_checkpoints(tmp_path):
 def test_an_old_version_of_the_format_may_be_replaced(tmp_path: Path):
     (tmp_path / "m.json").write_text('{"format": "sensorcast-gru", "version": 0}')
     assert foreign_file(tmp_path / "m.json") is None
+
+
+# -- damaged and foreign checkpoints: one ModelLoadError naming the file and the problem -----
+
+
+def resign(metadata: Path, weights: Path, **changes: object) -> None:
+    """Rewrite ``metadata`` with ``changes``, its fingerprint that of ``weights`` now."""
+    meta = json.loads(metadata.read_text())
+    meta["fingerprint"] = "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+    metadata.write_text(json.dumps({**meta, **changes}))
+
+
+def saved_pair(tmp_path: Path) -> tuple[Path, Path]:
+    save_checkpoint(network(), tmp_path / "m", {"training": {}})
+    return paths_of(tmp_path / "m")
+
+
+def refused(path: Path | str) -> str:
+    with pytest.raises(ModelLoadError) as caught:
+        load_checkpoint(path)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_truncated_weights_are_called_truncated(tmp_path):
+    weights, _ = saved_pair(tmp_path)
+    whole = weights.read_bytes()
+    for size in (0, 7, 100, len(whole) - 1):
+        weights.write_bytes(whole[:size])
+        message = refused(tmp_path / "m")
+        assert message.startswith(f"{weights}: does not match the fingerprint in model.json")
+        assert message.endswith(
+            "the file is truncated or damaged; copy the checkpoint again, or retrain"
+        )
+
+
+def test_weights_of_another_size_name_both_sizes(tmp_path):
+    weights, metadata = saved_pair(tmp_path)  # 4 units
+    save_checkpoint(GaussianGRU(N_FEATURES, hidden=16), tmp_path / "wide", {"training": {}})
+    weights.write_bytes((tmp_path / "wide/model.safetensors").read_bytes())
+    assert refused(tmp_path / "m") == (
+        f"{weights}: does not match the fingerprint in model.json; the pair is from two "
+        "different trainings (they are 16 units in 1 layer, where model.json describes 4 units "
+        "in 1 layer): copy a checkpoint's two files together"
+    )
+    resign(metadata, weights)  # a hand-made pair: the fingerprint fits, the sizes do not
+    assert refused(tmp_path / "m") == (
+        f"{weights}: tensors do not fit a GRU of this architecture (they are 16 units in 1 "
+        "layer, where model.json describes 4 units in 1 layer); they belong to another "
+        "network: give them with their own .json, or retrain"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tensors", "expected"),
+    [
+        ("nan", "tensor gru.weight_ih_l0 holds NaN or infinite weights; they are corrupt"),
+        ("int32", "tensor gru.bias_hh_l0 holds int32, not floats"),
+        ("extra", "tensor extra belongs to no GRU forecaster, where model.json describes 4"),
+        ("missing", "tensor head.bias is missing, where model.json describes 4 units"),
+        ("bf16", "tensors of a type this sensorcast cannot read (BF16)"),
+    ],
+)
+def test_weights_that_are_not_a_gru_s_are_refused(tmp_path, tensors, expected):
+    weights, metadata = saved_pair(tmp_path)
+    state = {k: v.detach().clone() for k, v in network().state_dict().items()}
+    if tensors == "nan":
+        state["gru.weight_ih_l0"][0, 0] = math.nan
+    elif tensors == "int32":
+        state = {k: v.to(torch.int32) for k, v in state.items()}
+    elif tensors == "extra":
+        state["extra"] = torch.zeros(3)
+    elif tensors == "missing":
+        del state["head.bias"]
+    else:
+        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+    weights.write_bytes(save(state))
+    resign(metadata, weights)
+    message = refused(tmp_path / "m")
+    assert message.startswith(f"{weights}: ") and expected in message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"architecture": [1]}, "no architecture (an object with kind, hidden, layers and "
+         "features, found [1]); retrain with `sensorcast train`"),
+        ({"architecture": None}, "no architecture"),
+        ({"architecture": "gru"}, "no architecture"),
+        ({"fingerprint": None}, "no sha256 fingerprint of the weights (found None)"),
+        ({"fingerprint": 5}, "no sha256 fingerprint of the weights (found 5)"),
+        ({"version": True}, "checkpoint version True, this sensorcast reads 1"),
+        ({"version": "1"}, "checkpoint version '1', this sensorcast reads 1"),
+    ],
+)  # fmt: skip
+def test_metadata_of_the_wrong_shape_is_refused(tmp_path, change, expected):
+    weights, metadata = saved_pair(tmp_path)
+    resign(metadata, weights, **change)
+    assert refused(tmp_path / "m").startswith(f"{metadata}: {expected}")
+
+
+@pytest.mark.parametrize("size", [True, 4.0, "4", 0, None])
+def test_sizes_must_be_whole_numbers(tmp_path, size):
+    weights, metadata = saved_pair(tmp_path)
+    meta = json.loads(metadata.read_text())
+    meta["architecture"]["hidden"] = size  # JSON's true would pass for 1 in Python
+    resign(metadata, weights, architecture=meta["architecture"])
+    assert refused(tmp_path / "m") == (
+        f"{metadata}: architecture has no valid hidden/layers sizes (hidden {size!r}, layers "
+        "1: each a whole number of at least 1); retrain it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "an empty file"),
+        (b"  \n", "an empty file"),
+        (b"\xff\xfe not text", "'utf-8' codec can't decode byte 0xff"),
+        (b"[" * 100_000 + b"]" * 100_000, "maximum recursion depth exceeded"),
+        (b'{"hidden": ' + b"9" * 5000 + b"}", "Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_metadata_that_is_not_json_is_one_error_never_a_crash(tmp_path, content, why):
+    (tmp_path / "x.json").write_bytes(content)
+    message = refused(tmp_path / "x.json")
+    assert message.startswith(f"{tmp_path / 'x.json'}: not a sensorcast checkpoint (")
+    assert why in message
+    assert message.endswith("; give the .json that `sensorcast train` wrote")
+    assert foreign_file(tmp_path / "x.json") == tmp_path / "x.json"  # --out refuses it too
+
+
+def test_a_file_named_as_a_folder_is_told_to_drop_the_slash(tmp_path):
+    _, metadata = saved_pair(tmp_path)
+    assert (
+        refused(f"{metadata}/")
+        == f"{metadata}/: a file, not a checkpoint directory; drop the trailing /"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("", "--model '': names no model; choose one of default, persistence"),
+        ("  ", "--model '  ': names no model; choose one of default, persistence"),
+        ("{tmp}/model.bin", "--model: {tmp}/model.bin is a file, not a checkpoint "
+         "(NAME.safetensors with NAME.json, or a directory holding model.safetensors and "
+         "model.json); give one, or one of default, persistence, river-holtwinters, "
+         "river-snarimax"),
+        ("/dev/null", "--model: /dev/null is a file, not a checkpoint"),
+        ("{tmp}/gone/", "{tmp}/gone/: no such checkpoint; give a checkpoint directory"),
+        ("{tmp}/gone", "{tmp}/gone: no such checkpoint; give a checkpoint directory"),
+        ("nope", "--model: unknown model 'nope'; choose one of default, persistence"),
+    ],
+)  # fmt: skip
+def test_model_specs_that_name_no_checkpoint(tmp_path, monkeypatch, spec, expected):
+    monkeypatch.chdir(tmp_path)  # "" is not the current directory, which holds a checkpoint
+    save_checkpoint(network(), tmp_path, {"training": {}})
+    (tmp_path / "model.bin").write_bytes(b"someone's weights")
+    with pytest.raises(ModelLoadError) as caught:
+        load_forecaster(spec.format(tmp=tmp_path))
+    assert str(caught.value).startswith(expected.format(tmp=tmp_path))
