@@ -79,7 +79,7 @@ def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]
         "format": FORMAT,
         "version": VERSION,
         "architecture": architecture(network),
-        "fingerprint": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "fingerprint": _fingerprint_of(data),
     }
     text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
     try:

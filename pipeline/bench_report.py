@@ -10,12 +10,10 @@ A median of an even number of runs is the mean of the middle two.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import platform
-import secrets
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.writable import replace_whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,20 +208,11 @@ def write_json(
     }
     text = json.dumps(finite(document), indent=2, allow_nan=False) + "\n"
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:  # KeyboardInterrupt too: no temporary file is left behind
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            msg = f"--json: cannot write {path} ({exc.strerror or exc}); give a file you can write"
-            raise ConfigError(msg) from exc
-        raise
+        replace_whole(path, text.encode())
+    except OSError as exc:
+        msg = f"--json: cannot write {path} ({exc.strerror or exc}); give a file you can write"
+        raise ConfigError(msg) from exc
 
 
 def finite(value: Any) -> Any:

@@ -13,7 +13,6 @@ renamed over the old snapshot, so a crash leaves either the old or the new one.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -27,6 +26,7 @@ import numpy as np
 
 from pipeline.errors import SnapshotError
 from pipeline.state import PendingReadings, StateTable
+from pipeline.writable import replace_whole
 
 SCHEMA_VERSION = 2  # 2: meta holds the journal generation
 ZIP_MAGIC = b"PK\x03\x04"  # a snapshot is numpy's .npz: a zip of .npy arrays
@@ -103,16 +103,9 @@ def _arrays_of(table: StateTable) -> dict[str, np.ndarray]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_whole(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         msg = f"cannot write snapshot {path}: {exc.strerror or exc}"
         raise SnapshotError(msg) from exc
     _fsync_dir(path.parent)

@@ -69,3 +69,20 @@ def not_an_input(path: str | Path, inputs: Sequence[Path], what: str) -> None:
             msg = f"{what}: {path} is one of the logs being read; writing it would destroy "
             msg += "it: give a file outside the inputs"
             raise ConfigError(msg)
+
+
+def replace_whole(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, never half-written: put in a new file beside it, on disk,
+    then renamed over it. The temporary file is removed on any failure (an interrupt
+    too), and the OSError is the caller's to word."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer of a path per process
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

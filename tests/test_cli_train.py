@@ -70,9 +70,7 @@ def nan_column_log(path: Path) -> Path:
 def test_bad_training_data_is_refused_and_nothing_is_overwritten(
     tmp_path, capsys, make, suffix, expected
 ):
-    out = tmp_path / "model"
-    out.mkdir()
-    (out / "model.json").write_text(OLD_CHECKPOINT)
+    out = earlier_checkpoint(tmp_path)
     log = make(tmp_path / "log.csv")
     assert main(["train", f"{log}{suffix}", "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
@@ -81,6 +79,14 @@ def test_bad_training_data_is_refused_and_nothing_is_overwritten(
 
 
 OLD_CHECKPOINT = '{"format": "sensorcast-gru", "version": 1, "note": "an earlier training"}'
+
+
+def earlier_checkpoint(tmp_path: Path) -> Path:
+    """A folder holding an earlier training's model.json, which a failed run must keep."""
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model.json").write_text(OLD_CHECKPOINT)
+    return out
 
 
 def one_line_error(capsys) -> str:
@@ -378,9 +384,7 @@ def same_time_log(path: Path) -> Path:
 def test_too_little_data_names_the_log_and_leaves_the_old_checkpoint(
     tmp_path, capsys, make, flags, expected
 ):
-    out = tmp_path / "model"
-    out.mkdir()
-    (out / "model.json").write_text(OLD_CHECKPOINT)
+    out = earlier_checkpoint(tmp_path)
     log = make(tmp_path / "log.csv")
     assert main(["train", str(log), "--out", str(out), *FAST, *flags]) == 2
     assert one_line_error(capsys) == "sensorcast: error: " + expected.format(log=log)
