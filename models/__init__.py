@@ -8,6 +8,7 @@ checkpoint path.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import ModelLoadError
@@ -18,11 +19,12 @@ CHECKPOINT_SUFFIXES = (".json", ".safetensors")
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.json"
 
 
-def load_forecaster(spec: str, coverage: float = 0.9) -> Forecaster:
+def load_forecaster(spec: str, coverage: float = 0.9, names: Sequence[str] = BUILTIN) -> Forecaster:
     """The forecaster named by ``spec``: a built-in name or a checkpoint path.
 
     ``default`` is the recurrent model shipped in ``models/weights/``;
-    ``coverage`` is the interval coverage it calibrates its scale to.
+    ``coverage`` is the interval coverage it calibrates its scale to; ``names``
+    are the built-in names an error offers (the daemon takes fewer than replay).
     """
     from models.persistence import PersistenceForecaster
 
@@ -35,12 +37,12 @@ def load_forecaster(spec: str, coverage: float = 0.9) -> Forecaster:
     if spec != "default" and _is_other_file(spec):
         msg = f"--model: {spec} is a file, not a checkpoint (NAME.safetensors with NAME.json, "
         msg += "or a directory holding model.safetensors and model.json); give one, or one of "
-        raise ModelLoadError(msg + ", ".join(BUILTIN))
+        raise ModelLoadError(msg + ", ".join(names))
     if spec == "default" or _names_a_checkpoint(spec):
         from models.checkpoint import load_checkpoint
 
         return load_checkpoint(DEFAULT_MODEL if spec == "default" else spec, coverage)
-    choose = f"choose one of {', '.join(BUILTIN)} or a checkpoint (a directory, "
+    choose = f"choose one of {', '.join(names)} or a checkpoint (a directory, "
     choose += "NAME.safetensors or NAME.json)"
     if spec.strip():
         msg = f"--model: unknown model {spec!r}; {choose}"

@@ -6,7 +6,8 @@ the stream's resolution (its smallest non-zero change seen), so a sensor that
 sat still for hours does not call its next quantisation step a 10^30-sigma
 event. A change larger than ``clip`` current scales is learned as if it were
 ``clip`` scales, so one spike does not blow the interval up for the next
-hundred steps. Steps after a gap are not learned from: their change spans
+hundred steps. A stream that has never moved gets a tiny interval, a millionth
+of its value, rather than none. Steps after a gap are not learned from: their change spans
 more than one step.
 """
 
@@ -81,7 +82,7 @@ def _persistence_kernel(value, missing, length, alpha, clip, state, mean, scale)
             last = x
             mean[b, j] = x
             if weight > 0.0:
-                scale[b, j] = _scale(ew, weight, resolution)
+                scale[b, j] = _scale(ew, weight, resolution) or _still(last)
         state[b, 0], state[b, 1], state[b, 2], state[b, 3] = last, ew, weight, resolution
 
 
@@ -91,3 +92,10 @@ def _scale(ew, weight, resolution):
     rms = math.sqrt(ew / weight) if weight > 0.0 else 0.0
     floor = 0.5 * resolution if resolution < math.inf else 0.0
     return max(rms, floor)
+
+
+@numba.njit(cache=True, inline="always")
+def _still(last):
+    """The interval of a stream that has never moved: a millionth of its size (at least
+    1e-6), small but never 0, so no z-score divides by zero (the network's rule too)."""
+    return 1e-6 * max(abs(last), 1.0) if last == last else 1.0

@@ -40,7 +40,7 @@ from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError, InputFileError
 from pipeline.protocols import Detector
-from pipeline.types import ReadingBatch, Rejection, stream_key_problem
+from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
 from pipeline.writable import writable_folder
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,10 @@ def register(commands: Any) -> None:
 # -- the corpus -----------------------------------------------------------------------------
 
 
+BLANK, NOT_A_NUMBER = 1, 2  # DataFile.problem: what is wrong with a row's value cell
+NAN_SPELLINGS = {"nan", "+nan", "-nan"}  # numbers, though not finite: the pipeline drops them
+
+
 @dataclass(frozen=True, slots=True)
 class DataFile:
     """One NAB series as written: a row per data row, in the file's order."""
@@ -86,6 +90,7 @@ class DataFile:
     time: np.ndarray  # (n,) datetime64[ns], NaT where unreadable
     value_text: np.ndarray  # (n,) object: the text as written
     value: np.ndarray  # (n,) float64, NaN where unreadable
+    problem: np.ndarray  # (n,) int8: 0, BLANK or NOT_A_NUMBER (text that is not a number)
 
     @property
     def stream(self) -> str:
@@ -125,6 +130,10 @@ def read_data(path: Path, data_dir: Path) -> DataFile:
     text = frame["timestamp"].to_numpy(object)
     value_text = frame["value"].to_numpy(object)
     value = pd.to_numeric(frame["value"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    spelled = frame["value"].str.strip().str.lower().to_numpy(object)
+    blank = spelled == ""
+    unreadable = np.isnan(value) & ~blank & ~np.isin(spelled, list(NAN_SPELLINGS))
+    problem = np.select([blank, unreadable], [BLANK, NOT_A_NUMBER], 0).astype(np.int8)
     return DataFile(
         path=path,
         key=path.relative_to(data_dir).as_posix(),
@@ -132,6 +141,7 @@ def read_data(path: Path, data_dir: Path) -> DataFile:
         time=parse_times(frame["timestamp"]),
         value_text=value_text,
         value=value,
+        problem=problem,
     )
 
 
@@ -192,6 +202,7 @@ class NabRun:
     seconds: float = 0.0
     dropped: dict[str, int] = field(default_factory=dict)
     first_dropped: dict[str, str] = field(default_factory=dict)  # reason -> "file:line"
+    blank: int = 0  # value cells left empty: missing values, not readings
 
 
 def detect(
@@ -207,24 +218,25 @@ def detect(
         raise ConfigError(msg)
     streams = tuple(_stream_name(f) for f in files)
     seconds = [f.seconds for f in files]
-    scores = [np.zeros(len(f)) for f in files]
-    bar = _bar(progress, sum(len(f) for f in files))
+    flat = np.zeros(sum(len(f) for f in files))  # every file's rows, end to end
+    bar = _bar(progress, len(flat))
     started = time.perf_counter()
     try:
-        for batch, spans in _ticks(files, streams, seconds, chunk):
+        for batch, positions in _ticks(files, streams, seconds, chunk):
             verdicts = engine.process(batch)
             _check_rows(batch, verdicts.stream, verdicts.timestamp)
-            score = np.clip(np.nan_to_num(verdicts.anomaly_score, nan=0.0), 0.0, 1.0)
-            for i, lo, hi, at in spans:
-                scores[i][lo:hi] = score[at : at + hi - lo]
+            flat[positions] = np.clip(np.nan_to_num(verdicts.anomaly_score, nan=0.0), 0.0, 1.0)
             if bar is not None:
-                bar.update(len(batch))
+                bar.update(len(batch) + batch.missing + len(batch.rejections))
     finally:
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - started
     first = _first_dropped(files, engine.stats.first_rejection)
-    return NabRun(list(files), scores, elapsed, dict(engine.stats.dropped), first)
+    scores = np.split(flat, np.cumsum([len(f) for f in files])[:-1])
+    return NabRun(
+        list(files), scores, elapsed, dict(engine.stats.dropped), first, engine.stats.missing
+    )
 
 
 def _first_dropped(files: Sequence[DataFile], first: Mapping[str, Rejection]) -> dict[str, str]:
@@ -245,35 +257,41 @@ def _stream_name(file: DataFile) -> str:
     return file.stream
 
 
-Span = tuple[int, int, int, int]  # (file, first row, end row, position in the batch)
-
-
 def _ticks(
     files: Sequence[DataFile], streams: tuple[str, ...], seconds: list[np.ndarray], chunk: int
-) -> Iterator[tuple[ReadingBatch, list[Span]]]:
-    """Batches holding rows [k * chunk, (k + 1) * chunk) of every file still running."""
+) -> Iterator[tuple[ReadingBatch, np.ndarray]]:
+    """Batches holding rows [k * chunk, (k + 1) * chunk) of every file still running, with
+    each reading's position in the files' rows laid end to end. A value cell that is
+    blank is a missing value and one that is not a number a rejection, as in a replay:
+    neither becomes a reading (their rows keep a score of 0)."""
+    offsets = np.cumsum([0] + [len(f) for f in files])
     longest = max((len(f) for f in files), default=0)
     for lo in range(0, longest, chunk):
-        spans: list[Span] = []
-        at = 0
-        for i, file in enumerate(files):
-            hi = min(lo + chunk, len(file))
-            if hi > lo:
-                spans.append((i, lo, hi, at))
-                at += hi - lo
-        index = np.concatenate([np.full(hi - lo, i, np.int32) for i, lo, hi, _ in spans])
-        rows = np.concatenate([np.arange(lo, hi) for _, lo, hi, _ in spans])
+        spans = [(i, lo, min(lo + chunk, len(f))) for i, f in enumerate(files) if len(f) > lo]
+        index = np.concatenate([np.full(hi - lo, i, np.int32) for i, lo, hi in spans])
+        rows = np.concatenate([np.arange(lo, hi) for _, lo, hi in spans])
+        problem = np.concatenate([files[i].problem[lo:hi] for i, lo, hi in spans])
+        keep = problem == 0
+        bad = np.flatnonzero(problem == NOT_A_NUMBER)
+        rejections = tuple(_not_a_number(files[index[k]], int(rows[k])) for k in bad)
         yield (
             ReadingBatch(
                 streams=streams,
-                stream_index=index,
-                timestamp=np.concatenate([seconds[i][lo:hi] for i, lo, hi, _ in spans]),
-                value=np.concatenate([files[i].value[lo:hi] for i, lo, hi, _ in spans]),
-                seq=rows + 2,  # the physical line: the header is line 1
+                stream_index=index[keep],
+                timestamp=np.concatenate([seconds[i][lo:hi] for i, lo, hi in spans])[keep],
+                value=np.concatenate([files[i].value[lo:hi] for i, lo, hi in spans])[keep],
+                seq=rows[keep] + 2,  # the physical line: the header is line 1
                 partition="nab",
+                rejections=rejections,
+                missing=int(np.count_nonzero(problem == BLANK)),
             ),
-            spans,
+            offsets[index[keep]] + rows[keep],
         )
+
+
+def _not_a_number(file: DataFile, row: int) -> Rejection:
+    detail = f"value {file.value_text[row]!r} is not a number"
+    return Rejection(Reason.BAD_VALUE, detail, "nab", row + 2, file.stream)
 
 
 def _check_rows(batch: ReadingBatch, stream: np.ndarray, timestamp: np.ndarray) -> None:
@@ -448,6 +466,7 @@ def summary(run: NabRun, out: Path) -> str:
     reasons = ", ".join(_dropped(run, label) for label in sorted(run.dropped))
     text = f"nab: {len(run.files)} files, {rows} rows in {run.seconds:.2f} s ({rate:,.0f} rows/s)"
     text += f"; {dropped} dropped by the pipeline, scored 0" + (f": {reasons}" if dropped else "")
+    text += f"; {run.blank} empty values, scored 0" if run.blank else ""
     return text + f"; results in {out}"
 
 

@@ -171,7 +171,7 @@ def check_model(spec: str) -> str | None:
     if not spec.strip():  # not the current directory, as a path "" would be
         return "is empty; give default, persistence or a checkpoint path"
     try:
-        load_forecaster(spec)
+        load_forecaster(spec, names=DAEMON_MODELS)
     except ModelLoadError as exc:
         why = str(exc).removeprefix("--model: ").removeprefix(f"unknown model {spec!r}; ")
         return f"is not a usable model: {why}"

@@ -333,6 +333,27 @@ def test_the_summary_names_the_first_dropped_reading_of_each_reason(small, tmp_p
     assert len(scores) == 600 and (scores.iloc[[10, 20, 30]] == 0.0).all()
 
 
+def test_a_value_that_is_not_a_number_is_a_bad_value_and_a_blank_one_is_missing(
+    small, tmp_path, capsys
+):
+    s1 = small / "data/catA/s1.csv"
+    lines = s1.read_text().splitlines()
+    for line, value in ((12, "abc"), (22, ""), (32, " "), (42, "NaN")):  # lines of the file
+        lines[line - 1] = lines[line - 1].split(",")[0] + "," + value
+    s1.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "results"
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "; 2 dropped by the pipeline, scored 0: " in printed
+    assert f"bad_value 1 (first at {s1}:12), non_finite 1 (first at {s1}:42);" in printed
+    assert "; 2 empty values, scored 0;" in printed
+    result = pd.read_csv(out / "catA/sensorcast_s1.csv", dtype=str, keep_default_na=False)
+    assert len(result) == 600 and result["value"].iloc[[10, 20, 30, 40]].tolist() == [
+        "abc", "", " ", "NaN"
+    ]  # fmt: skip
+    assert (result["anomaly_score"].iloc[[10, 20, 30, 40]].astype(float) == 0.0).all()
+
+
 def test_an_out_equal_to_the_data_folder_says_so(small, capsys):
     assert main(["nab", "--data", str(small), "--out", str(small / "data")]) == 2
     err = _one_line_error(capsys)

@@ -76,9 +76,10 @@ def test_a_text_file_is_not_a_model(capsys, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a model\n")
     # the rest is the loader's own reason, which follows its path rules
-    assert refused(capsys, tmp_path, model(notes)).startswith(
-        f"pipeline.model: '{notes}' is not a usable model: "
-    )
+    message = refused(capsys, tmp_path, model(notes))
+    assert message.startswith(f"pipeline.model: '{notes}' is not a usable model: ")
+    # it offers only what the daemon runs: River's baselines are replay's and evaluate's
+    assert "default, persistence" in message and "river" not in message
 
 
 def test_a_directory_without_model_json_is_not_a_model(capsys, tmp_path):
