@@ -63,8 +63,8 @@ def foreign_file(path: str | Path) -> Path | None:
 def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]) -> Path:
     """Write weights and metadata (temp files, then renames); return the metadata path.
 
-    Raises SinkError when the files cannot be written (a full disk, say); nothing that
-    was there before is touched then, and no temp file is left behind. ``meta`` must be
+    Raises SinkError when the files cannot be written (a full disk, say); the earlier
+    checkpoint there is left whole then, and no temp file is left behind. ``meta`` must be
     plain JSON: an undefined metric is None, never NaN (NaN is not JSON).
     """
     from safetensors.torch import save
@@ -86,14 +86,51 @@ def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]
         weights.parent.mkdir(parents=True, exist_ok=True)
         _write(tmp_weights, data)
         _write(tmp_meta, text.encode())
-        os.replace(tmp_weights, weights)
-        os.replace(tmp_meta, metadata)
-    except OSError as exc:
+    except BaseException as exc:  # an interrupt too: no temp file stays behind
         tmp_weights.unlink(missing_ok=True)
         tmp_meta.unlink(missing_ok=True)
+        _refuse_unwritable(weights, exc)
+        raise
+    _put_pair(tmp_weights, weights, tmp_meta, metadata)
+    return metadata
+
+
+def _put_pair(tmp_weights: Path, weights: Path, tmp_meta: Path, metadata: Path) -> None:
+    """Both renames or neither: the earlier weights (a hard link to them) come back when
+    the metadata's rename fails, or is interrupted, after the weights' went through.
+
+    Only a crash between the two renames leaves a mixed pair; the loader then finds the
+    new metadata in its temporary file and says how to finish the save.
+    """
+    earlier = weights.with_name(f".{weights.name}.{os.getpid()}.earlier")
+    try:
+        os.link(weights, earlier)
+    except OSError:  # no earlier weights (or no hard links here): nothing to bring back
+        earlier.unlink(missing_ok=True)
+    placed = False
+    try:
+        os.replace(tmp_weights, weights)
+        placed = True
+        os.replace(tmp_meta, metadata)
+    except BaseException as exc:
+        if placed and earlier.exists():
+            os.replace(earlier, weights)
+        elif placed:  # there were none: weights without their metadata help no one
+            weights.unlink(missing_ok=True)
+        tmp_weights.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+        _refuse_unwritable(weights, exc)
+        raise
+    finally:
+        earlier.unlink(missing_ok=True)
+
+
+def _refuse_unwritable(weights: Path, exc: BaseException) -> None:
+    """SinkError for a file system's refusal (a full disk); an interrupt is the caller's
+    to re-raise as it was."""
+    if isinstance(exc, OSError):
         msg = f"cannot write the checkpoint {weights}: {exc.strerror or exc}"
         raise SinkError(msg) from exc
-    return metadata
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -153,8 +190,26 @@ def _mismatch(data: bytes, sizes: GruWeights, weights: Path, metadata: Path) -> 
         why = f"{wrong}, where {metadata.name} describes {_size(sizes.hidden, sizes.layers)}"
     else:
         why = "or the weights were altered"
+    if finished := _interrupted_save(data, metadata):
+        msg += "; a save was interrupted between its two renames and left the matching "
+        msg += f"metadata in {finished.name}: finish it with `mv {finished} {metadata}`"
+        return ModelLoadError(msg)
     msg += f"; the pair is from two different trainings ({why}): copy a checkpoint's two "
     return ModelLoadError(msg + "files together")
+
+
+def _interrupted_save(data: bytes, metadata: Path) -> Path | None:
+    """The temporary metadata file of a save that crashed after renaming its weights into
+    place, if one beside ``metadata`` has these weights' fingerprint."""
+    fingerprint = _fingerprint_of(data)
+    for candidate in sorted(metadata.parent.glob(f".{metadata.name}.*.tmp")):
+        try:
+            meta = json.loads(candidate.read_text())
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
+            return candidate
+    return None
 
 
 def _require_given(path: str | Path, weights: Path, metadata: Path) -> None:

@@ -18,7 +18,7 @@ from models import DEFAULT_MODEL, load_forecaster
 from models.checkpoint import foreign_file, load_checkpoint, paths_of, save_checkpoint
 from models.features import N_FEATURES
 from models.gru import GaussianGRU
-from pipeline.errors import ModelLoadError
+from pipeline.errors import ModelLoadError, SinkError
 
 
 def network() -> GaussianGRU:
@@ -272,3 +272,61 @@ def test_model_specs_that_name_no_checkpoint(tmp_path, monkeypatch, spec, expect
     with pytest.raises(ModelLoadError) as caught:
         load_forecaster(spec.format(tmp=tmp_path))
     assert str(caught.value).startswith(expected.format(tmp=tmp_path))
+
+
+# -- a save interrupted between its two renames --------------------------------------------
+
+
+def other_network() -> GaussianGRU:
+    torch.manual_seed(1)
+    return GaussianGRU(N_FEATURES, hidden=4)
+
+
+def failing_second_replace(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """os.replace that renames the weights, then raises ``error`` for the metadata."""
+    real = os.replace
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        if str(dst).endswith(".json"):
+            raise error
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_save_that_fails_between_its_renames_leaves_the_earlier_checkpoint(
+    tmp_path, monkeypatch, error
+):
+    save_checkpoint(network(), tmp_path / "m", {"training": {}})
+    before = {p.name: p.read_bytes() for p in tmp_path.joinpath("m").iterdir()}
+    failing_second_replace(monkeypatch, error)
+    with pytest.raises(SinkError if isinstance(error, OSError) else KeyboardInterrupt):
+        save_checkpoint(other_network(), tmp_path / "m", {"training": {}})
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in tmp_path.joinpath("m").iterdir()}
+    assert after == before  # the earlier pair, whole, and no temporary file beside it
+    load_checkpoint(tmp_path / "m")
+
+
+def test_a_first_save_that_fails_between_its_renames_leaves_nothing(tmp_path, monkeypatch):
+    failing_second_replace(monkeypatch, OSError(28, "No space left on device"))
+    with pytest.raises(SinkError, match="No space left on device"):
+        save_checkpoint(network(), tmp_path / "m", {"training": {}})
+    assert not any(tmp_path.joinpath("m").iterdir())
+
+
+def test_a_save_that_crashed_between_its_renames_is_told_how_to_finish(tmp_path):
+    # what a killed process leaves: the new weights renamed, the new metadata still in
+    # its temporary file, the earlier metadata in place
+    weights, metadata = saved_pair(tmp_path)
+    save_checkpoint(other_network(), tmp_path / "new", {"training": {}})
+    new_weights, new_metadata = paths_of(tmp_path / "new")
+    os.replace(new_weights, weights)
+    leftover = metadata.with_name(f".{metadata.name}.4242.tmp")
+    os.replace(new_metadata, leftover)
+    message = refused(tmp_path / "m")
+    assert message.startswith(f"{weights}: does not match the fingerprint in model.json")
+    assert message.endswith(f"finish it with `mv {leftover} {metadata}`")
+    os.replace(leftover, metadata)
+    load_checkpoint(tmp_path / "m")
