@@ -249,7 +249,8 @@ class MqttSource:
         except PayloadError as exc:
             return reject(exc.reason, exc.detail)
         for reading in readings:
-            key = "/".join((*parts, reading.name) if reading.name else parts)
+            # a field named "" makes an empty level (refused below), not the topic's stream
+            key = "/".join(parts if reading.name is None else (*parts, reading.name))
             problem = stream_key_problem(key)
             if problem:
                 reject(Reason.BAD_STREAM, problem)

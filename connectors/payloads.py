@@ -22,8 +22,9 @@ A payload is taken or rejected whole. Formats (``kind``):
     object without it, where every number becomes a value named after its field
     (zigbee2mqtt style), and the numbers of an object inside it are named
     ``field/inner`` (Tasmota's ``{"ENERGY": {"Power": 45}}``), down to
-    ``NESTED_LEVELS`` levels (booleans, strings, nulls, arrays and fields with
-    an empty name are skipped); or an array of these (a batch).
+    ``NESTED_LEVELS`` levels (booleans, strings, nulls and arrays are skipped; a
+    number under an empty name makes a stream key with an empty level, which the
+    source rejects as ``bad_stream``); or an array of these (a batch).
     ``time_field`` holds epoch seconds, milliseconds, microseconds or
     nanoseconds (told apart by size: above 1e11, 1e14 and 1e17), either as a
     number or as text, or ISO 8601 text (naive = UTC); null or absent means
@@ -403,11 +404,12 @@ def _numeric_fields(
 ) -> None:
     """Every number of ``data``, named ``prefix + field``; an object inside is read the same
     way, its fields named ``field/inner`` (Tasmota's ``{"ENERGY": {"Power": 45}}``), down to
-    ``levels`` levels. Booleans, strings, nulls, arrays and empty names are skipped, and so
-    is the time field ``skip`` at the top."""
+    ``levels`` levels. Booleans, strings, nulls and arrays are skipped, and so is the time
+    field ``skip`` at the top. A number with an empty name is kept: its stream key has an
+    empty level, which the source refuses (counted, dead-lettered), never loses quietly."""
     for name, value in data.items():
         kind = type(value)  # exactly: bool is an int subclass, and is skipped here
-        if not name or (not prefix and name == skip):
+        if not prefix and name == skip:
             continue
         if kind is float or kind is int:
             out.append(Decoded(prefix + name, _finite(value, prefix + name), when))

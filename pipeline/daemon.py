@@ -32,6 +32,7 @@ from pipeline.errors import ConfigError, SnapshotError
 from pipeline.journal import Journal, replay
 from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
+from pipeline.settings_schema import SINK_SUFFIX
 from pipeline.systemd import Notifier
 from pipeline.types import VerdictBatch
 from pipeline.writable import writable_folder
@@ -116,7 +117,7 @@ class Daemon:
         self.stop = threading.Event()
         self.restored = False  # the snapshot is loaded (or there is none to load)
         mqtt = settings.mqtt
-        self.sink = MqttSink(connection(settings, "-pub", persistent=False), mqtt.prefix,
+        self.sink = MqttSink(connection(settings, SINK_SUFFIX, persistent=False), mqtt.prefix,
                              qos=mqtt.qos)  # fmt: skip
         policy = self.sink.dead_letter if mqtt.deadletter else (lambda rejection: None)
         forecaster = settings.forecaster  # the checkpoint validation loaded, if any

@@ -46,6 +46,7 @@ from pipeline.settings_schema import (
     Given,
     Key,
     convert,
+    mqtt_string_problem,
     parse_broker,
     suggest,
 )
@@ -414,6 +415,9 @@ def _username(values: Mapping[str, Any], given: Mapping[str, Given]) -> str:
     if username and in_url and username != in_url:
         msg = f"{given['mqtt.username'].label}: {username!r} differs from the user "
         msg += f"{in_url!r} in mqtt.broker; set the user in one place"
+        raise ConfigError(msg)
+    if in_url and (problem := mqtt_string_problem(in_url)):
+        msg = f"{given['mqtt.broker'].label}: its user {problem}"
         raise ConfigError(msg)
     return username or in_url
 

@@ -117,6 +117,38 @@ def not_empty(example: str) -> Check:
     return check
 
 
+MQTT_STRING_BYTES = 65_535  # an MQTT string's length field is 16 bits
+SINK_SUFFIX = "-pub"  # the publishing connection's client id is the daemon's plus this
+
+
+def mqtt_string_problem(text: str, limit: int = MQTT_STRING_BYTES) -> str | None:
+    """Why ``text`` cannot be sent as an MQTT string (client id, user name), or None.
+
+    MQTT strings are UTF-8 of at most 65,535 bytes without U+0000; brokers such as
+    mosquitto also refuse the other control characters as a malformed packet, which
+    would mean reconnecting forever rather than an error at start.
+    """
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    if size > limit:
+        return f"is {size:,} bytes long; MQTT allows at most {limit:,}"
+    if bad := next((c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F), None):
+        return f"contains the control character {bad!r}, which brokers refuse; remove it"
+    return None
+
+
+def check_client_id(value: str) -> str | None:
+    if problem := not_empty("sensorcast")(value):
+        return problem
+    return mqtt_string_problem(value, MQTT_STRING_BYTES - len(SINK_SUFFIX))
+
+
+def check_username(value: str) -> str | None:
+    return mqtt_string_problem(value)
+
+
 def in_range(low: float, high: float, fix: str) -> Check:
     """Numbers, durations (seconds) and sizes (bytes) from ``low`` to ``high``."""
 
@@ -340,10 +372,10 @@ KEYS: tuple[Key, ...] = (
     Key(_M, "prefix", "text", "sensorcast", "prefix of the output topics", check_prefix),
     Key(_M, "qos", "int", 1, "QoS of subscriptions and publishes (0 or 1)", check_qos),
     Key(_M, "client_id", "text", "sensorcast", "fixed client id (persistent session)",
-        not_empty("sensorcast")),
+        check_client_id),
     Key(_M, "protocol", "text", "5", "MQTT version: 5 or 3.1.1", one_of("5", "3.1.1")),
     Key(_M, "keepalive", "duration", "30s", "MQTT keepalive", check_keepalive),
-    Key(_M, "username", "text", "", "user name (or user@ in the broker URL)"),
+    Key(_M, "username", "text", "", "user name (or user@ in the broker URL)", check_username),
     Key(_M, "password_file", "text", "", "file whose first line is the password",
         check_readable),
     Key(_M, "tls_ca", "text", "", "CA file; any tls_* turns TLS on", check_readable),
@@ -435,8 +467,17 @@ def _toml_char(char: str) -> str:
     return f"\\u{ord(char):04x}" if ord(char) < 0x20 or ord(char) == 0x7F else char
 
 
+SHOWN_CHARACTERS = 80  # a value quoted in an error message is cut to this, keeping one line
+
+
 def _shown(key: Key, raw: object) -> str:
-    return repr(redact_url(raw)) if key.name == "broker" and isinstance(raw, str) else repr(raw)
+    """``raw`` as an error message quotes it: the broker URL without its password, and a
+    very long value cut short (``'xxxx...'``, 65,533 characters)."""
+    text = repr(redact_url(raw)) if key.name == "broker" and isinstance(raw, str) else repr(raw)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    length = f" ({len(raw):,} characters)" if isinstance(raw, str) else ""
+    return f"{text[: SHOWN_CHARACTERS - 4]}...{text[-1]}{length}"
 
 
 def _type_of(raw: object) -> str:

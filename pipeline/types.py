@@ -80,9 +80,21 @@ def stream_key_problem(text: str) -> str | None:
         return f"stream key is longer than {MAX_STREAM_KEY_LENGTH} characters"
     if "\x00" in text:
         return f"stream key {text!r} contains NUL"
+    if not text.isascii() and _not_utf8(text):
+        return f"stream key {text!r} is not valid UTF-8 (a lone surrogate, from a JSON escape)"
     if "" in text.split("/"):
         return f"stream key {text!r} has an empty level"
     return None
+
+
+def _not_utf8(text: str) -> bool:
+    """A lone surrogate (``"\\ud800"`` in JSON) cannot be written as UTF-8: not to a topic,
+    a payload or a snapshot."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,6 +238,8 @@ HOSTILE_FIELDS = {
     "ends/": 7.0,  # an empty last level: not a stream key
     "nul\u0000": 8.0,  # NUL: not a stream key
     "x" * 300: 9.0,  # longer than a stream key may be
+    "\ud800": 10.0,  # a lone surrogate (a JSON escape): no UTF-8 topic or snapshot holds it
+    "": 11.0,  # no name: an empty level
 }
 SAFE_NAMES = ("a+b", "c#d", "x/y", "%E", "é🌡", "tab\there")  # valid stream-key levels
 
@@ -256,7 +258,9 @@ def test_hostile_stream_names_are_published_on_escaped_topics(mosquitto: Mosquit
         close(pub)
         assert wait_until(lambda: daemon.engine.stats.steps >= len(SAFE_NAMES), 20)
         # the input, a forecast per valid key, a dead letter per invalid one
-        assert wait_until(lambda: len(everything.messages) >= len(SAFE_NAMES) + 4, 20)
+        invalid = len(HOSTILE_FIELDS) - len(SAFE_NAMES)
+        assert wait_until(lambda: len(everything.messages) >= len(SAFE_NAMES) + 1 + invalid, 20)
+        assert daemon.engine.stats.dropped == {"bad_stream": invalid}
     everything.close()
     forecasts = {}
     for topic, message in everything.messages:

@@ -198,6 +198,15 @@ FILE_ERRORS = [
      'protocol = "5"'),
     ("[mqtt]\nkeepalive = '500ms'", "mqtt.keepalive (F): '500ms' must be whole seconds"),
     ("[mqtt]\nclient_id = ''", "mqtt.client_id (F): '' must be non-empty text"),
+    # MQTT strings: brokers refuse control characters (a reconnect loop, not an error)
+    ('[mqtt]\nclient_id = "a\\u0001b"', "mqtt.client_id (F): 'a\\x01b' contains the control "
+     "character '\\x01', which brokers refuse; remove it"),
+    ("[mqtt]\nclient_id = '" + "x" * 65_532 + "'", "mqtt.client_id (F): '" + "x" * 75 + "...' "
+     "(65,532 characters) is 65,532 bytes long; MQTT allows at most 65,531"),
+    ('[mqtt]\nusername = "a\\u0000"', "mqtt.username (F): 'a\\x00' contains the control "
+     "character '\\x00'"),
+    ("[mqtt]\nbroker = 'mqtt://a%7Fb@h'", "mqtt.broker (F): its user contains the control "
+     "character '\\x7f'"),
     ("[mqtt]\nsubscribe = []", "mqtt.subscribe (F): [] is empty; subscribe to at least one"),
     ("[mqtt]\nsubscribe = ['a/#', '']", "mqtt.subscribe (F): ['a/#', ''] holds an invalid topic "
      "filter ''"),
