@@ -485,10 +485,10 @@ def packet_end(buf: bytes | bytearray, start: int) -> int:
 
 def _parse_publish(buf: bytearray, start: int, end: int, v5: bool) -> Publish | None:
     """``(topic, payload, mid, qos)`` of the whole packet ``buf[start:end]`` if it is a
-    PUBLISH this fast path takes (QoS 0 or 1, a topic name), else None."""
+    PUBLISH this fast path takes (QoS 0 or 1, a topic name, not retained), else None."""
     header = buf[start]
     qos = (header >> 1) & 3
-    if header >> 4 != PUBLISH >> 4 or qos > 1:
+    if header >> 4 != PUBLISH >> 4 or qos > 1 or header & 1:  # retained: paho's path says so
         return None
     _, i = varint(buf, start + 1, end) or (0, end)  # after the remaining length
     if i + 2 > end:

@@ -1,6 +1,6 @@
 """Readings from MQTT: subscribe, enqueue on the network thread, decode on the engine's.
 
-The network thread only puts ``(topic, payload, received, mid, qos)`` on a
+The network thread only puts ``(topic, payload, received, mid, qos, retained)`` on a
 bounded inbox, a whole socket read's messages at a time. When the inbox is full
 it waits (counting the messages that waited), which stops the client reading
 the socket: the broker then holds the messages, which is backpressure rather
@@ -32,7 +32,14 @@ from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
 log = logging.getLogger(__name__)
 
 PARTITION = "mqtt"
-_Item = tuple[str | None, bytes, float, int, int]  # topic, payload, received, mid, qos
+# A retained copy is sent again on every subscription: without its own time it would be
+# stamped with each arrival and applied again after every restart or reconnect.
+RETAINED_WITHOUT_TIME = (
+    "a retained message without a timestamp: a copy of an earlier reading of unknown time, "
+    "sent again on every subscription; publish it with a time field, or without retain"
+)
+_Item = tuple[str | None, bytes, float, int, int, bool]  # topic, payload, received, mid, qos,
+# and whether the broker sent it as a retained message (a copy, on subscribing)
 
 
 class Inbox:
@@ -183,7 +190,7 @@ class MqttSource:
     def _on_publishes(self, publishes: list[Publish]) -> None:
         """The client's fast path: every whole PUBLISH of one socket read."""
         received = self.clock.now()
-        self._enqueue([(topic, payload, received, mid, qos)
+        self._enqueue([(topic, payload, received, mid, qos, False)
                        for topic, payload, mid, qos in publishes])  # fmt: skip
 
     def _on_message(self, client: object, userdata: object, message: object) -> None:
@@ -192,7 +199,8 @@ class MqttSource:
             topic: str | None = message.topic  # type: ignore[attr-defined]
         except UnicodeDecodeError:
             topic = None
-        self._enqueue([(topic, message.payload, self.clock.now(), message.mid, message.qos)])  # type: ignore[attr-defined]
+        m: Any = message
+        self._enqueue([(topic, m.payload, self.clock.now(), m.mid, m.qos, bool(m.retain))])
 
     def _enqueue(self, items: list[_Item]) -> None:
         if self._paused:
@@ -216,9 +224,9 @@ class MqttSource:
         if not items:
             return None if self._paused else ReadingBatch.empty(PARTITION)
         decoded = _Decoded()
-        for topic, payload, received, mid, qos in items:
+        for topic, payload, received, mid, qos, retained in items:
             readings, rejections = len(decoded.times), len(decoded.rejections)
-            self._decode(decoded, topic, payload, received)
+            self._decode(decoded, topic, payload, received, retained)
             if len(decoded.times) == readings and len(decoded.rejections) > rejections:
                 self.counters.rejected += 1
             if qos > 0:
@@ -229,7 +237,9 @@ class MqttSource:
     def _drain(self, max_items: int, timeout: float) -> list[_Item]:
         return self._inbox.take(max_items, 0 if self._paused else timeout)
 
-    def _decode(self, out: _Decoded, topic: str | None, payload: bytes, received: float) -> None:
+    def _decode(
+        self, out: _Decoded, topic: str | None, payload: bytes, received: float, retained: bool
+    ) -> None:
         seq, self._seq = self._seq, self._seq + 1
 
         def reject(reason: Reason, detail: str) -> None:
@@ -254,6 +264,9 @@ class MqttSource:
             problem = stream_key_problem(key)
             if problem:
                 reject(Reason.BAD_STREAM, problem)
+                continue
+            if retained and reading.timestamp is None:
+                reject(Reason.BAD_TIMESTAMP, RETAINED_WITHOUT_TIME)
                 continue
             when = received if reading.timestamp is None else reading.timestamp
             out.add(key, when, reading.value, seq, received)

@@ -173,6 +173,31 @@ def test_bad_input_is_counted_dead_lettered_and_other_streams_carry_on(mosquitto
     forecasts.close()
 
 
+def test_retained_readings_are_applied_once_across_restarts(mosquitto, tmp_path):
+    # retained before the daemon subscribes: the broker sends a copy on every subscription
+    pub = client(mosquitto.port)
+    pub.publish("sensors/ret/dev/timed", json.dumps({"value": 7, "ts": 1.7e9}), 1, retain=True)
+    pub.publish("sensors/ret/dev/untimed", b"42", qos=1, retain=True).wait_for_publish(5)
+    dead = Collector(mosquitto.port, "sensorcast/deadletter")
+    given = settings_for(mosquitto.url, state__dir=str(tmp_path / "state"))
+    reasons = []
+    for run in range(2):  # the second run restores the first one's snapshot
+        with running(given) as daemon:
+            assert wait_until(lambda n=run: len(dead.messages) >= n + 1 + (n > 0), 20)
+            if run == 0:  # a live publish comes without the retain flag: applied
+                pub.publish("sensors/ret/dev/untimed", b"43", qos=1).wait_for_publish(5)
+                assert wait_until(lambda d=daemon: d.engine.stats.steps == 2, 20)
+            stats = daemon.engine.stats
+            reasons.append(dict(stats.dropped))
+            assert stats.steps == (2 if run == 0 else 0)
+    pub.disconnect()
+    dead.close()
+    untimed = [m for _, m in dead.messages if m["topic"] == "sensors/ret/dev/untimed"]
+    assert [m["reason"] for m in untimed] == ["bad_timestamp", "bad_timestamp"]
+    assert "retained message without a timestamp" in untimed[0]["detail"]
+    assert reasons == [{"bad_timestamp": 1}, {"bad_timestamp": 1, "duplicate": 1}]
+
+
 def test_telegraf_json_and_line_protocol_become_the_same_streams(mosquitto):
     # what Telegraf's MQTT output publishes to telegraf/{host}/{plugin}: JSON (one metric
     # per message, or a batch) and line protocol name the same fields the same way

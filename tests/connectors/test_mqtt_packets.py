@@ -54,6 +54,9 @@ def test_packets_left_to_paho() -> None:
     assert parse(publish(b"", b"p", props=b"\x23\x00\x01")) is None  # a topic alias
     assert parse(publish(b"t", b"p", mid=0, props=b"")) is None  # packet id 0 is illegal
     assert parse(b"\x40\x02\x00\x01") is None  # a PUBACK is not a PUBLISH
+    retained = bytearray(publish(b"t", b"p", props=b""))
+    retained[0] |= 1  # the RETAIN flag: paho's message says so, and the source needs it
+    assert parse(bytes(retained)) is None
     bad_length = bytearray(publish(b"topic", b"", props=b""))
     bad_length[3] = 200  # the topic runs past the packet
     assert parse(bytes(bad_length)) is None
