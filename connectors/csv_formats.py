@@ -194,7 +194,7 @@ def _head(path: Path, count: int = 3) -> list[str]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as file:
             lines = [line.rstrip("\r\n") for _, line in zip(range(count), file, strict=False)]
-    except UnicodeDecodeError as exc:
+    except (UnicodeDecodeError, OSError) as exc:
         raise read_error(path, exc) from exc
     if not lines or not lines[0].strip():
         msg = f"{path}: file is empty; expected a header line and data rows"
@@ -258,7 +258,7 @@ def _sample(path: Path, sep: str, names: Sequence[str], skip: int) -> pd.DataFra
             low_memory=False,
             on_bad_lines="skip",  # too many fields: counted when the rows are read
         )
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise read_error(path, exc) from exc
     if sample.dropna(how="all").empty:
         msg = f"{path}: has no data rows (only a header); add rows or drop the file"
@@ -418,15 +418,34 @@ def _sentinels(sep: str, time: TimeSpec, values: Sequence[str]) -> tuple[float, 
 
 
 def read_error(path: Path, exc: Exception) -> InputFileError:
-    """Translate what pandas or the codec raised into a one-line message with the fix."""
+    """Translate what pandas, the codec or the OS raised into a one-line message with the fix."""
     if isinstance(exc, UnicodeDecodeError):
-        msg = f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+        where = _first_bad_byte(path)
+        msg = f"{path}: not UTF-8 text ({where or 'a bad byte'}); save it as UTF-8"
         return InputFileError(msg)
-    detail = re.sub(r"^Error tokenizing data\. C error: ", "", str(exc).strip())
+    if isinstance(exc, OSError):
+        msg = f"{path}: cannot read it ({exc.strerror or exc}); check that it is there and "
+        return InputFileError(msg + "that you may read it")
+    detail = " ".join(str(exc).split())  # pandas' messages can hold a newline
+    detail = re.sub(r"^Error tokenizing data\. C error: ", "", detail)
     line = re.search(r"\bline (\d+)", detail)
     where = f"line {line.group(1)}: " if line else ""
     msg = f"{path}: {where}pandas cannot read it ({detail}); fix or remove the malformed row"
     return InputFileError(msg)
+
+
+def _first_bad_byte(path: Path) -> str | None:
+    """``line 3001, byte 0xe9``: where the file first stops being UTF-8 (the codec's own
+    offset counts from the start of whatever buffer it was decoding)."""
+    try:
+        data = path.read_bytes()
+        data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"line {line}, byte 0x{data[exc.start]:02x}"
+    except OSError:
+        return None
+    return None
 
 
 def cell_text(frame: pd.DataFrame, column: str, row: int) -> str:

@@ -435,7 +435,7 @@ def _chunks(
                         yield pd.DataFrame(columns=list(layout.names)), malformed
                     return
                 yield frame, malformed
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise read_error(layout.path, exc) from exc
 
 

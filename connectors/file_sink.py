@@ -6,7 +6,9 @@ aggregates, the model name and ``dropped``: empty for a step, else the reason a
 reading was dropped (such rows carry no forecast or score). Times are ISO 8601
 UTC (``...Z``); an unknown number (no forecast yet) is an empty cell in CSV and
 ``null`` in JSON.
-``flush`` fsyncs, so a flushed row survives a crash.
+Rows are written to a temporary file beside the output, which is renamed over
+it when the run ends well: a run that fails midway (a malformed log, an
+interrupt) leaves the file that was there before.
 
 CSV is written by Arrow's C++ writer: formatting the numbers took most of a
 replay's time with pandas' ``to_csv`` (``sensorcast bench --scenario replay``).
@@ -14,8 +16,7 @@ replay's time with pandas' ``to_csv`` (``sensorcast bench --scenario replay``).
 Parquet (``.parquet``) holds the same columns with native types (UTC
 timestamps, booleans, nulls) and skips text formatting altogether, for bulk
 replays read back by pandas, polars or DuckDB. Its rows become readable when
-the sink closes (the file's footer is written last), so ``flush`` cannot make
-them durable: a replay killed midway leaves no readable Parquet file.
+the sink closes (the file's footer is written last).
 """
 
 from __future__ import annotations
@@ -38,17 +39,29 @@ from pipeline.errors import ConfigError, SinkError
 from pipeline.types import VerdictBatch
 
 
+def _beside(path: str) -> tuple[str, str]:
+    """(the file to write, the temporary file beside it that is written first). A symlink
+    is followed, so the file it points to is the one replaced."""
+    final = os.path.realpath(path)
+    folder, name = os.path.split(final)
+    return final, os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+
+
 class _FileSink:
+    """Rows go to a temporary file beside ``path``, renamed over it by ``close``: a run
+    that fails (bad input mid-file, an interrupt) calls ``discard`` instead and leaves
+    whatever ``path`` held before. ``-`` is stdout, written as it comes."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._file: IO[str] = sys.stdout if self.path == "-" else self._open(self.path)
+        self._final, self._tmp = ("", "") if self.path == "-" else _beside(self.path)
+        self._file: IO[str] = sys.stdout if self.path == "-" else self._open(self._tmp)
 
-    @staticmethod
-    def _open(path: str) -> IO[str]:
+    def _open(self, tmp: str) -> IO[str]:
         try:
-            return open(path, "w", encoding="utf-8", newline="")
+            return open(tmp, "w", encoding="utf-8", newline="")
         except OSError as exc:
-            msg = f"--out: cannot write {path}: {exc.strerror}"
+            msg = f"--out: cannot write {self.path}: {exc.strerror}"
             raise ConfigError(msg) from exc
 
     @contextlib.contextmanager
@@ -66,9 +79,22 @@ class _FileSink:
                 os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self.flush()
-        if self._file is not sys.stdout:
+        """Every row on disk, then the file in its place."""
+        if self._file is sys.stdout:
+            self.flush()
+        elif not self._file.closed:
+            self.flush()
             self._file.close()
+            with self._writing():
+                os.replace(self._tmp, self._final)
+
+    def discard(self) -> None:
+        """The rows are dropped and ``path`` is left as it was."""
+        if self._file is not sys.stdout and not self._file.closed:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
 
 
 class CsvFileSink(_FileSink):
@@ -140,12 +166,14 @@ _COMPRESSION = {
 
 
 class ParquetFileSink:
-    """Writes ``CSV_COLUMNS`` with native types; one row group per batch."""
+    """Writes ``CSV_COLUMNS`` with native types; one row group per batch. Like the text
+    sinks, into a temporary file that ``close`` renames over ``path``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._final, self._tmp = _beside(self.path)
         try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+            self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed by close())
         except OSError as exc:
             msg = f"--out: cannot write {path}: {exc.strerror}"
             raise ConfigError(msg) from exc
@@ -180,8 +208,23 @@ class ParquetFileSink:
         if self._writer is None:  # no rows: still a valid file, with the columns
             self._write(verdict_table(VerdictBatch.empty(), typed=True))
         assert self._writer is not None
-        self._writer.close()
-        self._file.close()
+        try:
+            self._writer.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self._final)
+        except OSError as exc:
+            msg = f"cannot write {self.path}: {exc.strerror or exc}"
+            raise SinkError(msg) from exc
+
+    def discard(self) -> None:
+        """The rows are dropped and ``path`` is left as it was."""
+        if not self._file.closed:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
 
 
 def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink | ParquetFileSink:

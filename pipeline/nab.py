@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from connectors.csv_formats import read_error
 from pipeline.config import PipelineConfig
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
@@ -152,9 +153,8 @@ def read_text_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         msg = f"{path}: empty file; expected a header with {','.join(columns)}, then its rows"
         raise InputFileError(msg) from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        msg = f"{path}: cannot read it as CSV ({exc})"
-        raise InputFileError(msg) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise read_error(path, exc) from exc
     if not isinstance(frame.index, pd.RangeIndex):  # pandas took the first column as index
         msg = f"{path}: line {_first_long_row(path, len(frame.columns))}: its rows have more "
         msg += f"fields than its header ({','.join(map(str, frame.columns))}); remove the extra "

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from pipeline.config import (
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError
-from pipeline.log_specs import check_columns, column_list, split_spec
+from pipeline.log_specs import check_columns, column_list, empty_range, split_spec
 from pipeline.protocols import Sink
 from pipeline.runner import Runner, Schedule
 from pipeline.summary import Scoreboard, run_summary, score_table
@@ -280,7 +280,15 @@ def run_replay(args: argparse.Namespace) -> int:
         sinks.append(open_file_sink(args.out))
     scoreboard = Scoreboard()
     sinks.append(scoreboard)
-    seconds = run_to_end(engine, source, sinks, args.progress, flush_at_end=state is None)
+
+    def check() -> None:
+        dropped = sum(engine.stats.dropped.values())
+        if not (engine.stats.readings or dropped) and (
+            empty := empty_range(", ".join(args.paths), args)
+        ):
+            raise empty  # nothing in range: an error, as in evaluate and train
+
+    seconds = run_to_end(engine, source, sinks, args.progress, state is None, check)
     if state is not None:
         from connectors.csv_source import file_positions
 
@@ -320,9 +328,16 @@ def _refuse_run_flags(args: argparse.Namespace) -> None:
 
 
 def run_to_end(
-    engine: Engine, source: Any, sinks: list[Sink], progress: bool | None, flush_at_end: bool
+    engine: Engine,
+    source: Any,
+    sinks: list[Sink],
+    progress: bool | None,
+    flush_at_end: bool,
+    check: Callable[[], None] | None = None,
 ) -> float:
-    """Run the source dry; return the wall seconds it took."""
+    """Run the source dry; return the wall seconds it took. ``check`` runs after the
+    run and may refuse its result: then, as when the run fails, the file sinks drop
+    their rows and leave their files as they were."""
     bar = Progress(sys.stderr.isatty() if progress is None else progress)
     runner = Runner(
         engine,
@@ -336,11 +351,17 @@ def run_to_end(
     started = time.perf_counter()
     try:
         runner.run()
+        if check is not None:
+            check()
+    except BaseException:
+        for sink in sinks:
+            getattr(sink, "discard", sink.close)()
+        raise
     finally:
         bar.close()
         source.close()
-        for sink in sinks:
-            sink.close()
+    for sink in sinks:
+        sink.close()
     return time.perf_counter() - started
 
 

@@ -359,3 +359,35 @@ def test_interval_and_root_mistakes_name_their_flag(capsys, argv, expected):
     assert main(["replay", str(MACHINE), *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_replay_that_fails_midway_leaves_the_earlier_out_file(tmp_path, capsys, suffix):
+    log = tmp_path / "log.csv"
+    lines = MACHINE.read_bytes().splitlines(keepends=True)
+    # a byte that is not UTF-8 far past the first chunk of rows: rows were written by then
+    log.write_bytes(
+        b"".join(lines[:3000]) + b"2014-01-01 00:00:00,7\xe9\n" + b"".join(lines[3000:4000])
+    )
+    out = tmp_path / f"keep{suffix}"
+    out.write_bytes(b"an earlier run's rows\n")
+    assert main(["replay", str(log), "--out", str(out), "--no-progress"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"{log}: not UTF-8 text (line 3001, byte 0xe9); save it as UTF-8")
+    )
+    assert out.read_bytes() == b"an earlier run's rows\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep" + suffix, "log.csv"]  # no temp
+
+
+def test_a_range_with_no_readings_is_refused_and_leaves_the_out_file(tmp_path, capsys):
+    out = tmp_path / "keep.csv"
+    out.write_text("an earlier run's rows\n")
+    argv = ["replay", str(MACHINE), "--out", str(out), "--start", "2020-01-01", "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"sensorcast: error: {MACHINE}: no readings lie in the --start/--end range (--start "
+        "2020-01-01); give a range the logs cover, or drop the flags"
+    )
+    assert out.read_text() == "an earlier run's rows\n"

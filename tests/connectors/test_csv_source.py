@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -496,7 +497,34 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
 def test_binary_file_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_bytes(b"timestamp,value\n\xff\xfe\x00,1\n")
-    with pytest.raises(InputFileError, match=rf"^{path}: not UTF-8 text"):
+    with pytest.raises(InputFileError, match=rf"^{path}: not UTF-8 text \(line 2, byte 0xff\)"):
+        CsvSource([path])
+
+
+def test_a_bad_byte_deep_in_the_file_is_placed_on_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    rows = "".join(f"{1_700_000_000 + 60 * i},{i}\n" for i in range(5000))
+    path.write_bytes(b"timestamp,value\n" + rows.encode() + b"1800000000,7\xe9\n")
+    source = CsvSource([path])
+    with pytest.raises(InputFileError, match=rf"^{path}: not UTF-8 text \(line 5002, byte 0xe9\)"):
+        while source.poll(100_000, 0) is not None:
+            pass
+
+
+def test_a_file_that_cannot_be_read_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    # root reads a mode-000 file anyway, so the refusal is the OS's error, raised here
+    path = tmp_path / "x.csv"
+    path.write_text("timestamp,value\n1700000000,1\n")
+    real_open = Path.open
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    expected = f"{path}: cannot read it (Permission denied); check that it is there and that "
+    with pytest.raises(InputFileError, match="^" + re.escape(f"{expected}you may read it") + "$"):
         CsvSource([path])
 
 
