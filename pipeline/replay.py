@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -221,7 +222,8 @@ def parse_time(text: str | None, flag: str, timezone: str | None = None) -> floa
 
 
 def parse_speed(text: str) -> float | None:
-    """``max`` -> None (no pacing); a positive number -> that many times real time."""
+    """``max`` (or ``inf``) -> None (no pacing); a positive number -> that many times real
+    time."""
     if text == "max":
         return None
     try:
@@ -231,7 +233,7 @@ def parse_speed(text: str) -> float | None:
     if not speed > 0:
         msg = f"--speed: {text!r} must be 'max' or a positive number, e.g. 60"
         raise ConfigError(msg)
-    return speed
+    return None if speed == math.inf else speed  # infinitely fast: no pacing, as max
 
 
 @dataclass

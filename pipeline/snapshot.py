@@ -127,6 +127,10 @@ def _fsync_dir(directory: Path) -> None:
 # -- reading ---------------------------------------------------------------------------
 
 
+PENDING_MEMBERS = ("pending_slot", "pending_timestamp", "pending_value")
+REQUIRED_MEMBERS = {"keys", *PENDING_MEMBERS}
+
+
 def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
         if _head(path) != ZIP_MAGIC:  # not an .npz: numpy would try it as a pickle
@@ -139,13 +143,45 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     except FileNotFoundError as exc:
         msg = f"snapshot {path} does not exist"
         raise SnapshotError(msg) from exc
+    except (PermissionError, IsADirectoryError) as exc:
+        msg = f"cannot read snapshot {path} ({exc.strerror}); check its permissions (the "
+        msg += "state in it is kept)"
+        raise SnapshotError(msg) from exc
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         msg = f"snapshot {path} is corrupt or truncated ({exc}); move it away to start cold"
         raise SnapshotError(msg) from exc
     if not isinstance(meta, dict):
         msg = f"snapshot {path} has no valid meta record; move it away to start cold"
         raise SnapshotError(msg)
+    if problem := _damage(arrays, meta):
+        msg = f"snapshot {path} is damaged ({problem}); move it away to start cold"
+        raise SnapshotError(msg)
     return arrays, meta
+
+
+def _damage(arrays: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    """What is wrong with a snapshot's members that a zip check does not see: one that is
+    not an array (numpy hands back the raw bytes), one that is missing, keys that are
+    not text, pending readings that point past the streams."""
+    if bad := next((name for name, a in arrays.items() if not isinstance(a, np.ndarray)), None):
+        return f"{bad} is not an array"
+    if missing := sorted(REQUIRED_MEMBERS - set(arrays)):
+        return f"no {', '.join(missing)}"
+    if not isinstance(meta.get("streams"), int):
+        return "its meta record has no stream count"
+    try:
+        keys = arrays["keys"].tobytes().decode().split("\0") if meta["streams"] else []
+    except UnicodeDecodeError:
+        return "its stream keys are not UTF-8 text"
+    if len(keys) != meta["streams"]:
+        return f"{len(keys)} stream keys where its meta record says {meta['streams']}"
+    slot = arrays["pending_slot"]
+    sizes = {len(arrays[name]) for name in PENDING_MEMBERS}
+    if slot.ndim != 1 or slot.dtype.kind != "i" or len(sizes) != 1:
+        return "its pending readings do not line up"
+    if len(slot) and (slot.min() < 0 or slot.max() >= len(keys)):
+        return "a pending reading belongs to no stream"
+    return None
 
 
 def _head(path: Path) -> bytes:

@@ -391,3 +391,13 @@ def test_a_range_with_no_readings_is_refused_and_leaves_the_out_file(tmp_path, c
         "2020-01-01); give a range the logs cover, or drop the flags"
     )
     assert out.read_text() == "an earlier run's rows\n"
+
+
+def test_an_infinite_speed_is_max_and_a_bad_one_names_the_flag():
+    from pipeline.errors import ConfigError
+    from pipeline.replay import parse_speed
+
+    assert parse_speed("inf") is None and parse_speed("max") is None and parse_speed("60") == 60
+    for text in ("0", "-1", "nan", "fast"):
+        with pytest.raises(ConfigError, match=f"^--speed: '{text}' must be 'max' or a positive"):
+            parse_speed(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -191,6 +192,38 @@ def test_snapshot_with_a_foreign_schema_is_refused(tmp_path):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(SnapshotError, match="schema 99"):
         make_engine().restore(path)
+
+
+def rewritten(path, change) -> None:
+    """``path``'s members, passed through ``change`` (name -> bytes or None to drop)."""
+    with zipfile.ZipFile(path) as old:
+        members = {name: old.read(name) for name in old.namelist()}
+    with zipfile.ZipFile(path, "w") as new:
+        for name, data in members.items():
+            if (kept := change(name, data)) is not None:
+                new.writestr(name, kept)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda n, d: b"garbage" if n == "col_interval.npy" else d, "col_interval is not an array"),
+        (lambda n, d: None if n == "keys.npy" else d, "no keys"),
+        (lambda n, d: None if n == "pending_slot.npy" else d, "no pending_slot"),
+    ],
+)
+def test_a_snapshot_with_a_damaged_member_is_one_error(tmp_path, change, problem):
+    # still a valid zip, so only its members tell
+    path = tmp_path / "s.snap"
+    engine = make_engine(window=60)
+    engine.process(readings("a/b/c", [(0, 1.0), (60, 2.0)]))
+    engine.snapshot(path)
+    rewritten(path, change)
+    expected = f"snapshot {path} is damaged ({problem}); move it away to start cold"
+    for load in (make_engine(window=60).restore, inspect_snapshot):
+        with pytest.raises(SnapshotError) as caught:
+            load(path)
+        assert str(caught.value) == expected
 
 
 def test_failed_write_leaves_the_old_snapshot_in_place(tmp_path):
