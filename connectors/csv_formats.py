@@ -64,6 +64,8 @@ class Layout:
     key: str | None = None  # long: the stream column; wide: the station column
     prefix: str = ""  # nab: the stream name; wide without key: the first level
     sentinels: tuple[float, ...] = ()  # NDBC only: missing-value code per value column
+    # a first data row with too many fields, skipped here: (line, what is wrong)
+    head_malformed: tuple[tuple[int, str], ...] = ()
 
     @property
     def first_line(self) -> int:
@@ -112,19 +114,25 @@ def inspect(
     ``name`` is the stream name a nab file gets, ``prefix`` the first level of a wide
     file's stream names (both default to the file's stem; see ``expand``).
     """
-    lines = _head(path)
-    sep = "," if "," in lines[0] else WHITESPACE
-    names = _clean_names(_fields(lines[0], sep))
+    lines = _head(path, 4)
+    sep = _separator(lines[0])
+    names = _clean_names(path, _fields(lines[0], sep))
     time = timestamps.find(names)
     skip = 2 if time and _is_units_row(lines[1:], names, sep, time) else 1
-    if len(lines) > skip and len(_fields(lines[skip], sep)) == len(names) + 1:
-        names = [ROW_ID, *names]
+    widths = [len(_fields(line, sep)) for line in lines[skip : skip + 2]]
+    if widths and all(width == len(names) + 1 for width in widths):
+        names = [ROW_ID, *names]  # every row starts with an unnamed row id (UCI's files)
+    head_malformed: tuple[tuple[int, str], ...] = ()
+    if widths and widths[0] > len(names):  # pandas would take the extra fields as an index
+        head_malformed = ((skip + 1, f"expected {len(names)} fields, saw {widths[0]}"),)
+        skip += 1
     sample = _sample(path, sep, names, skip)
     chosen = _detect(names) if format == "auto" else format
     if time is None:
         raise _missing(path, "time column", chosen, names)
     spec = _check_time(path, timestamps.settle(time, sample), sample, skip + 1)
-    base = {"path": path, "sep": sep, "names": tuple(names), "skip": skip, "time": spec}
+    base = {"path": path, "sep": sep, "names": tuple(names), "skip": skip, "time": spec,
+            "head_malformed": head_malformed}  # fmt: skip
     if chosen == "wide":
         return _wide(base, sample, columns, prefix or path.stem)
     if columns is not None:
@@ -205,7 +213,7 @@ def _head(path: Path, count: int = 3) -> list[str]:
 def _fields(line: str, sep: str) -> list[str]:
     if sep == WHITESPACE:
         return line.split()
-    return next(csv.reader([line]), [])
+    return next(csv.reader([line], delimiter=sep), [])
 
 
 def _cells(line: str, sep: str, width: int) -> list[str]:
@@ -214,17 +222,27 @@ def _cells(line: str, sep: str, width: int) -> list[str]:
     return fields[1:] if len(fields) == width + 1 else fields[:width]
 
 
-def _clean_names(raw: Sequence[str]) -> list[str]:
-    """Header names as pandas would make them: stripped, unnamed ones numbered, unique."""
+def _clean_names(path: Path, raw: Sequence[str]) -> list[str]:
+    """Header names, stripped, unnamed ones numbered (as pandas names them); a name given
+    twice is an InputFileError: which of the two a stream or --columns means is unknown."""
     names: list[str] = []
     for i, name in enumerate(raw):
         name = name.strip() or f"Unnamed: {i}"
-        base, n = name, 0
-        while name in names:
-            n += 1
-            name = f"{base}.{n}"
+        if name in names:
+            msg = f"{path}: column {name!r} appears twice in the header (fields "
+            msg += f"{names.index(name) + 1} and {i + 1}); rename one of them"
+            raise InputFileError(msg)
         names.append(name)
     return names
+
+
+def _separator(header: str) -> str:
+    """Commas; else tabs or semicolons, when the header has them; else any whitespace
+    (NDBC's aligned columns)."""
+    for sep in (",", "\t", ";"):
+        if sep in header:
+            return sep
+    return WHITESPACE
 
 
 def _is_units_row(rows: Sequence[str], names: Sequence[str], sep: str, time: TimeSpec) -> bool:

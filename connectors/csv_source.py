@@ -423,13 +423,15 @@ def _chunks(
     header) pandas skipped while reading it, by line number; pandas' and the codec's
     errors translated."""
     options = {**layout.read_options(), "on_bad_lines": "warn"}
+    head = dict(layout.head_malformed)  # a first row the layout skipped, reported here
     try:
         with pd.read_csv(layout.path, chunksize=chunk_rows, **options) as reader:
             while True:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", pd.errors.ParserWarning)
                     frame = next(reader, None)
-                malformed = _skipped_lines(caught)
+                malformed = {**head, **_skipped_lines(caught)}
+                head = {}
                 if frame is None:
                     if malformed:  # the last lines were malformed
                         yield pd.DataFrame(columns=list(layout.names)), malformed

@@ -770,3 +770,33 @@ def test_irish_buoy_network_units_row_and_stations() -> None:
     assert {f"M{n}/WaveHeight" for n in range(2, 7)} <= out.streams
     assert math.isclose(pressure[0][2], 981.897)
     assert np.isfinite([row[1] for row in pressure]).all()
+
+
+@pytest.mark.parametrize("sep", ["\t", ";"])
+def test_tab_and_semicolon_separated_files_are_read_by_their_separator(tmp_path, sep) -> None:
+    # a time cell holds a space: splitting on any whitespace would cut it in two
+    rows = [f"2020-01-01 00:0{i}:00{sep}{i}.5" for i in range(3)]
+    path = write(tmp_path, "x.csv", f"timestamp{sep}value\n" + "\n".join(rows) + "\n")
+    out = drain(CsvSource([path]))
+    assert [(t - T0, v) for _, t, v, _ in out.rows] == [(0.0, 0.5), (60.0, 1.5), (120.0, 2.5)]
+
+
+def test_a_column_named_twice_is_refused(tmp_path) -> None:
+    path = write(tmp_path, "x.csv", "timestamp,a,b,a\n2020-01-01,1,2,3\n")
+    expected = f"{path}: column 'a' appears twice in the header (fields 2 and 4); rename one"
+    with pytest.raises(InputFileError, match="^" + re.escape(expected)):
+        CsvSource([path])
+
+
+@pytest.mark.parametrize("extra", [",x", ",x,y"])
+def test_a_first_row_with_too_many_fields_is_skipped_and_counted(tmp_path, extra) -> None:
+    rows = [f"2020-01-01 00:0{i}:00,{i}" for i in range(4)]
+    rows[0] += extra  # pandas would take the extra fields for an index and shift the rest
+    path = write(tmp_path, "x.csv", "timestamp,value\n" + "\n".join(rows) + "\n")
+    out = drain(CsvSource([path]))
+    assert [(v, seq) for _, _, v, seq in out.rows] == [(1.0, 3), (2.0, 4), (3.0, 5)]
+    fields = 3 if extra == ",x" else 4
+    assert [(r.reason, r.seq, r.detail) for r in out.rejections] == [
+        (Reason.DECODE_ERROR, 2,
+         f"{path}: line 2: expected 2 fields, saw {fields}; the row is skipped")
+    ]  # fmt: skip
