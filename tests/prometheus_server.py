@@ -147,9 +147,10 @@ def dashboard_queries(path: Path) -> list[DashboardQuery]:
     return found
 
 
-def substitute(expr: str, stream: str, rate_interval: str = "30s") -> str:
-    """What Grafana sends: variables replaced (``$instance`` is All: ``.*``)."""
-    for name, value in (("__rate_interval", rate_interval), ("instance", ".*"),
-                        ("stream", stream)):  # fmt: skip
+def substitute(expr: str, stream: str, rate_interval: str = "30s", interval: str = "2s") -> str:
+    """What Grafana sends: variables replaced (``$instance`` is All: ``.*``). ``interval``
+    is a bar's width: two scrapes of the test's Prometheus, which has a few by then."""
+    for name, value in (("__rate_interval", rate_interval), ("__interval", interval),
+                        ("instance", ".*"), ("stream", stream)):  # fmt: skip
         expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
     return expr

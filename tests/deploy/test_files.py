@@ -130,7 +130,7 @@ def test_compose_builds_the_dockerfile_and_wires_the_services_together():
     assert settings.mqtt.host == "mosquitto" and settings.metrics.address == "0.0.0.0"
     (datasource,) = load_yaml(GRAFANA / "provisioning/datasources/prometheus.yml")["datasources"]
     assert datasource["url"] == "http://prometheus:9090"
-    assert "9090:9090" in services["prometheus"]["ports"]
+    assert "127.0.0.1:9090:9090" in services["prometheus"]["ports"]  # loopback only
 
 
 def _dockerfile() -> list[tuple[str, str]]:
