@@ -206,8 +206,10 @@ class Rig:
         the bare paho subscriber (``count``) or the raw-socket probe (``probe``)."""
         seconds = self.size.latency_seconds
         expect = int(rate * seconds)
+        # a watcher stops at ``expect`` messages; the idle limit only ends a run that lost
+        # some, and must outlast a stall of a busy machine rather than cut a run short
         watcher = counter(self.broker_port, "--filter", subscribe, "--latency", field,
-                          "--readings", str(expect), "--idle", "3", mode=watch)  # fmt: skip
+                          "--readings", str(expect), "--idle", "10", mode=watch)  # fmt: skip
         pace = ["--root", root, "--streams", str(self.size.streams),
                 "--rate", f"{rate:.1f}", "--seconds", str(seconds)]  # fmt: skip
         result(load("pace", self.broker_port, *pace))
