@@ -413,7 +413,16 @@ def score_run(run: ModelRun, score_from: float) -> tuple[list[StreamScore], Mode
 
 def table_header(interval: float) -> list[str]:
     return ["stream", "model", "steps", "scored", "MAE", "RMSE", "MASE", "median",
-            f"{interval:.0%} cover", "anomalies", "steps/s"]  # fmt: skip
+            f"{coverage_label(interval)} cover", "anomalies", "steps/s"]  # fmt: skip
+
+
+def coverage_label(interval: float) -> str:
+    """``90%``, ``99.9%``, ``92.5%``: the interval's coverage as given, never rounded off.
+
+    >>> coverage_label(0.9), coverage_label(0.999), coverage_label(0.925)
+    ('90%', '99.9%', '92.5%')
+    """
+    return f"{100 * interval:.6g}%"
 
 
 def table_rows(
@@ -446,13 +455,29 @@ def _percent(x: float) -> str:
     return f"{x:.1%}" if math.isfinite(x) else "-"
 
 
+STREAM_WIDTH = 44  # characters of a stream name in the text table
+
+
+def shortened(name: str, width: int) -> str:
+    """``name`` in ``width`` characters: the middle gives way to ``...``, so the first level
+    (the file, the site) and the last (the column) both stay readable.
+
+    >>> shortened("longnames/kitchen_temperature_sensor_ground_floor", 24)
+    'longnames/k...ound_floor'
+    """
+    if len(name) <= width:
+        return name
+    tail = (width - 3) // 2
+    return f"{name[: width - 3 - tail]}...{name[-tail:]}"
+
+
 def text_table(rows: Sequence[tuple[list[str], bool]], interval: float) -> str:
     header = table_header(interval)
     widths = [max(len(h), *(len(r[i]) for r, _ in rows)) for i, h in enumerate(header)]
-    widths[0] = min(widths[0], 44)
+    widths[0] = min(widths[0], STREAM_WIDTH)
 
     def line(cells: Sequence[str]) -> str:
-        first = f"{cells[0][-widths[0] :]:<{widths[0]}}  {cells[1]:<{widths[1]}}"
+        first = f"{shortened(cells[0], widths[0]):<{widths[0]}}  {cells[1]:<{widths[1]}}"
         rest = "  ".join(f"{c:>{w}}" for c, w in zip(cells[2:], widths[2:], strict=True))
         return f"{first}  {rest}"
 

@@ -184,8 +184,12 @@ def header_generation(path: str | Path) -> int:
     except OSError as exc:
         msg = f"cannot read journal {path}: {exc.strerror}"
         raise SnapshotError(msg) from exc
-    if len(head) < _HEADER.size or head[:4] != MAGIC:
+    if head[:4] != MAGIC:
         msg = f"{path} is not a sensorcast journal"
+        raise SnapshotError(msg)
+    if len(head) < _HEADER.size:
+        msg = f"journal {path} is truncated inside its header ({len(head)} of {_HEADER.size} "
+        msg += "bytes); move it away (the snapshot beside it is restored without it)"
         raise SnapshotError(msg)
     return int(_HEADER.unpack(head)[1])
 

@@ -198,7 +198,7 @@ def _legend(panel: Panel) -> str:
         ("actual", f'<line x1="0" y1="0" x2="16" y2="0" stroke="{COLORS["actual"]}"/>'),
         ("forecast", f'<line x1="0" y1="0" x2="16" y2="0" stroke="{COLORS["forecast"]}"/>'),
         (
-            f"{panel.interval:.0%} interval",
+            f"{100 * panel.interval:.6g}% interval",
             f'<rect x="0" y="-5" width="16" height="10" fill="{COLORS["band"]}" '
             'fill-opacity="0.28"/>',
         ),

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, InputFileError
-from pipeline.log_specs import empty_range
+from pipeline.log_specs import column_list, empty_range, split_spec
 from pipeline.replay import add_input_arguments, bounded_duration, csv_source
 from pipeline.summary import counted
 from pipeline.types import VerdictBatch
@@ -255,10 +255,36 @@ def series_of(
     longest = max(len(rows) for rows in by_stream.values())
     if longest < MIN_STREAM_STEPS:  # the fewest steps build_corpus can make a target of
         raise _too_few_steps(_logs_of(source), longest, engine.stats, config)
-    return {
+    _refuse_empty_picks(args, set(by_stream))
+    series = {
         stream: {name: getattr(steps, name)[rows] for name in STEP_COLUMNS}
         for stream, rows in by_stream.items()
     }
+    _refuse_constant(series)
+    return series
+
+
+def _refuse_empty_picks(args: argparse.Namespace, streams: set[str]) -> None:
+    """A column picked by name (``LOG:COL`` or ``--columns``) that gave no stream: it holds
+    no readings, and training without it would not be what was asked."""
+    for spec in args.paths:
+        path, columns = split_spec(str(spec))
+        for column in columns or column_list(getattr(args, "columns", None) or "") or []:
+            if not any(stream.endswith(f"/{column}") for stream in streams):
+                msg = f"{path}: column {column!r} holds no readings (every cell is empty or a "
+                msg += "missing-value code); drop it from the columns you pick"
+                raise InputFileError(msg)
+
+
+def _refuse_constant(series: dict[str, dict[str, np.ndarray]]) -> None:
+    """A stream whose every value is the same has no change to learn, and its scale is
+    zero; training on it would teach the network nothing and skew what it learns."""
+    for stream, columns in series.items():
+        values = columns["value"][np.isfinite(columns["value"])]
+        if len(values) and values.min() == values.max():
+            msg = f"{stream}: constant (every value is {values[0]:g}): nothing to learn from; "
+            msg += "leave that column out of the logs you train on"
+            raise InputFileError(msg)
 
 
 def _logs_of(source: Any) -> str:

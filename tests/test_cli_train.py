@@ -104,24 +104,34 @@ def strict_json(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-def test_a_constant_stream_trains_and_forecasts_without_dividing_by_zero(tmp_path, capsys):
+def test_a_constant_stream_is_refused_by_train_and_forecast_by_replay(tmp_path, capsys):
+    # nothing to learn from a stream that never changes (the bad-input list)
+    out = earlier_checkpoint(tmp_path)
     log = constant_log(tmp_path / "flat.csv")
-    assert main(["train", str(log), "--out", str(tmp_path / "m"), *FAST]) == 0
-    meta = strict_json(tmp_path / "m/model.json")  # MASE is undefined: null, not NaN
-    assert meta["metrics"]["val_mase"] is None
-    assert [epoch["val_mase"] for epoch in meta["history"]] == [None, None]
-    captured = capsys.readouterr()
-    assert "network MASE n/a)" in captured.out and "MASE n/a" in captured.err
-    assert "training on 1 stream, " in captured.err  # not "1 streams"
-    assert (
-        main(["replay", str(log), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o.csv")])
-        == 0
+    assert main(["train", str(log), "--out", str(out), *FAST]) == 2
+    assert one_line_error(capsys) == (
+        "sensorcast: error: flat: constant (every value is 21.5): nothing to learn from; "
+        "leave that column out of the logs you train on"
     )
+    assert (out / "model.json").read_text() == OLD_CHECKPOINT
+    # forecast, it is its constant with a small interval, never a division by zero
+    assert main(["replay", str(log), "--out", str(tmp_path / "o.csv"), "--no-progress"]) == 0
     import pandas as pd
 
     frame = pd.read_csv(tmp_path / "o.csv")
-    assert np.allclose(frame["forecast"].dropna(), 21.5)
+    assert np.allclose(frame["forecast"].dropna(), 21.5, atol=1e-3)
     assert (frame["upper"] - frame["lower"]).dropna().max() < 0.01
+
+
+def test_a_picked_column_without_readings_is_refused(tmp_path, capsys):
+    out = earlier_checkpoint(tmp_path)
+    log = nan_column_log(tmp_path / "log.csv")  # 'empty' has no value, 'other' 500
+    assert main(["train", f"{log}:empty,other", "--out", str(out), *FAST]) == 2
+    assert one_line_error(capsys) == (
+        f"sensorcast: error: {log}: column 'empty' holds no readings (every cell is empty or "
+        "a missing-value code); drop it from the columns you pick"
+    )
+    assert (out / "model.json").read_text() == OLD_CHECKPOINT
 
 
 @pytest.mark.parametrize(

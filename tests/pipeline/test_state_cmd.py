@@ -88,3 +88,16 @@ def test_the_help_says_what_a_journal_summary_holds(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "its readings" not in text
     assert "A journal: generation, how many frames, readings and streams it holds" in text
+
+
+def test_a_journal_cut_inside_its_header_is_called_truncated(capsys, tmp_path):
+    from pipeline.journal import Journal
+
+    path = tmp_path / "journal.bin"
+    journal = Journal(path)
+    journal.restart(3)
+    journal.close()
+    path.write_bytes(path.read_bytes()[:6])  # the magic, and part of the generation
+    assert refused(capsys, str(path)).startswith(
+        f"journal {path} is truncated inside its header (6 of "
+    )
