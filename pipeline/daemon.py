@@ -29,12 +29,12 @@ from typing import Any
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError, SnapshotError
-from pipeline.journal import Journal, replay
+from pipeline.journal import Journal, reapply, replay
 from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
 from pipeline.settings_schema import SINK_SUFFIX
 from pipeline.systemd import Notifier
-from pipeline.types import VerdictBatch
+from pipeline.types import ReadingBatch, VerdictBatch
 from pipeline.writable import writable_folder
 
 log = logging.getLogger("sensorcast")
@@ -250,10 +250,9 @@ class Daemon:
 
         generation = self.engine.table.generation
         replayed = 0
-        for batch in replay(path, generation, PARTITION):
-            verdicts = self.engine.process(batch)
-            self.sink.add(verdicts)
-            replayed += len(batch)
+        for item in replay(path, generation, PARTITION):
+            self.sink.add(reapply(self.engine, item))  # readings, or what the clock did
+            replayed += len(item) if isinstance(item, ReadingBatch) else 0
         if replayed:
             log.info("re-applied %d readings from the journal %s", replayed, path)
         self.engine.stats.journal_replayed += replayed

@@ -17,7 +17,7 @@ import math
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -356,8 +356,27 @@ class Engine:
 
     def close_idle(self) -> VerdictBatch:
         """Close windows (and let out held-back readings) of streams silent for idle_timeout."""
+        return self.close_streams(self.idle_to_close())
+
+    def idle_to_close(self) -> list[str]:
+        """Streams silent for idle_timeout that a close would change: a window open, or
+        readings held back (the others are left alone, and out of the journal)."""
         idle = self.table.idle_slots(self.clock.now() - self.config.idle_timeout)
-        return self._close(idle)
+        open_ = np.zeros(len(idle), np.bool_)
+        if self.config.lateness > 0:
+            open_ |= np.isin(idle, self.table.pending.slot)
+        if self.config.window > 0:
+            open_ |= self.table.columns["win_count"][idle] > 0
+        return self.table.key_array(idle[open_]).tolist()
+
+    def close_streams(self, streams: Sequence[str]) -> VerdictBatch:
+        """Close the windows and let out the held-back readings of ``streams`` (a journal
+        replays what ``close_idle`` did with this)."""
+        return self._close(self._slots_of(streams))
+
+    def _slots_of(self, streams: Sequence[str]) -> np.ndarray:
+        index = self.table.index
+        return np.array([index[k] for k in streams if k in index], np.int64)
 
     def flush(self) -> VerdictBatch:
         """End of input: every held-back reading and every open window becomes a step."""
@@ -374,14 +393,25 @@ class Engine:
             parts.append(self._predict(close_windows(self.table, slots, self.config.window)))
         return VerdictBatch.concat(parts) if parts else VerdictBatch.empty(self.forecaster.name)
 
-    def evict_idle(self) -> int:
-        """Forget streams silent for stream_ttl (their open windows are closed first)."""
+    def idle_to_evict(self) -> list[str]:
+        """Streams silent for stream_ttl."""
         idle = self.table.idle_slots(self.clock.now() - self.config.stream_ttl)
-        if len(idle):
-            self._close(idle)
-            self.table.evict(idle)
-            self.stats.evicted += len(idle)
-        return len(idle)
+        return self.table.key_array(idle).tolist()
+
+    def evict_streams(self, streams: Sequence[str]) -> VerdictBatch:
+        """Forget ``streams``; their open windows and held-back readings are closed first,
+        and those steps are returned, to be published like any other."""
+        slots = self._slots_of(streams)
+        if not len(slots):
+            return VerdictBatch.empty(self.forecaster.name)
+        closed = self._close(slots)
+        self.table.evict(slots)
+        self.stats.evicted += len(slots)
+        return closed
+
+    def evict_idle(self) -> VerdictBatch:
+        """``evict_streams`` of the streams silent for stream_ttl."""
+        return self.evict_streams(self.idle_to_evict())
 
     # -- persistence -------------------------------------------------------------------
 

@@ -21,6 +21,13 @@ batch's stream keys NUL-joined, then ``stream_index i32[n]``, ``timestamp f64[n]
 ``value f64[n]``, ``seq i64[n]``. A torn last frame (the process died mid-write,
 before the ack) fails its length or checksum and ends the read.
 
+The wall clock changes state too: a stream silent for ``idle_timeout`` has its
+window closed, one silent for ``stream_ttl`` is evicted. Replaying the readings
+alone would skip those (or do them later, with other readings between), so each
+is journaled where it happened, as an event frame: ``n = 0``, the keys of the
+streams it touched, and one more byte, its kind (``CLOSE`` or ``EVICT``). A
+reader of the first version of this layout takes such a frame for an empty batch.
+
 A kill of the process loses nothing written, since the page cache outlives it; a
 power cut may lose the unsynced tail, which is why ``fsync`` is a setting.
 """
@@ -31,13 +38,18 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.errors import SnapshotError
-from pipeline.types import ReadingBatch
+from pipeline.types import ReadingBatch, VerdictBatch
+
+if TYPE_CHECKING:
+    from pipeline.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,15 @@ _HEADER = struct.Struct("<4sQ")  # magic, generation
 _FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 _COUNTS = struct.Struct("<II")  # readings, bytes of NUL-joined keys
 MAX_BYTES = 256 * 2**20  # journaling stops past this (snapshots failing for long)
+CLOSE, EVICT = 1, 2  # event kinds: idle streams' windows closed; silent streams evicted
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Housekeeping that changed these streams' state, in journal order."""
+
+    kind: int  # CLOSE or EVICT
+    streams: tuple[str, ...]
 
 
 class Journal:
@@ -104,6 +125,17 @@ class Journal:
         self._write(frame)
         return True
 
+    def append_event(self, kind: int, streams: Sequence[str]) -> bool:
+        """Append a housekeeping event of ``streams``; False when full or not open."""
+        if self._file is None or not len(streams) or self.full:
+            return False
+        frame = encode_event(kind, streams)
+        if self.size + len(frame) > self.max_bytes:
+            self.full = True
+            return False
+        self._write(frame)
+        return True
+
     def close(self) -> None:
         if self._file is not None:
             os.close(self._file)
@@ -156,11 +188,19 @@ def encode(batch: ReadingBatch) -> bytes:
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode(payload: bytes, partition: str) -> ReadingBatch:
+def encode_event(kind: int, streams: Sequence[str]) -> bytes:
+    keys = "\0".join(streams).encode()
+    payload = _COUNTS.pack(0, len(keys)) + keys + bytes([kind])
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode(payload: bytes, partition: str) -> ReadingBatch | Event:
     n, key_bytes = _COUNTS.unpack_from(payload)
     at = _COUNTS.size
     streams = tuple(payload[at : at + key_bytes].decode().split("\0")) if key_bytes else ()
     at += key_bytes
+    if n == 0 and at < len(payload):  # readings never make an empty frame: an event
+        return Event(payload[at], streams)
     columns = []
     for dtype, width in (("<i4", 4), ("<f8", 8), ("<f8", 8), ("<i8", 8)):
         columns.append(np.frombuffer(payload, dtype, n, at))
@@ -194,8 +234,9 @@ def header_generation(path: str | Path) -> int:
     return int(_HEADER.unpack(head)[1])
 
 
-def replay(path: str | Path, generation: int, partition: str) -> Iterator[ReadingBatch]:
-    """The batches of ``path`` if it belongs to ``generation``; nothing otherwise."""
+def replay(path: str | Path, generation: int, partition: str) -> Iterator[ReadingBatch | Event]:
+    """The batches and events of ``path`` if it belongs to ``generation``; nothing
+    otherwise."""
     if not Path(path).exists():
         return
     try:
@@ -209,6 +250,15 @@ def replay(path: str | Path, generation: int, partition: str) -> Iterator[Readin
         return
     for frame in _frames(Path(path)):
         yield decode(frame[_FRAME.size :], partition)
+
+
+def reapply(engine: Engine, item: ReadingBatch | Event) -> VerdictBatch:
+    """Do again what a journal frame records: apply its readings, or close or evict its
+    streams as the wall clock did then; the verdicts, to be published again."""
+    if isinstance(item, ReadingBatch):
+        return engine.process(item)
+    redo = engine.close_streams if item.kind == CLOSE else engine.evict_streams
+    return redo(item.streams)
 
 
 def _frames(path: Path) -> Iterator[bytes]:
@@ -227,15 +277,20 @@ def _frames(path: Path) -> Iterator[bytes]:
 
 
 def summarize(path: str | Path) -> dict[str, object]:
-    """What a journal holds: generation, frames, readings, streams, event-time range."""
+    """What a journal holds: generation, frames, housekeeping events, readings, streams,
+    event-time range."""
     path = Path(path)
     generation = header_generation(path)
-    frames = readings = whole = 0
+    frames = readings = whole = events = 0
     streams: set[str] = set()
     first, last = np.inf, -np.inf
     for frame in _frames(path):
         batch = decode(frame[_FRAME.size :], "")
-        frames, readings, whole = frames + 1, readings + len(batch), whole + len(frame)
+        frames, whole = frames + 1, whole + len(frame)
+        if isinstance(batch, Event):
+            events += 1
+            continue
+        readings += len(batch)
         streams.update(batch.streams)
         if len(batch):
             first = min(first, float(batch.timestamp.min()))
@@ -244,6 +299,7 @@ def summarize(path: str | Path) -> dict[str, object]:
     return {
         "generation": generation,
         "frames": frames,
+        "events": events,
         "readings": readings,
         "streams": len(streams),
         "first_timestamp": first if readings else None,

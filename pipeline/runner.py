@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipeline.engine import Engine
 from pipeline.errors import SinkError, SnapshotError
-from pipeline.journal import Journal
+from pipeline.journal import CLOSE, EVICT, Journal
 from pipeline.protocols import Sink, Source
 from pipeline.types import ReadingBatch, VerdictBatch
 
@@ -87,10 +87,16 @@ class Runner:
 
     def _journal(self, batch: ReadingBatch) -> None:
         """Make the batch survive a crash before it is acknowledged; never fatal."""
+        self._journaled(lambda journal: journal.append(batch))
+
+    def _journal_event(self, kind: int, streams: list[str]) -> None:
+        self._journaled(lambda journal: journal.append_event(kind, streams))
+
+    def _journaled(self, write: Callable[[Journal], bool]) -> None:
         if self.journal is None:
             return
         try:
-            self.journal.append(batch)
+            write(self.journal)
         except SnapshotError as exc:
             if not self._journal_failing:  # one log line per run of failures
                 log.error("%s; going on without it until the next snapshot", exc)
@@ -119,10 +125,14 @@ class Runner:
 
     def _housekeeping(self) -> None:
         schedule = self.schedule
-        if self._due("idle", schedule.idle_check):
-            self._emit(self.engine.close_idle())
-        if self._due("evict", schedule.eviction):
-            self.engine.evict_idle()
+        # what the wall clock changes goes in the journal too, where it happened, so a
+        # restart after a crash replays it between the same readings
+        if self._due("idle", schedule.idle_check) and (idle := self.engine.idle_to_close()):
+            self._emit(self.engine.close_streams(idle))
+            self._journal_event(CLOSE, idle)
+        if self._due("evict", schedule.eviction) and (silent := self.engine.idle_to_evict()):
+            self._emit(self.engine.evict_streams(silent))
+            self._journal_event(EVICT, silent)
         if self._due("flush", schedule.sink_flush):
             self.flush_sinks()
         if self.snapshot_path is not None and self._due("snapshot", schedule.snapshot):

@@ -33,7 +33,8 @@ def register(commands: Any) -> None:
         help="print what a snapshot (state.snap) or journal (journal.bin) holds",
         description="Print what a snapshot or journal holds. A snapshot: schema, generation, "
         "model fingerprints, streams, source positions. A journal: generation, how many frames, "
-        "readings and streams it holds, and the first and last reading's event time.",
+        "housekeeping events (idle closes, evictions), readings and streams it holds, and the "
+        "first and last reading's event time.",
     )
     inspect.add_argument("file", type=Path, metavar="FILE", help="state.snap or journal.bin")
     inspect.add_argument("--streams", type=int, default=10, metavar="N",

@@ -157,8 +157,18 @@ def test_eviction_closes_open_windows_first_and_counts():
     engine = make_engine(clock, window=60, stream_ttl=100)
     engine.process(readings("a/b/c", [(0, 1.0), (10, 2.0)]))
     clock.advance(101)
-    assert engine.evict_idle() == 1
+    closed = engine.evict_idle()  # the open window's step, to be published like any other
+    assert closed.stream.tolist() == ["a/b/c"] and closed.count.tolist() == [2]
     assert engine.stats.evicted == 1 and engine.stats.steps == 1 and len(engine.table) == 0
+
+
+def test_eviction_lets_out_held_back_readings_first():
+    clock = FakeClock()
+    engine = make_engine(clock, lateness=30, stream_ttl=100)
+    engine.process(readings("a/b/c", [(0, 1.0), (10, 2.0), (20, 3.0)]))
+    clock.advance(101)
+    closed = engine.evict_idle()
+    assert closed.timestamp.tolist() == [0, 10, 20] and len(engine.table) == 0
 
 
 # -- the runner ----------------------------------------------------------------------------

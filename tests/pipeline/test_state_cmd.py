@@ -87,7 +87,10 @@ def test_the_help_says_what_a_journal_summary_holds(capsys):
         main(["state", "inspect", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "its readings" not in text
-    assert "A journal: generation, how many frames, readings and streams it holds" in text
+    assert (
+        "A journal: generation, how many frames, housekeeping events (idle closes, "
+        "evictions), readings and streams it holds" in text
+    )
 
 
 def test_a_journal_cut_inside_its_header_is_called_truncated(capsys, tmp_path):
