@@ -561,36 +561,66 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def broker_address(url: str, flag: str) -> tuple[str, int]:
-    """``(host, port)`` of an ``mqtt://host[:port]`` URL; ConfigError naming ``flag``.
+CONNECT_SECONDS = 10.0  # a plain client's wait for the broker's CONNACK
 
-    >>> broker_address("mqtt://127.0.0.1:1884", "--to"), broker_address("mqtt://b", "--to")
-    (('127.0.0.1', 1884), ('b', 1883))
+
+def broker_address(url: str, flag: str) -> tuple[str, int, str]:
+    """``(host, port, user)`` of an ``mqtt://[user@]host[:port]`` URL, by the daemon's own
+    rules (no password in it, no port 0); ConfigError naming ``flag``.
+
+    >>> broker_address("mqtt://127.0.0.1:1884", "--to"), broker_address("mqtt://ann@b", "--to")
+    (('127.0.0.1', 1884, ''), ('b', 1883, 'ann'))
     """
-    from urllib.parse import urlsplit
+    from pipeline.settings_schema import parse_broker, redact_url
 
-    parts = urlsplit(url)
     try:
-        port = parts.port or 1883
-    except ValueError:  # not a number, or out of range
-        port = 0
-    if parts.scheme != "mqtt" or not parts.hostname or not port:
-        msg = f"{flag}: {url!r} is not a broker URL; write mqtt://host:1883 (ports 1-65535)"
+        parts = parse_broker(url)
+    except ValueError as exc:
+        msg = f"{flag}: {redact_url(url)!r} {exc}"
+        raise ConfigError(msg) from None
+    if parts.scheme != "mqtt":
+        msg = f"{flag}: {url!r}: TLS (mqtts://) is the daemon's; {flag} publishes to a plain "
+        msg += "mqtt:// listener"
         raise ConfigError(msg)
-    return parts.hostname, port
+    return parts.host, parts.port or 1883, parts.username
 
 
 def plain_client(url: str, client_id: str, flag: str = "--to") -> mqtt.Client:
-    """A connected, looping paho client for ``mqtt://host:port`` (simulators, the demo);
-    errors name ``flag``, the option that gave the URL."""
-    host, port = broker_address(url, flag)
+    """A connected, looping paho client for ``mqtt://[user@]host:port`` (simulators, the
+    demo), once the broker accepted it; the password, if the broker wants one, comes from
+    ``SENSORCAST_MQTT_PASSWORD``. Errors name ``flag``, the option that gave the URL."""
+    import os
+
+    from pipeline.settings_schema import PASSWORD_ENV
+
+    host, port, user = broker_address(url, flag)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
+    if user:
+        client.username_pw_set(user, os.environ.get(PASSWORD_ENV) or None)
+    answers: list[ReasonCode] = []
+    answered = threading.Event()
+
+    def on_connect(c: object, userdata: object, flags: object, code: Any, props: object) -> None:
+        answers.append(code)
+        answered.set()
+
+    client.on_connect = on_connect
     try:
         client.connect(host, port)
     except OSError as exc:
         msg = f"{flag}: cannot reach broker {url} ({_why(exc)}); is it running?"
         raise ConfigError(msg) from exc
     client.loop_start()
+    refused = answers[0] if answered.wait(CONNECT_SECONDS) and answers[0].is_failure else None
+    if refused is not None or not answered.is_set():
+        client.disconnect()
+        client.loop_stop()
+        if refused is None:
+            msg = f"{flag}: {url} did not answer as an MQTT broker within {CONNECT_SECONDS:g} s"
+        else:
+            msg = f"{flag}: broker {url} refused the connection ({refused}); give the user as "
+            msg += f"user@ in the URL and the password in {PASSWORD_ENV}"
+        raise ConfigError(msg)
     return client

@@ -11,20 +11,27 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import deque
-from dataclasses import dataclass
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
 from connectors.topics import escape_level
+from pipeline.errors import SinkError
 from pipeline.protocols import Source
 
 WINDOW = 1_000  # readings in flight at most: paho's own default limit of in-flight QoS 1
 
 
+STALL_SECONDS = 30.0  # no acknowledgement this long: the broker is gone, not slow
+
+
 @dataclass
 class PublishCounters:
     readings: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # rows the source refused, by reason
+    missing: int = 0  # empty cells and missing-value codes: not readings
 
 
 def reading_payload(timestamp: float, value: float) -> str:
@@ -64,6 +71,9 @@ def publish_source(
     pending: deque[mqtt.MQTTMessageInfo] = deque()
     until = None
     while not stop.is_set() and (batch := source.poll(10_000, 0.1)) is not None:
+        counters.missing += batch.missing
+        for rejection in batch.rejections:
+            counters.skipped[rejection.reason.label] += rejection.count
         streams = [batch.streams[i] for i in batch.stream_index.tolist()]
         times, values = batch.timestamp.tolist(), batch.value.tolist()
         if until is None and times and horizon is not None:
@@ -103,12 +113,20 @@ def _send(
 
 def _acknowledged(info: mqtt.MQTTMessageInfo, stop: threading.Event) -> bool:
     """Wait for the broker's acknowledgement of one reading; False if ``stop`` came first.
-    One paho cannot track (sent while disconnected: paho resends it) counts as done."""
+
+    One published while the connection was down is kept by paho and sent again when it
+    is back, so it is waited for like any other; SinkError when nothing is acknowledged
+    for ``STALL_SECONDS`` (the broker went away for good, or never acknowledges).
+    """
+    deadline = time.monotonic() + STALL_SECONDS
     while not stop.is_set():
         try:
-            info.wait_for_publish(0.1)
-        except (ValueError, RuntimeError):
-            return True
+            info.wait_for_publish(0.1)  # wakes as soon as the PUBACK is in
+        except (ValueError, RuntimeError):  # sent while disconnected: no waiting on it
+            stop.wait(0.05)
         if info.is_published():
             return True
+        if time.monotonic() > deadline:
+            msg = f"the broker acknowledged nothing for {STALL_SECONDS:g} s; is it still up?"
+            raise SinkError(msg)
     return False

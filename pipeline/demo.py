@@ -112,7 +112,7 @@ def reach_broker(url: str, timeout: float = BROKER_WAIT) -> None:
     from connectors.mqtt_client import broker_address
 
     try:
-        socket.create_connection(broker_address(url, "--broker"), timeout=timeout).close()
+        socket.create_connection(broker_address(url, "--broker")[:2], timeout=timeout).close()
     except OSError as exc:
         msg = (f"--broker: cannot reach {url} within {timeout:g} s ({exc.strerror or exc}); "
                "start the broker, or leave --broker out to use the embedded one")  # fmt: skip

@@ -21,7 +21,7 @@ from pipeline.config import (
 )
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SinkError
 from pipeline.log_specs import check_columns, column_list, empty_range, split_spec
 from pipeline.protocols import Sink
 from pipeline.runner import Runner, Schedule
@@ -376,17 +376,25 @@ def publish_replay(args: argparse.Namespace) -> int:
     if problem := check_prefix(args.root):
         msg = f"--root: {problem}; give a topic root such as sensors"
         raise ConfigError(msg)
+    source = csv_source(args, args.paths)
     client = plain_client(args.to, f"sensorcast-replay-{os.getpid()}")
     started = time.perf_counter()
     try:
-        counters = publish_source(csv_source(args, args.paths), client, args.root)
+        counters = publish_source(source, client, args.root)
+    except SinkError as exc:
+        msg = f"--to {args.to}: {exc}"
+        raise SinkError(msg) from exc
     finally:
         client.disconnect()
         client.loop_stop()
+    if not counters.readings and (empty := empty_range(", ".join(args.paths), args)):
+        raise empty
     seconds = time.perf_counter() - started
     rate = counters.readings / seconds if seconds > 0 else 0.0
-    print(
-        f"published {counters.readings} readings to {args.to} under {args.root}/ "
-        f"in {seconds:.2f} s ({rate:,.0f}/s)"
-    )
+    text = f"published {counters.readings} readings to {args.to} under {args.root}/ "
+    text += f"in {seconds:.2f} s ({rate:,.0f}/s)"
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(counters.skipped.items()))
+    text += f"; rows skipped: {skipped}" if skipped else ""
+    text += f"; {counters.missing} empty cells or missing-value codes" if counters.missing else ""
+    print(text)
     return 0

@@ -89,8 +89,14 @@ def test_a_demo_that_flags_nothing_says_so(capsys):
         (["--speed", "0"], "--speed: 0 must be a positive finite number"),
         (["--duration", "inf"], "--duration: inf must be a positive finite number (seconds)"),
         (["--duration", "-1"], "--duration: -1 must be a positive finite number (seconds)"),
-        (["--broker", "http://127.0.0.1:1883"], "--broker: 'http://127.0.0.1:1883' is not a"),
-        (["--broker", "mqtt://127.0.0.1:x"], "--broker: 'mqtt://127.0.0.1:x' is not a"),
+        (
+            ["--broker", "http://127.0.0.1:1883"],
+            "--broker: 'http://127.0.0.1:1883' must start with mqtt://",
+        ),
+        (
+            ["--broker", "mqtt://127.0.0.1:x"],
+            "--broker: 'mqtt://127.0.0.1:x' has a bad host or port",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_before_anything_starts(flags, message, tmp_path, capsys):

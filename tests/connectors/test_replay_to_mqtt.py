@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import threading
 from pathlib import Path
 
 import pandas as pd
+from brokers import Mosquitto, password_config
 from daemons import Collector, running, settings_for, wait_until
 
 from connectors.csv_source import CsvSource
@@ -57,3 +60,71 @@ def test_publishing_keeps_a_bounded_window_in_flight_and_loses_nothing(mosquitto
     values = [message["value"] for _, message in received.wait_for(3_000)]
     assert values == [float(i) for i in range(3_000)]  # every one, in order
     received.close()
+
+
+# -- what --to does when the broker says no, says nothing, or goes away ------------------
+
+SMALL = "".join(f"{1_700_000_000 + 60 * i},{i}\n" for i in range(50))
+
+
+def small_log(tmp_path: Path) -> Path:
+    log = tmp_path / "small.csv"
+    log.write_text("timestamp,value\n" + SMALL)
+    return log
+
+
+def test_a_broker_that_refuses_is_one_line_and_a_password_in_the_url_is_never_shown(
+    tmp_path, capsys, monkeypatch
+):
+    extra = password_config(tmp_path / "auth", {"ann": "s3cret-pw"})
+    broker = Mosquitto(tmp_path / "broker", extra=extra).start()
+    log = str(small_log(tmp_path))
+    try:
+        assert main(["replay", log, "--to", broker.url]) == 2  # anonymous: not authorised
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--to: broker {broker.url} refused the connection" in err
+        with_password = f"mqtt://ann:s3cret-pw@127.0.0.1:{broker.port}"
+        assert main(["replay", log, "--to", with_password]) == 2
+        err = capsys.readouterr().err
+        assert "s3cret-pw" not in err and "embeds a password" in err
+        # the user in the URL, the password where the daemon reads it from
+        monkeypatch.setenv("SENSORCAST_MQTT_PASSWORD", "s3cret-pw")
+        assert main(["replay", log, "--to", f"mqtt://ann@127.0.0.1:{broker.port}"]) == 0
+        assert "published 50 readings" in capsys.readouterr().out
+    finally:
+        broker.stop()
+
+
+def test_a_listener_that_never_answers_is_one_line_not_a_hang(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("connectors.mqtt_client.CONNECT_SECONDS", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+        port = silent.getsockname()[1]
+        assert main(["replay", str(small_log(tmp_path)), "--to", f"mqtt://127.0.0.1:{port}"]) == 2
+    assert "did not answer as an MQTT broker within 0.5 s" in capsys.readouterr().err
+
+
+def test_a_broker_that_goes_away_midway_ends_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("connectors.mqtt_publisher.STALL_SECONDS", 1.0)
+    broker = Mosquitto(tmp_path / "broker").start()
+    log = tmp_path / "many.csv"
+    log.write_text(
+        "timestamp,value\n" + "".join(f"{1_700_000_000 + i},{i}\n" for i in range(200_000))
+    )
+    killer = threading.Timer(0.3, broker.stop, kwargs={"sig": signal.SIGKILL})
+    killer.start()
+    try:
+        assert main(["replay", str(log), "--to", broker.url]) == 1  # the broker's doing
+    finally:
+        killer.join()
+        broker.stop()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--to {broker.url}: the broker acknowledged nothing for 1 s; is it still up?" in err
+
+
+def test_port_0_and_an_empty_range_are_refused(tmp_path, capsys, mosquitto):
+    log = str(small_log(tmp_path))
+    assert main(["replay", log, "--to", "mqtt://127.0.0.1:0"]) == 2
+    assert "has port 0" in capsys.readouterr().err
+    assert main(["replay", log, "--to", mosquitto.url, "--start", "2030-01-01"]) == 2
+    assert "no readings lie in the --start/--end range" in capsys.readouterr().err
