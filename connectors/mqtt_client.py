@@ -99,9 +99,7 @@ class Session:
         try:
             self.client.connect(c.host, c.port, int(c.keepalive), **_connect_options(c))
         except ssl.SSLError as exc:
-            msg = f"mqtt.broker: TLS with {c.url} failed ({exc.reason or exc}); check mqtt.tls_ca"
-            msg += ", mqtt.tls_cert and mqtt.tls_key"
-            raise ConfigError(msg) from exc
+            raise ConfigError(_tls_failure(c, exc)) from exc
         except OSError as exc:
             log.warning("cannot reach broker %s (%s); retrying with backoff", c.url, _why(exc))
             self.client.connect_async(c.host, c.port, int(c.keepalive), **_connect_options(c))
@@ -538,10 +536,28 @@ def _client(c: Connection, manual_ack: bool) -> BufferedClient:
     return client
 
 
+def _tls_failure(c: Connection, exc: ssl.SSLError) -> str:
+    """What went wrong in the handshake, and the setting that fixes it: a server
+    certificate for another name (mqtt.broker's host), an expired or unknown one (the
+    CA, or the broker's certificate), or ours refused."""
+    verify = getattr(exc, "verify_message", "") or ""
+    why = verify or exc.reason or str(exc)
+    if "hostname mismatch" in verify.lower() or "ip address mismatch" in verify.lower():
+        fix = "connect by a name the broker's certificate holds (mqtt.broker)"
+    elif "expired" in verify.lower():
+        fix = "renew the broker's certificate"
+    else:
+        fix = "check mqtt.tls_ca, mqtt.tls_cert and mqtt.tls_key"
+    return f"mqtt.broker: TLS with {c.url} failed ({why}); {fix}"
+
+
 def _set_tls(client: mqtt.Client, c: Connection) -> None:
     try:
         client.tls_set(
-            ca_certs=c.tls_ca or None, certfile=c.tls_cert or None, keyfile=c.tls_key or None
+            ca_certs=c.tls_ca or None,
+            certfile=c.tls_cert or None,
+            keyfile=c.tls_key or None,
+            keyfile_password="",  # never OpenSSL's prompt on the terminal (settings check it)
         )
     except (OSError, ssl.SSLError) as exc:
         msg = f"mqtt.tls_*: cannot load the TLS files ({exc}); check the paths and formats"

@@ -175,6 +175,18 @@ def check_keepalive(seconds: float) -> str | None:
     return "must be whole seconds from 0 (off) to 65535, e.g. 30s"
 
 
+def check_key(path: str) -> str | None:
+    """A readable private key without a passphrase: the daemon cannot type one in."""
+    if problem := check_readable(path):
+        return problem
+    if path and b"ENCRYPTED" in Path(path).read_bytes()[:65_536]:
+        return (
+            "is encrypted with a passphrase, which a service cannot type in; give an "
+            "unencrypted key (openssl pkey -in KEY -out KEY.plain)"
+        )
+    return None
+
+
 def check_readable(path: str) -> str | None:
     """An empty path means 'not set'; anything else must be a file we can read."""
     if not path:
@@ -380,7 +392,7 @@ KEYS: tuple[Key, ...] = (
         check_readable),
     Key(_M, "tls_ca", "text", "", "CA file; any tls_* turns TLS on", check_readable),
     Key(_M, "tls_cert", "text", "", "client certificate (needs tls_key)", check_readable),
-    Key(_M, "tls_key", "text", "", "client certificate's key", check_readable),
+    Key(_M, "tls_key", "text", "", "client certificate's key", check_key),
     Key(_M, "max_payload", "size", "64KiB", "larger payloads are rejected",
         in_range(1, MQTT_MAX_PACKET, f"use 1 to {MQTT_MAX_PACKET} bytes, e.g. 64KiB")),
     Key(_M, "queue_size", "int", 100_000, "bounded queue from network to engine",

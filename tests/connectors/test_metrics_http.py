@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import socket
+import threading
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -70,5 +74,47 @@ def test_an_ipv6_address_is_served():
         pytest.skip("no IPv6 loopback here")
     try:
         assert http_get(f"http://[::1]:{server.port}/healthz") == (200, "ok\n")
+    finally:
+        server.close()
+
+
+def test_name_filters_pick_metric_families(endpoint):
+    url, _ = endpoint
+    status, text = http_get(f"{url}/metrics?name[]=sensorcast_steps_total")
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert status == 200 and families == {"sensorcast_steps_total"}
+
+
+def test_only_get_and_head_and_head_has_no_body(endpoint):
+    url, _ = endpoint
+    head = urllib.request.Request(f"{url}/healthz", method="HEAD")
+    with urllib.request.urlopen(head, timeout=5) as reply:
+        assert reply.status == 200 and reply.read() == b""
+        assert reply.headers["Content-Length"] == "3"
+    post = urllib.request.Request(f"{url}/healthz", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=5)
+    assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET, HEAD"
+    refused.value.close()
+
+
+def test_idle_connections_are_capped_and_timed_out(monkeypatch):
+    # a client that opens connections and never finishes a request holds no thread for long,
+    # and never more than the cap: others are still answered
+    import connectors.metrics_http as metrics_http
+
+    monkeypatch.setattr(metrics_http, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(metrics_http._QuietHandler, "timeout", 0.5)
+    server = serve_metrics(PipelineCollector(make_engine()), "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+        for conn in idle:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\n")  # and nothing more
+        time.sleep(1.0)  # past the timeout: their slots are free again
+        assert http_get(f"{url}/healthz") == (200, "ok\n")
+        assert threading.active_count() < 20
+        for conn in idle:
+            conn.close()
     finally:
         server.close()

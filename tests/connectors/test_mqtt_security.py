@@ -156,6 +156,33 @@ def test_a_missing_client_certificate_is_a_config_error(tls_broker, certs):
     assert "mqtt.tls_cert" in the_error_line(result)
 
 
+@pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")
+def test_a_certificate_for_another_name_names_the_broker_host(tls_broker, certs):
+    # the broker's certificate names the address 127.0.0.1 only, not the name localhost
+    url = f"mqtts://localhost:{tls_broker.port}"
+    settings = settings_for(url, mqtt__tls_ca=certs.ca, mqtt__tls_cert=certs.client_cert,
+                            mqtt__tls_key=certs.client_key)  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        Daemon(settings).run()
+    message = str(refused.value)
+    del refused  # its traceback holds paho's leaked socket: reported now, under the filter
+    gc.collect()
+    assert "mismatch" in message.lower()
+    assert message.endswith("connect by a name the broker's certificate holds (mqtt.broker)")
+
+
+def test_an_encrypted_key_is_refused_before_any_prompt(tmp_path, certs):
+    encrypted = tmp_path / "client-enc.key"
+    command = ["openssl", "pkey", "-in", certs.client_key, "-aes256", "-passout",
+               "pass:secret", "-out", str(encrypted)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    result = run_cli("--broker", "mqtts://127.0.0.1:1", "--tls-ca", certs.ca,
+                     "--tls-cert", certs.client_cert, "--tls-key", str(encrypted))  # fmt: skip
+    line = the_error_line(result)
+    assert "--tls-key" in line and "is encrypted with a passphrase" in line
+    assert "Enter PEM pass phrase" not in result.stdout + result.stderr
+
+
 # ---------------------------------------------------------------- passwords
 
 
