@@ -25,7 +25,7 @@ import numpy as np
 
 from connectors.mqtt_client import Connection, Publish, Session
 from connectors.payloads import Decoder, PayloadError
-from connectors.topics import TopicTemplate
+from connectors.topics import TopicTemplate, input_level
 from pipeline.clock import Clock, SystemClock
 from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
 
@@ -252,6 +252,8 @@ class MqttSource:
         parts = self.template.stream_parts(topic)
         if parts is None:
             return reject(Reason.BAD_TOPIC, f"topic {topic!r} does not match the template")
+        if "%" in topic:  # levels escaped by replay --to (or any escape_level writer)
+            parts = tuple(map(input_level, parts))
         if len(payload) > self.max_payload:
             return reject(Reason.TOO_LARGE, f"{len(payload)} bytes > {self.max_payload}")
         try:

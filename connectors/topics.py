@@ -211,6 +211,24 @@ def unescape_level(text: str) -> str:
     return "".join(out)
 
 
+def input_level(text: str) -> str:
+    """A topic level as a stream key level: ``escape_level``'s escapes undone (what
+    ``replay --to`` publishes reads back as the key replay names), anything else, a
+    sensor's own ``50%`` or ``%zz`` say, as it is.
+
+    >>> input_level("k%2B1"), input_level("50%25"), input_level("50%"), input_level("%E")
+    ('k+1', '50%', '50%', '%E')
+    """
+    if "%" not in text:
+        return text
+    try:
+        level = unescape_level(text)
+    except ValueError:
+        return text
+    # only what escape_level writes, and never an empty level from a sensor's own "%E"
+    return level if level and escape_level(level) == text else text
+
+
 def stream_topic(prefix: str, kind: str, stream: str) -> str:
     """``{prefix}/{kind}/{stream}`` with each level of ``stream`` escaped.
 

@@ -128,3 +128,18 @@ def test_port_0_and_an_empty_range_are_refused(tmp_path, capsys, mosquitto):
     assert "has port 0" in capsys.readouterr().err
     assert main(["replay", log, "--to", mosquitto.url, "--start", "2030-01-01"]) == 2
     assert "no readings lie in the --start/--end range" in capsys.readouterr().err
+
+
+def test_stream_keys_that_topics_must_escape_arrive_as_replay_names_them(
+    mosquitto, tmp_path, capsys
+):
+    log = tmp_path / "odd.csv"
+    rows = [f"{1_700_000_000 + 60 * i},{key},{i}" for i in range(3) for key in ("k+1/50%", "a#b/c")]
+    log.write_text("timestamp,stream,value\n" + "\n".join(rows) + "\n")
+    forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
+    with running(settings_for(mosquitto.url, mqtt__topic_template="sensors/#")) as daemon:
+        assert main(["replay", str(log), "--to", mosquitto.url]) == 0
+        assert wait_until(lambda: daemon.engine.stats.steps >= 6, 20)
+        received = forecasts.wait_for(6)
+    forecasts.close()
+    assert {message["stream"] for _, message in received} == {"k+1/50%", "a#b/c"}
