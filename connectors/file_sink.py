@@ -4,8 +4,9 @@ CSV columns start with exactly ``stream,timestamp,value,forecast,lower,upper,
 anomaly_score,is_anomaly`` and go on with the next-step forecast, the window
 aggregates, the model name and ``dropped``: empty for a step, else the reason a
 reading was dropped (such rows carry no forecast or score). Times are ISO 8601
-UTC (``...Z``); an unknown number (no forecast yet) is an empty cell in CSV and
-``null`` in JSON.
+UTC (``...Z``; a time off the whole second to the millisecond, each time by
+itself, so the same time is always spelled the same); an unknown number (no
+forecast yet) is an empty cell in CSV and ``null`` in JSON.
 Rows are written to a temporary file beside the output, which is renamed over
 it when the run ends well: a run that fails midway (a malformed log, an
 interrupt) leaves the file that was there before.

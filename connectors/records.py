@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,19 +47,23 @@ LAST_ISO_SECOND = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 def iso_times(seconds: np.ndarray) -> np.ndarray:
     """Epoch seconds as ISO 8601 UTC strings, ``''`` for NaN and for times past year
     9999 (a forecast's next time can overflow where a stream's interval is absurd).
+    A time on a whole second is written without a fraction, any other to the
+    millisecond: each time by itself, so a reading's time reads the same whatever
+    else shared its batch.
 
     >>> iso_times(np.array([0.0, 1.5, np.nan])).tolist()
-    ['1970-01-01T00:00:00.000Z', '1970-01-01T00:00:01.500Z', '']
+    ['1970-01-01T00:00:00Z', '1970-01-01T00:00:01.500Z', '']
     >>> iso_times(np.array([60.0, 1e300])).tolist()
     ['1970-01-01T00:01:00Z', '']
     """
-    finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
-    whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
-    unit: Literal["s", "ms"] = "s" if whole else "ms"
-    stamps = np.zeros(len(seconds), f"datetime64[{unit}]")
-    stamps[finite] = np.round(seconds[finite] * (1 if whole else 1000)).astype(np.int64)
-    text = np.datetime_as_string(stamps, unit=unit, timezone="UTC").astype(object)
-    text[~finite] = ""
+    finite, millis = _epoch_millis(seconds)
+    text = np.full(len(seconds), "", object)
+    whole = finite & (millis % 1000 == 0)
+    seconds_only = (millis[whole] // 1000).astype("datetime64[s]")
+    text[whole] = np.datetime_as_string(seconds_only, unit="s", timezone="UTC")
+    fraction = finite & ~whole
+    with_millis = millis[fraction].astype("datetime64[ms]")
+    text[fraction] = np.datetime_as_string(with_millis, unit="ms", timezone="UTC")
     return text
 
 
@@ -74,14 +78,13 @@ def iso_time_array(seconds: np.ndarray) -> pa.StringArray:
     day's 86,400 seconds.
     """
     finite, millis = _epoch_millis(seconds)
-    whole = bool(np.all(seconds[finite] == np.round(seconds[finite])))
     whole_seconds = millis // 1000
     days = whole_seconds // DAY
     unique_days, day_of_row = np.unique(days, return_inverse=True)
     day_text = pa.array(np.datetime_as_string(unique_days.astype("datetime64[D]")).tolist())
     date = pa.DictionaryArray.from_arrays(pa.array(day_of_row.astype(np.int32)), day_text)
     clock = _clock_table().take(pa.array(whole_seconds - days * DAY))
-    tail = pa.scalar("Z") if whole else _MILLIS_TABLE.take(pa.array(millis % 1000))
+    tail = _MILLIS_TABLE.take(pa.array(millis % 1000))  # ms 0 is "Z": a whole second
     text = pc.binary_join_element_wise(date.cast(pa.string()), clock, tail, "")
     return pc.if_else(pa.array(finite), text, pa.nulls(len(seconds), pa.string()))
 
@@ -94,7 +97,7 @@ def _epoch_millis(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return finite, millis
 
 
-_MILLIS_TABLE = pa.array([f".{ms:03d}Z" for ms in range(1000)])
+_MILLIS_TABLE = pa.array(["Z", *(f".{ms:03d}Z" for ms in range(1, 1000))])
 
 
 @functools.cache
