@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as arrow_csv
@@ -38,14 +38,24 @@ import pyarrow.parquet as parquet
 from connectors.records import CSV_COLUMNS, verdict_records, verdict_table
 from pipeline.errors import ConfigError, SinkError
 from pipeline.types import VerdictBatch
+from pipeline.writable import beside
 
 
-def _beside(path: str) -> tuple[str, str]:
+def _beside(path: str) -> tuple[Path, Path]:
     """(the file to write, the temporary file beside it that is written first). A symlink
     is followed, so the file it points to is the one replaced."""
-    final = os.path.realpath(path)
-    folder, name = os.path.split(final)
-    return final, os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    final = Path(os.path.realpath(path))
+    return final, beside(final)
+
+
+def _discard(file: IO[Any], tmp: Path) -> None:
+    """A sink's temporary file closed and removed (once), its output left as it was."""
+    if file.closed:
+        return
+    with contextlib.suppress(OSError):
+        file.close()
+    with contextlib.suppress(OSError):
+        tmp.unlink()
 
 
 class _FileSink:
@@ -55,10 +65,10 @@ class _FileSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._final, self._tmp = ("", "") if self.path == "-" else _beside(self.path)
+        self._final, self._tmp = _beside(self.path) if self.path != "-" else (Path(), Path())
         self._file: IO[str] = sys.stdout if self.path == "-" else self._open(self._tmp)
 
-    def _open(self, tmp: str) -> IO[str]:
+    def _open(self, tmp: Path) -> IO[str]:
         try:
             return open(tmp, "w", encoding="utf-8", newline="")
         except OSError as exc:
@@ -91,11 +101,8 @@ class _FileSink:
 
     def discard(self) -> None:
         """The rows are dropped and ``path`` is left as it was."""
-        if self._file is not sys.stdout and not self._file.closed:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
+        if self._file is not sys.stdout:
+            _discard(self._file, self._tmp)
 
 
 class CsvFileSink(_FileSink):
@@ -221,11 +228,7 @@ class ParquetFileSink:
 
     def discard(self) -> None:
         """The rows are dropped and ``path`` is left as it was."""
-        if not self._file.closed:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
+        _discard(self._file, self._tmp)
 
 
 def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink | ParquetFileSink:

@@ -629,14 +629,13 @@ def plain_client(url: str, client_id: str, flag: str = "--to") -> mqtt.Client:
         msg = f"{flag}: cannot reach broker {url} ({_why(exc)}); is it running?"
         raise ConfigError(msg) from exc
     client.loop_start()
-    refused = answers[0] if answered.wait(CONNECT_SECONDS) and answers[0].is_failure else None
-    if refused is not None or not answered.is_set():
-        client.disconnect()
-        client.loop_stop()
-        if refused is None:
-            msg = f"{flag}: {url} did not answer as an MQTT broker within {CONNECT_SECONDS:g} s"
-        else:
-            msg = f"{flag}: broker {url} refused the connection ({refused}); give the user as "
-            msg += f"user@ in the URL and the password in {PASSWORD_ENV}"
-        raise ConfigError(msg)
-    return client
+    if not answered.wait(CONNECT_SECONDS):
+        msg = f"{flag}: {url} did not answer as an MQTT broker within {CONNECT_SECONDS:g} s"
+    elif answers[0].is_failure:
+        msg = f"{flag}: broker {url} refused the connection ({answers[0]}); give the user as "
+        msg += f"user@ in the URL and the password in {PASSWORD_ENV}"
+    else:
+        return client
+    client.disconnect()
+    client.loop_stop()
+    raise ConfigError(msg)

@@ -26,6 +26,7 @@ from models.compiled_gru import GruWeights
 from models.features import FEATURES
 from models.rnn import RnnForecaster
 from pipeline.errors import ModelLoadError, SinkError
+from pipeline.writable import beside
 
 if TYPE_CHECKING:
     from models.gru import GaussianGRU
@@ -70,8 +71,7 @@ def save_checkpoint(network: GaussianGRU, path: str | Path, meta: dict[str, Any]
     from safetensors.torch import save
 
     weights, metadata = paths_of(path)
-    tmp_weights = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-    tmp_meta = metadata.with_name(f".{metadata.name}.{os.getpid()}.tmp")
+    tmp_weights, tmp_meta = beside(weights), beside(metadata)
     tensors = {name: t.detach().contiguous() for name, t in network.state_dict().items()}
     data = save(tensors)
     meta = {
@@ -102,7 +102,7 @@ def _put_pair(tmp_weights: Path, weights: Path, tmp_meta: Path, metadata: Path) 
     Only a crash between the two renames leaves a mixed pair; the loader then finds the
     new metadata in its temporary file and says how to finish the save.
     """
-    earlier = weights.with_name(f".{weights.name}.{os.getpid()}.earlier")
+    earlier = beside(weights, "earlier")
     try:
         os.link(weights, earlier)
     except OSError:  # no earlier weights (or no hard links here): nothing to bring back

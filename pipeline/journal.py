@@ -112,26 +112,22 @@ class Journal:
 
     def append(self, batch: ReadingBatch) -> bool:
         """Append ``batch``'s readings; False when the journal is full or not open."""
-        if self._file is None or not len(batch) or self.full:
-            return False
-        frame = encode(batch)
+        return bool(len(batch)) and self._accepting() and self._append(encode(batch))
+
+    def append_event(self, kind: int, streams: Sequence[str]) -> bool:
+        """Append a housekeeping event of ``streams``; False when full or not open."""
+        return bool(streams) and self._accepting() and self._append(encode_event(kind, streams))
+
+    def _accepting(self) -> bool:
+        return self._file is not None and not self.full
+
+    def _append(self, frame: bytes) -> bool:
         if self.size + len(frame) > self.max_bytes:
             self.full = True
             log.error(
                 "journal %s passed %d bytes: snapshots are failing; readings from now on are "
                 "lost on a crash until a snapshot succeeds", self.path, self.max_bytes,
             )  # fmt: skip
-            return False
-        self._write(frame)
-        return True
-
-    def append_event(self, kind: int, streams: Sequence[str]) -> bool:
-        """Append a housekeeping event of ``streams``; False when full or not open."""
-        if self._file is None or not len(streams) or self.full:
-            return False
-        frame = encode_event(kind, streams)
-        if self.size + len(frame) > self.max_bytes:
-            self.full = True
             return False
         self._write(frame)
         return True

@@ -61,17 +61,16 @@ def read_snapshot(
     down does not count towards idle close or eviction.
     """
     path = Path(path)
-    arrays, meta = _load(path)
+    arrays, meta, keys = _load(path)
     _check_compatible(path, meta, fingerprints)
-    _fill(table, path, arrays, meta, now)
+    _fill(table, path, arrays, keys, meta, now)
 
 
 def inspect_snapshot(path: str | Path, streams: int = 0) -> dict[str, Any]:
     """What a snapshot holds, without a model: meta, array shapes and, for the first
     ``streams`` streams, the newest reading time and value each has applied."""
-    arrays, meta = _load(Path(path))
+    arrays, meta, keys = _load(Path(path))
     meta["arrays"] = {name: list(a.shape) for name, a in arrays.items() if name != "keys"}
-    keys = arrays["keys"].tobytes().decode().split("\0") if meta.get("streams") else []
     last_t, last_value = arrays.get("col_last_t"), arrays.get("col_last_value")
     meta["sample"] = [
         {"stream": key, "last_t": _number(last_t, i), "last_value": _number(last_value, i)}
@@ -131,7 +130,8 @@ PENDING_MEMBERS = ("pending_slot", "pending_timestamp", "pending_value")
 REQUIRED_MEMBERS = {"keys", *PENDING_MEMBERS}
 
 
-def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
+    """The arrays, the meta record and the stream keys of a snapshot, checked whole."""
     try:
         if _head(path) != ZIP_MAGIC:  # not an .npz: numpy would try it as a pickle
             msg = f"{path} is not a sensorcast snapshot; give a snapshot file, or a new name "
@@ -153,35 +153,44 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not isinstance(meta, dict):
         msg = f"snapshot {path} has no valid meta record; move it away to start cold"
         raise SnapshotError(msg)
-    if problem := _damage(arrays, meta):
-        msg = f"snapshot {path} is damaged ({problem}); move it away to start cold"
-        raise SnapshotError(msg)
-    return arrays, meta
+    keys = _stream_keys(path, arrays, meta)
+    _check_pending(path, arrays, keys)
+    return arrays, meta, keys
 
 
-def _damage(arrays: dict[str, Any], meta: dict[str, Any]) -> str | None:
-    """What is wrong with a snapshot's members that a zip check does not see: one that is
-    not an array (numpy hands back the raw bytes), one that is missing, keys that are
-    not text, pending readings that point past the streams."""
+def _damaged(path: Path, why: str) -> SnapshotError:
+    return SnapshotError(f"snapshot {path} is damaged ({why}); move it away to start cold")
+
+
+def _stream_keys(path: Path, arrays: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """The snapshot's stream keys; SnapshotError when its members cannot give them: one
+    that is not an array (numpy hands back the raw bytes), one that is missing, keys
+    that are not text or not as many as the meta record says."""
     if bad := next((name for name, a in arrays.items() if not isinstance(a, np.ndarray)), None):
-        return f"{bad} is not an array"
+        raise _damaged(path, f"{bad} is not an array")
     if missing := sorted(REQUIRED_MEMBERS - set(arrays)):
-        return f"no {', '.join(missing)}"
+        raise _damaged(path, f"no {', '.join(missing)}")
     if not isinstance(meta.get("streams"), int):
-        return "its meta record has no stream count"
+        raise _damaged(path, "its meta record has no stream count")
     try:
         keys = arrays["keys"].tobytes().decode().split("\0") if meta["streams"] else []
-    except UnicodeDecodeError:
-        return "its stream keys are not UTF-8 text"
+    except UnicodeDecodeError as exc:
+        raise _damaged(path, "its stream keys are not UTF-8 text") from exc
     if len(keys) != meta["streams"]:
-        return f"{len(keys)} stream keys where its meta record says {meta['streams']}"
+        raise _damaged(
+            path, f"{len(keys)} stream keys where its meta record says {meta['streams']}"
+        )
+    return keys
+
+
+def _check_pending(path: Path, arrays: dict[str, np.ndarray], keys: list[str]) -> None:
+    """Pending readings must line up and belong to the snapshot's streams."""
     slot = arrays["pending_slot"]
     sizes = {len(arrays[name]) for name in PENDING_MEMBERS}
     if slot.ndim != 1 or slot.dtype.kind != "i" or len(sizes) != 1:
-        return "its pending readings do not line up"
+        raise _damaged(path, "its pending readings do not line up")
     if len(slot) and (slot.min() < 0 or slot.max() >= len(keys)):
-        return "a pending reading belongs to no stream"
-    return None
+        raise _damaged(path, "a pending reading belongs to no stream")
 
 
 def _head(path: Path) -> bytes:
@@ -208,12 +217,16 @@ def _check_compatible(path: Path, meta: dict[str, Any], fingerprints: Mapping[st
 
 
 def _fill(
-    table: StateTable, path: Path, arrays: dict[str, np.ndarray], meta: dict, now: float
+    table: StateTable,
+    path: Path,
+    arrays: dict[str, np.ndarray],
+    keys: list[str],
+    meta: dict,
+    now: float,
 ) -> None:
     if len(table):
         msg = "can only restore a snapshot into an empty state table"
         raise SnapshotError(msg)
-    keys = arrays["keys"].tobytes().decode().split("\0") if meta["streams"] else []
     columns = {name[4:]: a for name, a in arrays.items() if name.startswith("col_")}
     _check_shapes(table, path, keys, columns)
     if len(keys) > table.max_streams:

@@ -71,11 +71,18 @@ def not_an_input(path: str | Path, inputs: Sequence[Path], what: str) -> None:
             raise ConfigError(msg)
 
 
+def beside(path: Path, kind: str = "tmp") -> Path:
+    """The hidden file next to ``path`` that this process writes first and renames over
+    it (``.NAME.PID.tmp``): one writer of a path per process, and a name a crash's
+    leftovers can be found by."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{kind}")
+
+
 def replace_whole(path: Path, data: bytes) -> None:
     """``data`` at ``path``, never half-written: put in a new file beside it, on disk,
     then renamed over it. The temporary file is removed on any failure (an interrupt
     too), and the OSError is the caller's to word."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer of a path per process
+    tmp = beside(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)

@@ -317,16 +317,23 @@ def test_a_data_file_without_rows_exits_2_before_the_pass(small, tmp_path, capsy
     assert not out.exists()
 
 
+def edited_run(small: Path, out: Path, capsys, cells: dict[tuple[int, int], str]) -> str:
+    """``nab`` over ``small`` once its ``catA/s1.csv`` has the given (line, field) cells
+    changed (1-based lines of the file: data row 10 is line 12); the summary it printed."""
+    s1 = small / "data/catA/s1.csv"
+    lines = [line.split(",") for line in s1.read_text().splitlines()]
+    for (line, field), text in cells.items():
+        lines[line - 1][field] = text
+    s1.write_text("\n".join(",".join(fields) for fields in lines) + "\n")
+    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 0
+    return capsys.readouterr().out
+
+
 def test_the_summary_names_the_first_dropped_reading_of_each_reason(small, tmp_path, capsys):
     s1 = small / "data/catA/s1.csv"
-    lines = s1.read_text().splitlines()
-    lines[11] = "not-a-time," + lines[11].split(",")[1]  # data row 10: line 12 of the file
-    lines[21] = lines[21].split(",")[0] + ",nan"  # line 22
-    lines[31] = lines[31].split(",")[0] + ",nan"  # line 32
-    s1.write_text("\n".join(lines) + "\n")
     out = tmp_path / "results"
-    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    printed = edited_run(small, out, capsys, {(12, 0): "not-a-time", (22, 1): "nan",
+                                              (32, 1): "nan"})  # fmt: skip
     assert "; 3 dropped by the pipeline, scored 0: " in printed
     assert f"bad_timestamp 1 (first at {s1}:12), non_finite 2 (first at {s1}:22);" in printed
     scores = pd.read_csv(out / "catA/sensorcast_s1.csv")["anomaly_score"]
@@ -337,13 +344,9 @@ def test_a_value_that_is_not_a_number_is_a_bad_value_and_a_blank_one_is_missing(
     small, tmp_path, capsys
 ):
     s1 = small / "data/catA/s1.csv"
-    lines = s1.read_text().splitlines()
-    for line, value in ((12, "abc"), (22, ""), (32, " "), (42, "NaN")):  # lines of the file
-        lines[line - 1] = lines[line - 1].split(",")[0] + "," + value
-    s1.write_text("\n".join(lines) + "\n")
     out = tmp_path / "results"
-    assert main(["nab", "--data", str(small), "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    values = {(12, 1): "abc", (22, 1): "", (32, 1): " ", (42, 1): "NaN"}
+    printed = edited_run(small, out, capsys, values)
     assert "; 2 dropped by the pipeline, scored 0: " in printed
     assert f"bad_value 1 (first at {s1}:12), non_finite 1 (first at {s1}:42);" in printed
     assert "; 2 empty values, scored 0;" in printed
