@@ -40,9 +40,11 @@ FORMATS = ("auto", "long", "wide", "nab")
 SAMPLE_ROWS = 1000
 WHITESPACE = r"\s+"
 ROW_ID = "<row id>"  # the unnamed leading field of UCI occupancy rows
+TRAILING = "<trailing separator>"  # the empty field after a separator that ends every row
+UNNAMED = (ROW_ID, TRAILING)  # fields the header does not name: never a column to replay
 STREAM_NAMES = ("stream", "key", "sensor", "series")
 KEY_NAMES = ("station", "station_id", "site", "device")
-INDEX_NAMES = frozenset({"no", "id", "index", "unnamed: 0", ROW_ID.lower()})
+INDEX_NAMES = frozenset({"no", "id", "index", "unnamed: 0", *(n.lower() for n in UNNAMED)})
 NDBC_MISSING = {  # NDBC stdmet missing-value codes, per column (older files: WD, BAR)
     **dict.fromkeys(("WSPD", "GST", "WVHT", "DPD", "APD", "VIS", "TIDE"), 99.0),
     **dict.fromkeys(("WDIR", "WD", "MWD", "ATMP", "WTMP", "DEWP"), 999.0),
@@ -56,7 +58,7 @@ class Layout:
 
     path: Path
     sep: str
-    names: tuple[str, ...]  # every column as read, a leading ROW_ID included
+    names: tuple[str, ...]  # every column as read, a leading ROW_ID or TRAILING included
     skip: int  # lines before the first data row: the header, maybe a units row
     format: str  # nab | long | wide
     time: TimeSpec
@@ -119,9 +121,13 @@ def inspect(
     names = _clean_names(path, _fields(lines[0], sep))
     time = timestamps.find(names)
     skip = 2 if time and _is_units_row(lines[1:], names, sep, time) else 1
-    widths = [len(_fields(line, sep)) for line in lines[skip : skip + 2]]
+    rows = [_fields(line, sep) for line in lines[skip : skip + 2]]
+    widths = [len(fields) for fields in rows]
     if widths and all(width == len(names) + 1 for width in widths):
-        names = [ROW_ID, *names]  # every row starts with an unnamed row id (UCI's files)
+        if all(fields[-1] == "" for fields in rows) and sep != WHITESPACE:
+            names = [*names, TRAILING]  # every row ends with a separator (an export's habit)
+        else:
+            names = [ROW_ID, *names]  # every row starts with an unnamed row id (UCI's files)
     head_malformed: tuple[tuple[int, str], ...] = ()
     if widths and widths[0] > len(names):  # pandas would take the extra fields as an index
         head_malformed = ((skip + 1, f"expected {len(names)} fields, saw {widths[0]}"),)
@@ -153,6 +159,28 @@ def expand(paths: Sequence[str | Path]) -> list[Named]:
     """Files to replay, each once, with the names their streams get. Names that different
     files share (``a/x.csv b/x.csv``) are lengthened by parent folders until they differ
     (``a/x``, ``b/x``), so two series never become one stream."""
+    return expand_groups([paths])[0]
+
+
+def expand_groups(groups: Sequence[Sequence[str | Path]]) -> list[list[Named]]:
+    """``expand`` of several groups at once (one per ``LOG:COL`` spec), so that files of
+    different groups that share a name are told apart too; a file may be in several
+    groups (``x.csv:TEMP x.csv:PRES``) and has one name in all of them."""
+    listed = [_listed(paths) for paths in groups]
+    unique: dict[Path, tuple[Path, str]] = {}
+    for files in listed:
+        for path, name in files:
+            unique.setdefault(path.resolve(), (path, name))
+    real = [path.with_suffix("") for path in unique]
+    names = _distinct([name for _, name in unique.values()], real)
+    prefixes = _distinct([path.stem for path, _ in unique.values()], real)
+    named = dict(zip(unique, zip(names, prefixes, strict=True), strict=True))
+    return [[Named(path, *named[path.resolve()]) for path, _ in files] for files in listed]
+
+
+def _listed(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """(file, name) for every file ``paths`` name: a folder's CSV files by their path
+    below it, a file by its stem; a file named twice is an InputFileError."""
     files: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw)
@@ -168,10 +196,7 @@ def expand(paths: Sequence[str | Path]) -> list[Named]:
             msg = f"{path}: no such file or directory; check the path"
             raise InputFileError(msg)
     _refuse_repeats([path for path, _ in files])
-    real = [path.resolve().with_suffix("") for path, _ in files]
-    names = _distinct([name for _, name in files], real)
-    prefixes = _distinct([path.stem for path, _ in files], real)
-    return [Named(*named) for named in zip([p for p, _ in files], names, prefixes, strict=True)]
+    return files
 
 
 def _refuse_repeats(paths: Sequence[Path]) -> None:
@@ -217,9 +242,10 @@ def _fields(line: str, sep: str) -> list[str]:
 
 
 def _cells(line: str, sep: str, width: int) -> list[str]:
-    """A raw row's fields under the header's names (a leading row id dropped)."""
+    """A raw row's fields under the header's names (a leading row id or a trailing
+    separator's empty field dropped)."""
     fields = _fields(line, sep)
-    return fields[1:] if len(fields) == width + 1 else fields[:width]
+    return fields[1:] if len(fields) == width + 1 and fields[-1] != "" else fields[:width]
 
 
 def _clean_names(path: Path, raw: Sequence[str]) -> list[str]:
@@ -285,7 +311,7 @@ def _sample(path: Path, sep: str, names: Sequence[str], skip: int) -> pd.DataFra
 
 
 def _detect(names: Sequence[str]) -> str:
-    lower = [n.lower() for n in names if n != ROW_ID]
+    lower = [n.lower() for n in names if n not in UNNAMED]
     if lower == ["timestamp", "value"]:
         return "nab"
     if _named(names, STREAM_NAMES) and _named(names, ("value",)):
@@ -300,7 +326,7 @@ def _named(names: Sequence[str], wanted: Sequence[str]) -> str | None:
 
 
 def _missing(path: Path, what: str, format: str, names: Sequence[str]) -> InputFileError:
-    found = ", ".join(n for n in names if n != ROW_ID)
+    found = ", ".join(n for n in names if n not in UNNAMED)
     hint = {
         "nab": "a nab file has exactly the columns timestamp,value",
         "long": "a long file has a time column, a stream column (stream/key/sensor/series) "
@@ -353,7 +379,7 @@ def _wide(
     if picked is None:
         skip = {*time.columns, key}
         values = [n for n in names if n not in skip and n.lower() not in INDEX_NAMES]
-        values = [n for n in values if _has_numbers(sample[n])]
+        values = [n for n in values if _has_numbers(sample[n]) and not _blank(n, sample[n])]
     else:
         not_values = {*time.columns, key} - {None}
         values = [_picked(path, sample, column, not_values) for column in dict.fromkeys(picked)]
@@ -375,7 +401,7 @@ def _wide(
 def _picked(path: Path, sample: pd.DataFrame, column: str, not_values: set[str]) -> str:
     """A value column asked for by name (``--columns``, ``LOG:COL``), repeats dropped."""
     if column not in sample.columns:
-        found = ", ".join(n for n in sample.columns if n != ROW_ID)
+        found = ", ".join(n for n in sample.columns if n not in UNNAMED)
         msg = f"{path}: no column {column!r} to replay (columns found: {found}); pick "
         msg += "value columns from those (--columns or LOG:COLUMN,COLUMN)"
         raise InputFileError(msg)
@@ -385,6 +411,12 @@ def _picked(path: Path, sample: pd.DataFrame, column: str, not_values: set[str])
         raise InputFileError(msg)
     _check_numbers(path, sample, column)
     return column
+
+
+def _blank(name: str, column: pd.Series) -> bool:
+    """A column without a name or a value in the sample: the empty field after a
+    separator that ends the header and every row, not a sensor."""
+    return name.startswith("Unnamed: ") and bool(column.isna().all())
 
 
 def _has_numbers(column: pd.Series) -> bool:

@@ -58,6 +58,7 @@ from connectors import timestamps
 from connectors.csv_formats import (
     FORMATS,
     Layout,
+    Named,
     cell_text,
     expand,
     inspect,
@@ -87,7 +88,7 @@ class CsvSource:
 
     def __init__(
         self,
-        paths: Sequence[str | Path],
+        paths: Sequence[str | Path] | Sequence[Named],
         *,
         format: str = "auto",
         columns: Sequence[str] | None = None,
@@ -112,7 +113,7 @@ class CsvSource:
         # every file is inspected now, so a bad file fails before any replay starts
         self._layouts = [
             inspect(file.path, format=format, columns=columns, name=file.name, prefix=file.prefix)
-            for file in expand(paths)
+            for file in _named(paths)
         ]
         self._index = 0
         self._file: _FileReader | None = None
@@ -185,10 +186,11 @@ class CsvSource:
         upcoming = file.next_time()
         if upcoming is None:  # the file is done, but for malformed last lines
             return file.take(max_items, math.inf)
-        if self.end is not None and upcoming > self.end:
-            return None  # the rest is after `end`
+        if self.end is not None and upcoming > self.end:  # a log need not be sorted by time:
+            return self._within(file.take(max_items, math.inf, after=self.end))  # skip, read on
         if self.start is not None and upcoming < self.start:
-            return self._within(file.take(max_items, self.start))  # skipped, never paced
+            before = math.nextafter(self.start, -math.inf)  # a row at `start` is paced
+            return self._within(file.take(max_items, before))  # skipped, never paced
         if self.speed is None:
             return self._within(file.take(max_items, math.inf))
         if self._anchor is None and not math.isnan(upcoming):
@@ -265,6 +267,13 @@ def file_positions(positions: Mapping[str, int]) -> dict[str, int]:
     True
     """
     return {file_key(Path(key)): position for key, position in positions.items()}
+
+
+def _named(paths: Sequence[str | Path] | Sequence[Named]) -> list[Named]:
+    """The files to replay: ``paths`` expanded, unless already (``expand_groups``)."""
+    if all(isinstance(path, Named) for path in paths):
+        return [path for path in paths if isinstance(path, Named)]
+    return expand([path for path in paths if not isinstance(path, Named)])
 
 
 def _or(value: float | None, default: float) -> float:
@@ -358,11 +367,13 @@ class _FileReader:
         chunk = self._current()
         return None if chunk is None else float(chunk.time[self._cursor])
 
-    def take(self, max_items: int, due: float) -> ReadingBatch | None:
+    def take(self, max_items: int, due: float, after: float = -math.inf) -> ReadingBatch | None:
+        """The next rows up to the first not yet ``due``, or (``after``) the first that is
+        not after that time."""
         chunk = self._current()
         if chunk is None:
             return self._with_malformed(None, math.inf)  # None once all is said
-        start, self._cursor = self._cursor, chunk.cut(self._cursor, max_items, due)
+        start, self._cursor = self._cursor, chunk.cut(self._cursor, max_items, due, after)
         batch = chunk.batch(start, self._cursor, self.partition, self.span)
         rest = chunk.seq[self._cursor] if self._cursor < len(chunk.seq) else math.inf
         return self._with_malformed(batch, rest)
@@ -481,15 +492,22 @@ class Chunk:
     problem_reason: np.ndarray  # (p,) int64 Reason
     problem_field: np.ndarray  # (p,) int64
 
-    def cut(self, start: int, max_items: int, due: float = math.inf) -> int:
+    def cut(
+        self, start: int, max_items: int, due: float = math.inf, after: float = -math.inf
+    ) -> int:
         """End of the next batch: whole rows, at most ``max_items`` readings (at least one
-        row), and only rows whose event time is due."""
+        row), and only rows whose event time is due; with ``after``, only rows whose event
+        time is after it (the rows beyond ``--end``, skipped in one go)."""
         first = int(np.searchsorted(self.row, start))
         if first + max_items >= len(self.row):
             stop = len(self.seq)
         else:
             stop = max(int(self.row[first + max_items]), start + 1)
-        late = np.flatnonzero(self.time[start:stop] > due)  # NaN times never wait
+        time = self.time[start:stop]
+        stops = time > due  # NaN times never wait
+        if after > -math.inf:
+            stops |= ~(time > after)  # a NaN time is not skipped: it is reported
+        late = np.flatnonzero(stops)
         return start + int(late[0]) if len(late) else stop
 
     def batch(

@@ -44,7 +44,9 @@ _WORDS = {  # split-column names: plain words (any case) and NDBC's tokens (exac
 _SPLIT_RANGES = {"year": (1678, 2261), "month": (1, 12), "day": (1, 31), "hour": (0, 24),
                  "minute": (0, 60)}  # fmt: skip
 _EPOCH = pd.Timestamp(0, tz="UTC")
-_OFFSET = r"(?:[zZ]|[+-]\d\d:?\d\d)\s*$"  # ISO text that carries its own zone
+# ISO text that carries its own zone after its clock time: Z, +01:00, +0100 or +01
+# (PostgreSQL's timestamptz); after the clock, so a date's -01 is not taken for one
+_OFFSET = r"\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d\d(?::?\d\d)?)\s*$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,19 @@ def settle(spec: TimeSpec, sample: pd.DataFrame) -> TimeSpec:
     if len(cells) and _iso_by_arrow(cells) is not None:
         return replace(spec, kind="iso")  # every cell is an ISO time, so none a number
     numeric = numbers(cells).notna()
+    if len(cells) and numeric.mean() >= 0.5 and _basic_dates(cells):
+        return replace(spec, kind="iso")
     kind = "epoch" if len(cells) and numeric.mean() >= 0.5 else "iso"
     return replace(spec, kind=kind)
+
+
+def _basic_dates(cells: pd.Series) -> bool:
+    """Every cell a date written YYYYMMDD (20200131), which pandas reads as ISO 8601: as
+    epoch seconds they would all fall within 1970-1973."""
+    text = cells.astype("str").str.strip()
+    if not text.str.fullmatch(r"(19|20)\d{6}").all():
+        return False
+    return bool(pd.to_datetime(text, format="%Y%m%d", errors="coerce").notna().all())
 
 
 def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> np.ndarray:

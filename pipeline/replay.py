@@ -21,7 +21,7 @@ from pipeline.config import (
 )
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
-from pipeline.errors import ConfigError, SinkError
+from pipeline.errors import ConfigError, InputFileError, SinkError
 from pipeline.log_specs import check_columns, column_list, empty_range, split_spec
 from pipeline.protocols import Sink
 from pipeline.runner import Runner, Schedule
@@ -150,16 +150,44 @@ def csv_source(args: argparse.Namespace, paths: Sequence[str | Path]) -> Any:
     specs = [split_spec(str(path)) for path in paths]
     if all(columns is None for _, columns in specs):
         return CsvSource([path for path, _ in specs], columns=default, **options)
+    groups = _spec_files(specs)  # named together: a/x.csv:T b/x.csv:T are two streams
     return ChainedSource(
-        [CsvSource([path], columns=columns or default, **options) for path, columns in specs]
+        [
+            CsvSource(files, columns=columns or default, **options)
+            for files, (_, columns) in zip(groups, specs, strict=True)
+        ]
     )
 
 
-def input_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The log files ``paths`` name (``LOG:COL`` specs and folders included), unread."""
-    from connectors.csv_formats import expand
+def _spec_files(specs: Sequence[tuple[str, list[str] | None]]) -> list[list[Any]]:
+    """Each spec's files, named as one set; a column of one file picked by two specs is
+    an InputFileError (its readings would all be dropped as late the second time)."""
+    from connectors.csv_formats import expand_groups
 
-    return [file.path for file in expand([split_spec(str(path))[0] for path in paths])]
+    groups = expand_groups([[path] for path, _ in specs])
+    picked: dict[tuple[Path, str], str] = {}  # (file, column or "*" for all): its spec
+    for files, (path, columns) in zip(groups, specs, strict=True):
+        spec = f"{path}:{','.join(columns)}" if columns else path
+        for file in files:
+            real = file.path.resolve()
+            every = [earlier for (f, _), earlier in picked.items() if f == real]
+            clash = [picked.get((real, c)) for c in (columns or [])] + [picked.get((real, "*"))]
+            if (earlier := next((e for e in clash if e), None)) or (every and not columns):
+                msg = f"{spec}: picks columns of {file.path} that {earlier or every[0]} picks "
+                msg += "too; name each column of a log once"
+                raise InputFileError(msg)
+            picked.update(((real, c), spec) for c in (columns or ["*"]))
+    return groups
+
+
+def input_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The log files ``paths`` name (``LOG:COL`` specs and folders included), unread,
+    each once."""
+    from connectors.csv_formats import expand_groups
+
+    groups = expand_groups([[split_spec(str(path))[0]] for path in paths])
+    files = {file.path.resolve(): file.path for files in groups for file in files}
+    return list(files.values())
 
 
 def time_range(args: argparse.Namespace) -> tuple[float | None, float | None]:

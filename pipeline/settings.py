@@ -263,7 +263,7 @@ def read_file(path: Path, shown: str, via: str = "") -> dict[str, Given]:
 def _parse_toml(path: Path, shown: str, via: str) -> dict[str, Any]:
     named = f" (named by {via})" if via else ""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # Notepad starts files with a BOM
         return tomllib.loads(text)
     except FileNotFoundError:
         msg = f"config file {shown}{named} does not exist; check the path"
@@ -282,8 +282,13 @@ def _toml_error(shown: str, message: str) -> str:
     what = _TOML_WHERE.sub("", message)
     line = f"{shown}:{where.group(1)}: " if where else f"{shown}: "
     column = f" at column {where.group(2)}" if where else ""
-    # the usual slip is a bare word; a repeated table or key needs no quoting advice
-    hint = "" if "twice" in what else '; text needs quotes, e.g. window = "60s"'
+    # the usual slip is a bare word (`sixty`, `60s`); other mistakes need no quoting advice
+    bare = what.startswith(("Invalid value", "Expected newline or end of document"))
+    hint = (
+        '; text needs quotes, e.g. window = "60s"'
+        if bare and "end of document)" not in what
+        else ""
+    )
     return f"{line}invalid TOML: {what}{column}{hint}"
 
 

@@ -346,6 +346,23 @@ def test_column_picks_that_pick_nothing_or_twice_are_refused(tmp_path, capsys, a
     assert not out.exists()
 
 
+def test_column_picks_of_same_named_logs_in_two_folders_stay_two_streams(tmp_path, capsys):
+    text = "timestamp,TEMP,PRES\n2020-01-01T00:00:00Z,1,10\n2020-01-01T00:01:00Z,2,11\n"
+    for folder in "ab":
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.csv").write_text(text)
+    a, b, out = tmp_path / "a/x.csv", tmp_path / "b/x.csv", tmp_path / "steps.csv"
+    argv = ["--model", "persistence", "--out", str(out)]
+    assert main(["replay", f"{a}:TEMP", f"{b}:TEMP", f"{a}:PRES", *argv]) == 0
+    assert pd.read_csv(out).groupby("stream").size().to_dict() == {
+        "a/x/PRES": 2, "a/x/TEMP": 2, "b/x/TEMP": 2
+    }  # fmt: skip
+    capsys.readouterr()
+    assert main(["replay", f"{a}:TEMP", f"{a}:PRES,TEMP", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{a}:PRES,TEMP: picks columns of {a} that {a}:TEMP " in err
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [

@@ -396,6 +396,27 @@ def test_rows_outside_start_and_end_count_no_missing_and_no_problems(
     assert [(r.reason, r.seq) for r in out.rejections] == [(Reason.BAD_TIMESTAMP, 6)]
 
 
+@pytest.mark.parametrize("chunk_rows", [2, 3, 100])
+def test_end_keeps_readings_of_a_log_not_sorted_by_time(tmp_path: Path, chunk_rows: int) -> None:
+    # every reading of stream a, then every reading of b: rows after --end come first
+    rows = [f"{T0 + t},{s},{t}" for s in "ab" for t in range(4)]
+    path = write(tmp_path, "two.csv", "ts,stream,value\n" + "\n".join(rows) + "\n")
+    out = replay(path, end=T0 + 1, chunk_rows=chunk_rows)
+    assert sorted((row[0], row[2]) for row in out.rows) == [
+        ("a", 0.0), ("a", 1.0), ("b", 0.0), ("b", 1.0)
+    ]  # fmt: skip
+
+
+def test_a_separator_that_ends_every_row_is_not_a_column(tmp_path: Path) -> None:
+    text = "timestamp,TEMP\n2020-01-01T00:00:00Z,21.5,\n2020-01-01T00:01:00Z,21.6,\n"
+    out = replay(write(tmp_path, "export.csv", text))
+    assert out.rows == [("export/TEMP", T0, 21.5, 2), ("export/TEMP", T0 + 60, 21.6, 3)]
+    assert (out.missing, out.rejections) == (0, [])
+    text = "timestamp,value,\n2020-01-01T00:00:00Z,1,\n"  # the header ends with one too
+    out = replay(write(tmp_path, "m.csv", text))
+    assert (out.rows, out.missing) == ([("m/value", T0, 1.0, 2)], 0)
+
+
 def test_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
     text = "timestamp,value\n2020-01-01T00:00:00Z,1\n\n2020-01-01T00:01:00Z,2\n\n"
     out = replay(write(tmp_path, "gaps.csv", text))
@@ -696,6 +717,17 @@ def test_speed_releases_readings_as_event_time_advances(tmp_path: Path) -> None:
     rest = source.poll(100, timeout=0.0)
     assert rest is not None and rest.value.tolist() == [2.0, 3.0]
     assert source.poll(100, timeout=0.0) is None
+
+
+def test_with_start_the_first_reading_in_range_starts_the_pacing(tmp_path: Path) -> None:
+    clock = FakeClock()
+    source = CsvSource([minutes_file(tmp_path)], speed=60.0, clock=clock, start=T0 + 60)
+    values: list[float] = []
+    while (batch := source.poll(100, timeout=5.0)) is not None:
+        values += [v for v in batch.value.tolist()]
+        if len(batch):
+            assert clock.monotonic() == pytest.approx(len(values) - 1)  # one a second
+    assert values == [1.0, 2.0, 3.0]
 
 
 def test_without_speed_the_clock_is_never_used(tmp_path: Path) -> None:

@@ -87,3 +87,30 @@ def test_a_date_alone_among_times_is_its_midnight_either_way() -> None:
     cells: list[str | None] = ["2014-04-01 00:05:00", "2014-04-02"]
     assert timestamps._iso_by_arrow(pd.Series(cells, dtype=object)) is not None
     assert parsed(cells).tolist() == by_pandas(cells).tolist() == [1396310700.0, 1396396800.0]
+
+
+def test_basic_dates_settle_as_dates_not_epoch_seconds() -> None:
+    dates = pd.DataFrame({"time": ["20200101", "20200102"]})
+    spec = timestamps.settle(timestamps.TimeSpec("text", ("time",)), dates)
+    assert spec.kind == "iso"
+    got = timestamps.parse(dates, spec)
+    assert got.tolist() == [1577836800.0, 1577923200.0]
+    not_dates = pd.DataFrame({"time": ["20201301", "20200102"]})  # no 13th month: seconds
+    assert timestamps.settle(timestamps.TimeSpec("text", ("time",)), not_dates).kind == "epoch"
+
+
+@pytest.mark.parametrize(
+    ("cell", "utc"),
+    [
+        ("2020-06-01 12:00:00+01", "2020-06-01 11:00:00"),  # PostgreSQL's timestamptz
+        ("2020-06-01 12:00:00+0100", "2020-06-01 11:00:00"),
+        ("2020-06-01T12:00:00.5-01:00", "2020-06-01 13:00:00.5"),
+        ("2020-06-01 12:00:00Z", "2020-06-01 12:00:00"),
+        ("2020-06-01 12:00:00", "2020-06-01 11:00:00"),  # naive: London's summer time
+        ("2020-06-01", "2020-05-31 23:00:00"),  # a date's -01 is no offset
+    ],
+)
+def test_a_zone_in_the_text_wins_over_the_timezone_given(cell: str, utc: str) -> None:
+    frame = pd.DataFrame({"time": pd.Series([cell, None], dtype=object)})
+    got = timestamps.parse(frame, ISO, "Europe/London")
+    assert got[0] == pd.Timestamp(utc, tz="UTC").timestamp()

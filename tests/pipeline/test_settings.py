@@ -245,6 +245,23 @@ def test_a_repeated_table_gets_no_advice_on_quotes(tmp_path: Path) -> None:
     assert error_of(path) == expected
 
 
+def test_only_a_bare_word_gets_advice_on_quotes(tmp_path: Path) -> None:
+    path = tmp_path / "sensorcast.toml"
+    path.write_text("[pipeline]\nwindow = 60s\n")
+    assert error_of(path).endswith('at column 12; text needs quotes, e.g. window = "60s"')
+    path.write_text("[pipeline\nwindow = '60s'\n")
+    expected = (
+        f"{path}:1: invalid TOML: Expected ']' at the end of a table declaration at column 10"
+    )
+    assert error_of(path) == expected
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "sensorcast.toml"
+    path.write_bytes("\ufeff[pipeline]\nwindow = '60s'\n".encode())
+    assert main(["check-config", str(path)]) == 0
+
+
 @pytest.mark.parametrize(("text", "expected"), FILE_ERRORS)
 def test_file_errors_name_key_file_value_and_fix(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "sensorcast.toml"
