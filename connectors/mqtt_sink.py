@@ -72,6 +72,7 @@ class MqttSink:
         self.session.client.on_publish = self._on_publish
         self._lock = threading.Lock()
         self._unacked: set[int] = set()  # mids published, broker's PUBACK not seen yet
+        self._behind = False  # the last flush ended with messages unconfirmed
         self._early: set[int] = set()  # PUBACKs that beat publish() returning
         self._topics: dict[str, dict[str, str]] = {"forecast": {}, "anomaly": {}, "dropped": {}}
 
@@ -155,20 +156,27 @@ class MqttSink:
         queued (paho re-sends them once the broker is back) for the next flush.
         """
         deadline = time.monotonic() + self.flush_timeout
-        while self.unconfirmed and time.monotonic() < deadline:
+        connected = self.session.connected.is_set
+        while self.unconfirmed and connected() and time.monotonic() < deadline:
             time.sleep(0.005)
         waiting = self.unconfirmed
+        self._behind = bool(waiting)
         if waiting:
             self.counters.failed_flushes += 1
             msg = f"{waiting} messages to {self.connection.url} not acknowledged "
-            msg += f"within {self.flush_timeout} s; they stay queued"
+            why = f"within {self.flush_timeout} s" if connected() else "(not connected)"
+            msg += f"{why}; they stay queued while the daemon runs"
             raise SinkError(msg)
 
     def close(self) -> None:
-        try:
-            self.flush()
-        except SinkError as exc:
-            log.error("closing with unconfirmed messages: %s", exc)
+        if self._behind and self.unconfirmed:  # the last flush waited in vain: not again
+            log.error("closing with %d messages unconfirmed by %s",
+                      self.unconfirmed, self.connection.url)  # fmt: skip
+        else:
+            try:
+                self.flush()
+            except SinkError as exc:
+                log.error("closing with unconfirmed messages: %s", exc)
         self.session.stop()
 
 

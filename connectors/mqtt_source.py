@@ -15,6 +15,7 @@ its persistent session.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,8 @@ from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
 log = logging.getLogger(__name__)
 
 PARTITION = "mqtt"
+MAX_AHEAD = 86_400.0  # seconds a reading's time may be ahead of its arrival
+RECEIVE_TICK = 1e-6  # seconds between the receive times of messages read together
 # A retained copy is sent again on every subscription: without its own time it would be
 # stamped with each arrival and applied again after every restart or reconnect.
 RETAINED_WITHOUT_TIME = (
@@ -86,6 +89,12 @@ class Inbox:
             if taken:
                 self._changed.notify_all()  # room for a waiting network thread
         return taken
+
+    def untake(self, items: Sequence[_Item]) -> None:
+        """Put ``items`` (the end of what ``take`` gave) back at the front, in order; the
+        queue may hold that many more than its capacity until they are taken again."""
+        with self._changed:
+            self._items.extendleft(reversed(items))
 
 
 @dataclass
@@ -154,6 +163,7 @@ class MqttSource:
         self._inbox = Inbox(queue_size)
         self._paused = False
         self._seq = 0
+        self._last_received = -math.inf  # network thread only
         self._unacked: list[tuple[int, int]] = []
         self.subscribed = threading.Event()  # the broker granted this connection's filters
         self._unanswered: set[int] = set()  # SUBSCRIBE packet ids without a SUBACK yet
@@ -189,9 +199,20 @@ class MqttSource:
 
     def _on_publishes(self, publishes: list[Publish]) -> None:
         """The client's fast path: every whole PUBLISH of one socket read."""
-        received = self.clock.now()
+        stamps = self._receive_times(len(publishes))
         self._enqueue([(topic, payload, received, mid, qos, False)
-                       for topic, payload, mid, qos in publishes])  # fmt: skip
+                       for (topic, payload, mid, qos), received
+                       in zip(publishes, stamps, strict=True)])  # fmt: skip
+
+    def _receive_times(self, count: int) -> list[float]:
+        """A receive time for each of ``count`` messages just read, each later than the
+        one before: a reading without a timestamp is stamped with it, and two such
+        readings of a stream in one socket read (a backlog after an outage) would
+        otherwise share a time and the second be dropped as a duplicate. One
+        microsecond apart: a clock could only run ahead at a million messages a second."""
+        first = max(self.clock.now(), self._last_received + RECEIVE_TICK)
+        self._last_received = first + (count - 1) * RECEIVE_TICK
+        return [first + k * RECEIVE_TICK for k in range(count)]
 
     def _on_message(self, client: object, userdata: object, message: object) -> None:
         """paho's path: a PUBLISH the fast path left to it (cut by a read, QoS 2, ...)."""
@@ -200,7 +221,8 @@ class MqttSource:
         except UnicodeDecodeError:
             topic = None
         m: Any = message
-        self._enqueue([(topic, m.payload, self.clock.now(), m.mid, m.qos, bool(m.retain))])
+        received = self._receive_times(1)[0]
+        self._enqueue([(topic, m.payload, received, m.mid, m.qos, bool(m.retain))])
 
     def _enqueue(self, items: list[_Item]) -> None:
         if self._paused:
@@ -224,13 +246,17 @@ class MqttSource:
         if not items:
             return None if self._paused else ReadingBatch.empty(PARTITION)
         decoded = _Decoded()
-        for topic, payload, received, mid, qos, retained in items:
+        for used, (topic, payload, received, mid, qos, retained) in enumerate(items, 1):
             readings, rejections = len(decoded.times), len(decoded.rejections)
             self._decode(decoded, topic, payload, received, retained)
             if len(decoded.times) == readings and len(decoded.rejections) > rejections:
                 self.counters.rejected += 1
             if qos > 0:
                 self._unacked.append((mid, qos))
+            if len(decoded.times) >= max_items:  # batch payloads: count readings, not
+                self._inbox.untake(items[used:])  # messages, or one tick could take millions
+                items = items[:used]
+                break
         self.counters.messages += len(items)
         return decoded.batch()
 
@@ -271,6 +297,11 @@ class MqttSource:
                 reject(Reason.BAD_TIMESTAMP, RETAINED_WITHOUT_TIME)
                 continue
             when = received if reading.timestamp is None else reading.timestamp
+            if when > received + MAX_AHEAD:  # one reading ahead would make all after it late
+                ahead = (when - received) / 86_400
+                reject(Reason.BAD_TIMESTAMP, f"timestamp {ahead:.1f} days ahead of its arrival; "
+                       "check the device's clock")  # fmt: skip
+                continue
             out.add(key, when, reading.value, seq, received)
         return None
 

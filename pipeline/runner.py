@@ -110,10 +110,20 @@ class Runner:
             pass
 
     def _finish(self) -> None:
-        self.flush_sinks()
+        self._snapshot_if_published()
+        self.source.commit()
+
+    def _snapshot_if_published(self) -> None:
+        """A snapshot once the sinks have every output out: a snapshot ends the journal,
+        and the journal is what publishes again, after a restart, the forecasts a broker
+        has not confirmed (an outage, a stop during one)."""
+        if not self.flush_sinks():
+            if self.snapshot_path is not None:
+                log.warning("snapshot put off until the outputs are confirmed: the journal "
+                            "keeps their readings, and a restart publishes them again")  # fmt: skip
+            return
         if self.snapshot_path is not None:
             self.write_snapshot()
-        self.source.commit()
 
     def _emit(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
@@ -136,7 +146,7 @@ class Runner:
         if self._due("flush", schedule.sink_flush):
             self.flush_sinks()
         if self.snapshot_path is not None and self._due("snapshot", schedule.snapshot):
-            self.write_snapshot()
+            self._snapshot_if_published()
 
     def _due(self, job: str, every: float) -> bool:
         if every <= 0:

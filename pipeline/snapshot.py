@@ -238,7 +238,7 @@ def _fill(
     slots = table.slots_for(keys, now=0.0)
     for name, column in columns.items():
         table.columns[name][slots] = column
-    table.columns["last_seen"][slots] = now
+    table.restored_at = now  # last_seen stays the arrival it was (a metric of its own)
     table.positions = {str(k): int(v) for k, v in meta.get("positions", {}).items()}
     table.generation = int(meta.get("generation", 0))
     pending_slot = arrays["pending_slot"]

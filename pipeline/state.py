@@ -87,6 +87,9 @@ class StateTable:
         self.keys: list[str | None] = []
         self.positions: dict[str, int] = {}
         self.generation = 0  # of the last snapshot written or restored (pipeline.journal)
+        # wall time of the restore: a stream is silent (idle close, TTL) only counting from
+        # then, as its readings could not arrive while no process ran
+        self.restored_at = -math.inf
         self.pending = PendingReadings.empty()
         self._free: list[int] = []
         self.columns: dict[str, np.ndarray] = {}
@@ -188,8 +191,11 @@ class StateTable:
         return np.fromiter(self.index.values(), np.int64, len(self.index))
 
     def idle_slots(self, older_than: float) -> np.ndarray:
-        """Live slots whose last reading arrived (wall time) before ``older_than``."""
+        """Live slots whose last reading arrived (wall time) before ``older_than``, and
+        not restored since."""
         live = self.active_slots()
+        if self.restored_at >= older_than:
+            return live[:0]
         return live[self.columns["last_seen"][live] < older_than]
 
     def evict(self, slots: np.ndarray) -> None:

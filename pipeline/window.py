@@ -31,9 +31,11 @@ from pipeline.config import PipelineConfig
 from pipeline.state import StateTable
 from pipeline.types import Reason
 
-# Event times outside 1900-01-01 .. 2100-01-01 are treated as garbage.
-MIN_TIMESTAMP = -2_208_988_800.0
-MAX_TIMESTAMP = 4_102_444_800.0
+# Event times outside the years 1900..2100 are treated as garbage (the payload
+# decoders' rule, connectors.payloads.MIN_TIME/MAX_TIME: one rule, so a reading the
+# decoder takes is not dropped here, without its topic and payload, as bad_timestamp)
+MIN_TIMESTAMP = -2_208_988_800.0  # 1900-01-01T00:00:00Z
+MAX_TIMESTAMP = 4_133_980_800.0  # 2101-01-01T00:00:00Z, exclusive
 GAP_FACTOR = 1.5  # an interval this many times the typical one is a gap
 INTERVAL_ALPHA = 0.1  # weight of a new interval in the typical-interval estimate
 
@@ -77,7 +79,7 @@ def screen(slots: np.ndarray, t: np.ndarray, v: np.ndarray, config: PipelineConf
     reasons = np.zeros(len(t), np.uint8)
     reasons[(v < config.value_min) | (v > config.value_max)] = Reason.OUT_OF_RANGE
     reasons[~np.isfinite(v)] = Reason.NON_FINITE
-    bad_time = ~((t >= MIN_TIMESTAMP) & (t <= MAX_TIMESTAMP))  # also catches NaN
+    bad_time = ~((t >= MIN_TIMESTAMP) & (t < MAX_TIMESTAMP))  # also catches NaN
     reasons[bad_time] = Reason.BAD_TIMESTAMP
     reasons[slots < 0] = Reason.STREAM_LIMIT
     return reasons

@@ -273,3 +273,33 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(mosquitto):
     assert set(stats.dropped) <= {"duplicate"}  # recognised, not applied twice
     pub.disconnect()
     pub.loop_stop()
+
+
+def test_untimed_bursts_and_times_far_ahead(mosquitto):
+    """Plain numbers read in one burst each get their own receive time (they were
+    dropped as duplicates of the first); a time a decade ahead (a device clock gone
+    wrong) is refused with its topic instead of making the stream's later readings
+    late, and so is the year 2100 (which the engine used to drop without a topic)."""
+    dead = Collector(mosquitto.port, "sensorcast/deadletter")
+    now = time.time()
+    with running(settings_for(mosquitto.url)) as daemon:
+        pub = client(mosquitto.port)
+        for i in range(200):
+            pub.publish("sensors/burst/dev/plain", str(20 + i % 7).encode(), qos=1)
+        timed = [now - 10, now - 9, now + 10 * 365 * 86_400, now - 8, now - 7]
+        for i, ts in enumerate(timed):
+            pub.publish("sensors/clock/dev/t", json.dumps({"value": i, "ts": ts}), qos=1)
+        far = json.dumps({"value": 1, "ts": "2100-06-01T00:00:00Z"})
+        pub.publish("sensors/far/dev/t", far, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: daemon.engine.stats.steps >= 204, 20)
+        letters = dead.wait_for(2)
+        stats = daemon.engine.stats
+    pub.disconnect()
+    dead.close()
+    assert stats.steps == 204 and dict(stats.dropped) == {"bad_timestamp": 2}
+    assert sorted((m["topic"], m["reason"]) for _, m in letters) == [
+        ("sensors/clock/dev/t", "bad_timestamp"),
+        ("sensors/far/dev/t", "bad_timestamp"),
+    ]
+    assert all("days ahead of its arrival; check the device's clock" in m["detail"]
+               for _, m in letters)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 from daemons import Collector
@@ -54,3 +55,23 @@ def test_topics_are_escaped_once_per_stream_and_the_memory_is_bounded(monkeypatc
         for kind in ("forecast", "anomaly"):
             assert sink.topic(kind, stream) == stream_topic("out", kind, stream)
     assert all(len(known) <= 3 for known in sink._topics.values())
+
+
+def test_a_poll_takes_up_to_max_items_readings_however_many_a_message_holds():
+    """A JSON array is many readings: a tick of max_batch messages of 1,500 readings
+    each held millions (minutes without a watchdog ping, gigabytes)."""
+    from connectors.mqtt_source import MqttSource
+    from connectors.payloads import make_decoder
+    from connectors.topics import TopicTemplate
+    from pipeline.testing import FakeClock
+
+    source = MqttSource(Connection("127.0.0.1", 1, "source-batch-test"), ("s/#",),
+                        TopicTemplate("s/{site}/{device}"), make_decoder("json"),
+                        clock=FakeClock())  # fmt: skip  # never started
+    array = json.dumps([{"value": v, "ts": 1.7e9 + v} for v in range(4)]).encode()
+    source._on_publishes([(f"s/a/{i}", array, i + 1, 1) for i in range(5)])
+    sizes = []
+    while (batch := source.poll(6, 0.0)) is not None and len(batch):
+        sizes.append(len(batch))
+    assert sizes == [8, 8, 4]  # whole messages, until at least max_items readings
+    assert source.counters.messages == 5 and source.depth == 0

@@ -218,6 +218,25 @@ def test_stop_keeps_windows_open_and_snapshots(tmp_path):
     assert int(engine.table.columns["win_count"].sum()) > 0  # still open
 
 
+def test_no_snapshot_ends_the_journal_while_outputs_are_unconfirmed(tmp_path, caplog):
+    """A snapshot would truncate the journal, which is what publishes the unconfirmed
+    forecasts again after a restart: with a sink that cannot flush, none is written."""
+    from pipeline.errors import SinkError
+
+    class UnconfirmedSink(ListSink):
+        def flush(self) -> None:
+            msg = "3 messages to mqtt://broker not acknowledged (not connected)"
+            raise SinkError(msg)
+
+    engine = make_engine()
+    path = tmp_path / "s.snap"
+    Runner(engine, ListSource(many_readings(5)), [UnconfirmedSink()], snapshot_path=path).run()
+    assert not path.exists()
+    assert "snapshot put off until the outputs are confirmed" in caplog.text
+    Runner(make_engine(), ListSource(many_readings(5)), [ListSink()], snapshot_path=path).run()
+    assert path.exists()
+
+
 def test_runner_schedules_idle_close_by_the_clock():
     clock = FakeClock()
 

@@ -60,6 +60,20 @@ def test_idle_slots_are_judged_by_last_seen():
     assert table.key_array(table.idle_slots(older_than=50.0)).tolist() == ["a"]
 
 
+def test_a_restore_keeps_last_seen_and_counts_silence_from_the_restore(tmp_path):
+    clock = FakeClock(start=1_000.0)
+    engine = make_engine(clock)
+    engine.process(readings("a", [(0.0, 1.0)]))
+    engine.snapshot(tmp_path / "s.snap")
+    clock.advance(500.0)  # the daemon was down
+    restored = make_engine(clock)
+    restored.restore(tmp_path / "s.snap")
+    table = restored.table
+    assert table.columns["last_seen"][table.index["a"]] == 1_000.0
+    assert len(table.idle_slots(older_than=1_200.0)) == 0  # silent only since the restore
+    assert table.key_array(table.idle_slots(older_than=1_501.0)).tolist() == ["a"]
+
+
 @pytest.mark.parametrize("picked", [[5], [7, 0, 7, 63], list(range(64))[::-1] * 2])
 def test_key_array_gives_the_keys_of_few_slots_and_of_many_alike(picked):
     table = new_table(capacity=64)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline.engine import Engine
 from pipeline.testing import FakeClock, readings
-from pipeline.types import VerdictBatch
+from pipeline.types import Reason, VerdictBatch
 
 # Streams of (time, value) with repeats and disorder: integer seconds make duplicates likely.
 points = st.lists(
@@ -152,3 +152,13 @@ def test_idle_window_closes_on_timeout_and_late_reading_is_dropped():
     )  # 20 belongs to the closed window
     assert len(again) == 0 and engine.stats.dropped["late"] == 1
     assert engine.flush().timestamp.tolist() == [60]
+
+
+def test_the_engine_takes_the_years_the_payload_decoders_take():
+    from connectors.payloads import MAX_TIME, MIN_TIME
+    from pipeline.config import PipelineConfig
+    from pipeline.window import screen
+
+    t = np.array([MIN_TIME, MAX_TIME - 1, MIN_TIME - 1, MAX_TIME])  # 2100-12-31T23:59:59 ok
+    reasons = screen(np.zeros(4, np.int64), t, np.ones(4), PipelineConfig())
+    assert reasons.tolist() == [0, 0, Reason.BAD_TIMESTAMP, Reason.BAD_TIMESTAMP]
