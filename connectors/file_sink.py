@@ -84,10 +84,10 @@ class _FileSink:
             raise SinkError(msg) from exc
 
     def flush(self) -> None:
+        """Rows handed to the OS (stdout's reader sees them). No fsync: the rows are in
+        a temporary file that no one reads until ``close`` syncs it and renames it."""
         with self._writing():
             self._file.flush()
-            if self._file is not sys.stdout:
-                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         """Every row on disk, then the file in its place."""
@@ -95,6 +95,8 @@ class _FileSink:
             self.flush()
         elif not self._file.closed:
             self.flush()
+            with self._writing():
+                os.fsync(self._file.fileno())
             self._file.close()
             with self._writing():
                 os.replace(self._tmp, self._final)
