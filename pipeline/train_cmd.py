@@ -72,6 +72,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (3e-3)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same weights (0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
+    parser.add_argument(
+        "--laplace-weight",
+        type=float,
+        default=0.5,
+        help="the Laplace likelihood's share of the loss, 0 (Gaussian) to 1 (0.5: the "
+        "forecast leans to the median, which absolute errors reward)",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     parser.set_defaults(run=run_train)
 
@@ -214,7 +221,11 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     if not 0 < args.lr < math.inf:  # inf would reach the checkpoint as non-JSON Infinity
         msg = "--lr: must be a positive number, e.g. 3e-3"
         raise ConfigError(msg)
+    if not 0 <= args.laplace_weight <= 1:  # False for NaN too
+        msg = f"--laplace-weight {args.laplace_weight}: must be from 0 to 1, e.g. 0.5"
+        raise ConfigError(msg)
     return TrainConfig(
+        laplace_weight=args.laplace_weight,
         epochs=args.epochs,
         seq_len=seq_len,
         burn_in=min(defaults.burn_in, seq_len // 4),

@@ -406,6 +406,8 @@ def test_too_little_data_names_the_log_and_leaves_the_old_checkpoint(
     ("flag", "expected"),
     [
         (["--seed", "-1"], "--seed -1: must be a whole number from 0 to 2**64 - 1, e.g. 0"),
+        (["--laplace-weight", "1.5"], "--laplace-weight 1.5: must be from 0 to 1, e.g. 0.5"),
+        (["--laplace-weight", "nan"], "--laplace-weight nan: must be from 0 to 1, e.g. 0.5"),
         (
             ["--seed", str(2**64)],
             f"--seed {2**64}: must be a whole number from 0 to 2**64 - 1, e.g. 0",

@@ -56,3 +56,17 @@ def test_windows_are_counted_over_the_training_parts():
     assert usable_steps(corpus).tolist() == [799, 239]  # 80% of each, less the last target
     assert window_starts(corpus, 64) == (799 - 64) + (239 - 64)
     assert window_starts(corpus, 500) == (799 - 500) + 1  # a short stream still gives one
+
+
+@pytest.mark.parametrize(("laplace_weight", "best"), [(0.0, 2.5), (1.0, 0.0)])
+def test_the_loss_is_least_at_the_mean_gaussian_or_the_median_laplace(laplace_weight, best):
+    """Targets 0, 0, 0, 10 (mean 2.5, median 0): the Gaussian loss is least at the
+    mean, the Laplace at the median."""
+    import torch
+
+    from models.train import nll
+
+    target, mask = torch.tensor([0.0, 0.0, 0.0, 10.0]), torch.ones(4, dtype=torch.bool)
+    means = torch.linspace(-1.0, 4.0, 501)
+    losses = [float(nll(torch.tensor([[m, 1.0]] * 4), target, mask, laplace_weight)) for m in means]
+    assert float(means[int(np.argmin(losses))]) == pytest.approx(best, abs=0.011)
