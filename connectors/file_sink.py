@@ -11,8 +11,14 @@ Rows are written to a temporary file beside the output, which is renamed over
 it when the run ends well: a run that fails midway (a malformed log, an
 interrupt) leaves the file that was there before.
 
-CSV is written by Arrow's C++ writer: formatting the numbers took most of a
-replay's time with pandas' ``to_csv`` (``sensorcast bench --scenario replay``).
+CSV is written by one compiled pass from the columns to the bytes
+(``connectors.csv_text``): formatting the numbers took most of a replay's time,
+with pandas' ``to_csv`` and then with Arrow's writer (``sensorcast bench
+--scenario replay``). Readings (``value``, ``min``, ``max``) are written as the
+shortest text that reads back as the same float64; the model's numbers
+(``forecast``, the bounds, ``anomaly_score`` and the ``next_`` ones) to 12
+significant digits, which is more than the float32 network or any sensor
+resolves. A text cell with a comma, a quote or a line break is quoted.
 
 Parquet (``.parquet``) holds the same columns with native types (UTC
 timestamps, booleans, nulls) and skips text formatting altogether, for bulk
@@ -23,7 +29,6 @@ the sink closes (the file's footer is written last).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sys
@@ -32,9 +37,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.csv as arrow_csv
 import pyarrow.parquet as parquet
 
+from connectors.csv_text import CsvRows
 from connectors.records import CSV_COLUMNS, verdict_records, verdict_table
 from pipeline.errors import ConfigError, SinkError
 from pipeline.types import VerdictBatch
@@ -113,11 +118,12 @@ class CsvFileSink(_FileSink):
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
         self._header = True
+        self._rows = CsvRows()
 
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
-        rows = _csv_rows(verdict_table(verdicts))
+        rows = self._rows.of(verdicts)
         with self._writing():
             self._write_header()
             self._write_bytes(rows)
@@ -133,28 +139,14 @@ class CsvFileSink(_FileSink):
             self._file.write(",".join(CSV_COLUMNS) + "\n")
             self._header = False
 
-    def _write_bytes(self, data: bytes) -> None:
-        """Arrow's UTF-8 straight to the file's byte layer (no decode and re-encode)."""
+    def _write_bytes(self, data: memoryview) -> None:
+        """UTF-8 rows straight to the file's byte layer (no decode and re-encode)."""
         raw = getattr(self._file, "buffer", None)
         if raw is None:  # a text-only stream (a redirected stdout)
-            self._file.write(data.decode())
+            self._file.write(str(data, "utf-8"))
             return
         self._file.flush()  # what was written as text goes first
         raw.write(data)
-
-
-def _csv_rows(table: pa.Table) -> bytes:
-    """Rows without a header; text unquoted unless a cell needs quotes (a comma in a
-    stream key, say), then every text cell of the batch is quoted."""
-    buffer = io.BytesIO()
-    try:
-        options = arrow_csv.WriteOptions(include_header=False, quoting_style="none")
-        arrow_csv.write_csv(table, buffer, options)
-    except pa.ArrowInvalid:
-        buffer = io.BytesIO()
-        options = arrow_csv.WriteOptions(include_header=False, quoting_style="needed")
-        arrow_csv.write_csv(table, buffer, options)
-    return buffer.getvalue()
 
 
 class JsonlFileSink(_FileSink):

@@ -1,0 +1,122 @@
+"""The compiled CSV writer against Arrow's: the same text for readings, times, counts
+and flags; the model's numbers to 12 significant digits; quotes only where needed."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as arrow_csv
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors.csv_text import MODEL_DIGITS, CsvRows
+from connectors.records import CSV_COLUMNS, LAST_ISO_SECOND, iso_times
+from pipeline.types import VerdictBatch
+
+EXACT = ("value", "min", "max")
+MODEL = ("forecast", "lower", "upper", "anomaly_score", "next_forecast", "next_lower",
+         "next_upper")  # fmt: skip
+
+
+def arrow_text(x: np.ndarray) -> list[str]:
+    """Arrow's CSV text of a float64 column (the writer used before)."""
+    buffer = io.BytesIO()
+    options = arrow_csv.WriteOptions(include_header=False)
+    arrow_csv.write_csv(pa.table({"x": pa.array(x, from_pandas=True)}), buffer, options)
+    return [line.strip('"') for line in buffer.getvalue().decode().splitlines()]
+
+
+def cells(batch: VerdictBatch) -> pd.DataFrame:
+    text = bytes(CsvRows().of(batch)).decode()
+    frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
+    frame.columns = list(CSV_COLUMNS)
+    return frame
+
+
+def awkward_floats(n: int, seed: int = 0) -> np.ndarray:
+    """Every magnitude and kind: random bit patterns, short decimals, integers, powers
+    of ten and their neighbours, zeros, infinities, NaN."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2**63, n // 4, dtype=np.int64).view(np.float64)
+    bits = bits[np.isfinite(bits)]
+    places = 10.0 ** rng.integers(0, 7, n // 4)
+    decimals = np.round(rng.uniform(-1e4, 1e4, n // 4) * places) / places
+    powers = 10.0 ** np.arange(-30, 31)
+    near = np.concatenate([np.nextafter(powers, 0), np.nextafter(powers, np.inf)])
+    scaled = rng.normal(0, 1, n // 4) * 10.0 ** rng.integers(-12, 14, n // 4)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, 1.7976931348623157e308, 0.1 + 0.2,
+               1e-7, 1e-6, 9.5e-7, 1e9, 1e10, 999999999.5, 2.0**53, 123456789012.0]  # fmt: skip
+    integers = rng.integers(-(10**12), 10**12, n // 8).astype(np.float64)
+    values = [bits, decimals, powers, -powers, near, scaled, special, integers]
+    return np.concatenate(values)
+
+
+def batch_of(x: np.ndarray, seconds: np.ndarray | None = None) -> VerdictBatch:
+    batch = VerdictBatch.blank(len(x), model="gru")
+    for name in (*EXACT, *MODEL):
+        getattr(batch, name)[:] = x
+    batch.stream[:] = "site/dev/temp"
+    batch.timestamp[:] = 1.6e9 if seconds is None else seconds
+    batch.count[:] = np.arange(len(x)) - 5
+    batch.is_anomaly[::3] = True
+    return batch
+
+
+def test_readings_are_written_as_arrow_wrote_them_and_read_back_exactly():
+    x = awkward_floats(20_000)
+    frame = cells(batch_of(x))
+    expected = arrow_text(x)
+    for name in EXACT:
+        assert frame[name].tolist() == expected
+    finite = np.isfinite(x)
+    assert (frame["value"][finite].astype(float).to_numpy() == x[finite]).all()
+    assert frame["count"].tolist() == [str(c) for c in np.arange(len(x)) - 5]
+    assert frame["is_anomaly"].tolist() == ["1" if i % 3 == 0 else "0" for i in range(len(x))]
+
+
+def test_model_numbers_have_12_significant_digits_in_arrows_layout():
+    x = awkward_floats(20_000, seed=1)
+    frame = cells(batch_of(x))
+    finite = np.isfinite(x) & (x != 0)
+    normal = finite & (np.abs(x) >= np.finfo(float).tiny)  # subnormals have fewer digits
+    for name in MODEL:
+        text = frame[name].to_numpy(str)
+        assert text[~finite].tolist() == np.array(arrow_text(x))[~finite].tolist()
+        back = text[finite].astype(float)
+        assert np.all(np.abs(back - x[finite]) <= 5.01e-12 * np.abs(x[finite]))
+        # a decimal of at most 12 digits is its own shortest text: Arrow spells it alike
+        assert text[normal].tolist() == arrow_text(text[normal].astype(float))
+        mantissas = [t.lstrip("-").split("e")[0].replace(".", "").strip("0") for t in text[finite]]
+        assert max(len(m) for m in mantissas) <= MODEL_DIGITS
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.0005, 0.9996])
+def test_times_are_spelled_as_iso_times_spells_them(fraction):
+    rng = np.random.default_rng(2)
+    seconds = np.round(rng.uniform(-3e11, 3e11, 5_000)) + fraction  # years -7500 .. 11500
+    seconds[:6] = [np.nan, np.inf, -np.inf, LAST_ISO_SECOND, -LAST_ISO_SECOND, 0.0]
+    seconds[6:1_000] = 1.6e9 + 60 * np.arange(994) + fraction
+    seconds[1_000:1_100] = -62167219200.0 + 86_400 * np.arange(-50, 50) + fraction  # year 0
+    frame = cells(batch_of(np.zeros(len(seconds)), seconds))
+    assert frame["timestamp"].tolist() == iso_times(seconds).tolist()
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=50))
+def test_any_reading_reads_back_as_itself(values):
+    x = np.array(values, np.float64)
+    frame = cells(batch_of(x))
+    assert frame["value"].tolist() == arrow_text(x)
+
+
+def test_only_text_cells_that_need_quotes_are_quoted():
+    keys = ["plain/dev/temp", 'odd,"key"/dev/temp', "line\nbreak/dev/t"]
+    batch = batch_of(np.arange(3.0))
+    batch.stream[:] = keys
+    text = bytes(CsvRows().of(batch)).decode()
+    assert text.startswith("plain/dev/temp,") and '\n"odd,""key""/dev/temp",' in text
+    frame = pd.read_csv(io.StringIO(text), header=None, keep_default_na=False)
+    assert frame[0].tolist() == keys
