@@ -51,6 +51,7 @@ NEEDS_QUOTES = (",", '"', "\n", "\r")  # what RFC 4180 quotes (and Arrow would n
 
 _POW10 = np.array([10.0**k for k in range(23)])  # exact in float64
 _P10 = np.array([10**k for k in range(19)], np.int64)
+_U10, _U100 = np.uint64(10), np.uint64(100)
 _PAIRS = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), np.uint8).copy()
 _MAX_NUMBER = 24  # "-1.7976931348623157e+308"
 _MAX_TIME = 25  # "-1234-12-31T23:59:59.999Z" (a year past -999 takes one more)
@@ -171,20 +172,22 @@ def _digit_count(n):
 @numba.njit(cache=True, inline="always")
 def _put_backwards(buf, end, n, count):
     """The last ``count`` digits of n >= 0 ending before ``end``, two at a time; what
-    is left of n (its leading digits)."""
+    is left of n (its leading digits). Unsigned: Python's floor division of signed
+    integers costs twice the instructions."""
+    m = np.uint64(n)
     while count >= 2:
-        q = n // 100
-        r = 2 * (n - q * 100)
+        q = m // _U100
+        r = np.intp(m - q * _U100) * 2
         buf[end - 2] = _PAIRS[r]
         buf[end - 1] = _PAIRS[r + 1]
-        n = q
+        m = q
         end -= 2
         count -= 2
     if count:
-        q = n // 10
-        buf[end - 1] = 48 + n - q * 10
-        n = q
-    return n
+        q = m // _U10
+        buf[end - 1] = 48 + np.intp(m - q * _U10)
+        m = q
+    return np.int64(m)
 
 
 @numba.njit(cache=True, inline="always")
