@@ -81,8 +81,8 @@ def _persistence_kernel(value, missing, length, alpha, clip, state, mean, scale)
                 weight = (1.0 - alpha) * weight + alpha
             last = x
             mean[b, j] = x
-            if weight > 0.0:
-                scale[b, j] = _scale(ew, weight, resolution) or _still(last)
+            # before any change is seen (the first step) the interval is a still stream's
+            scale[b, j] = _scale(ew, weight, resolution) or _still(last)
         state[b, 0], state[b, 1], state[b, 2], state[b, 3] = last, ew, weight, resolution
 
 

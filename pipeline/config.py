@@ -61,7 +61,10 @@ class PipelineConfig:
     lateness:      how far (event time) a reading may arrive out of order and
                    still be used; readings are held back this long and re-sorted
     idle_timeout:  an open window of a stream that has been silent this long
-                   (wall time) is closed without waiting for a later reading
+                   (wall time) is closed without waiting for a later reading, and
+                   the readings it holds back for lateness let out; never less than
+                   the window (``idle_after``), or a window would be closed before
+                   its own readings had all come
     value_min/max: readings outside are dropped as out_of_range
     max_streams:   streams tracked at once; new streams beyond are dropped
     stream_ttl:    a stream silent this long (wall time) is evicted, its slot reused
@@ -85,6 +88,14 @@ class PipelineConfig:
     max_delay: float = 0.05
     reorder_capacity: int = 1_000_000
     report_dropped: bool = False
+
+    @property
+    def idle_after(self) -> float:
+        """Wall-clock silence after which a stream's open window is closed: a window
+        closed before a later reading of its own came would refuse that reading as late.
+        (Held-back readings go out after idle_timeout itself: lateness waits for
+        stragglers while a stream talks, not for an hour after it stopped.)"""
+        return max(self.idle_timeout, self.window)
 
     def __post_init__(self) -> None:
         for key in ("window", "lateness", "idle_timeout", "stream_ttl", "max_delay"):

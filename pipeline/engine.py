@@ -359,9 +359,10 @@ class Engine:
         return self.close_streams(self.idle_to_close())
 
     def idle_to_close(self) -> list[str]:
-        """Streams silent for idle_timeout that a close would change: a window open, or
-        readings held back (the others are left alone, and out of the journal)."""
-        idle = self.table.idle_slots(self.clock.now() - self.config.idle_timeout)
+        """Streams silent for idle_timeout (at least a window) that a close would
+        change: a window open, or readings held back (the others are left alone, and
+        out of the journal)."""
+        idle = self.table.idle_slots(self.clock.now() - self.config.idle_after)
         open_ = np.zeros(len(idle), np.bool_)
         if self.config.lateness > 0:
             open_ |= np.isin(idle, self.table.pending.slot)

@@ -405,7 +405,8 @@ KEYS: tuple[Key, ...] = (
     Key(_P, "lateness", "duration", "0", "allowed out-of-order lateness",
         in_range(0, LONGEST_LATENESS, "use 0 (none) to 7d, e.g. 30s")),
     # 0 would close every open window at every tick
-    Key(_P, "idle_timeout", "duration", "2m", "close a silent stream's window after",
+    Key(_P, "idle_timeout", "duration", "2m",
+        "close a silent stream's window after (at least the window)",
         in_range(0.001, 30 * DAY, "use 1ms to 30d, e.g. 2m")),
     Key(_P, "max_streams", "int", 1_000_000, "streams tracked at once",
         in_range(1, 100_000_000, "use 1 to 100000000, e.g. 1000000")),

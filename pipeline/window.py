@@ -124,6 +124,16 @@ def _state(table: StateTable) -> tuple[np.ndarray, ...]:
 
 
 @numba.njit(cache=True)
+def _window_start(t, window):
+    """Start of the window holding ``t``, counted in whole microseconds: in float
+    seconds a time on a boundary of a sub-second window (20.1 s, windows of 0.1 s)
+    divides to just under the whole number and would land in the window before."""
+    micros = np.int64(np.round(t * 1e6))  # |t| < 2**52 µs: the years 1900..2100
+    width = max(np.int64(np.round(window * 1e6)), np.int64(1))
+    return np.float64((micros // width) * width) / 1e6  # floor division, also before 1970
+
+
+@numba.njit(cache=True)
 def _apply_kernel(slots, t, v, window, reasons, state, out):
     last_t, last_step_t, _, win_start, win_sum, win_count, win_min, win_max = state
     n_out = 0
@@ -135,7 +145,7 @@ def _apply_kernel(slots, t, v, window, reasons, state, out):
             continue
         x = v[i]
         if window > 0.0:
-            start = np.floor(ti / window) * window
+            start = _window_start(ti, window)
             if start <= last_step_t[s]:  # that window was already closed (idle timeout)
                 reasons[i] = _LATE
                 continue

@@ -143,8 +143,9 @@ def test_idle_window_closes_on_timeout_and_late_reading_is_dropped():
     clock = FakeClock()
     engine = make_engine(clock, window=60, idle_timeout=30)
     engine.process(readings("s/d/m", [(0, 1.0), (10, 3.0)]))
-    assert len(engine.close_idle()) == 0  # not idle yet
     clock.advance(31)
+    assert len(engine.close_idle()) == 0  # not idle yet: silent for less than a window
+    clock.advance(30)
     closed = engine.close_idle()
     assert closed.timestamp.tolist() == [0] and closed.value.tolist() == [2.0]
     again = engine.process(
@@ -162,3 +163,32 @@ def test_the_engine_takes_the_years_the_payload_decoders_take():
     t = np.array([MIN_TIME, MAX_TIME - 1, MIN_TIME - 1, MAX_TIME])  # 2100-12-31T23:59:59 ok
     reasons = screen(np.zeros(4, np.int64), t, np.ones(4), PipelineConfig())
     assert reasons.tolist() == [0, 0, Reason.BAD_TIMESTAMP, Reason.BAD_TIMESTAMP]
+
+
+def test_sub_second_windows_take_readings_on_their_boundaries():
+    # 10 Hz readings with times written to the millisecond: 20.1 s divided by 0.1 s
+    # is just under 201 in floats, and the reading went to the window before
+    times = [1_700_000_020.0 + k / 10 for k in range(20)]
+    engine = make_engine(window=0.1)
+    out = VerdictBatch.concat([engine.process(readings("s/d/m", [(t, k) for k, t in
+                                                                enumerate(times)])),
+                               engine.flush()])  # fmt: skip
+    assert out.count.tolist() == [1] * 20
+    assert out.timestamp.tolist() == pytest.approx(times, abs=1e-6)
+
+
+def test_a_silent_stream_keeps_its_window_open_until_the_window_could_be_over():
+    """An idle timeout shorter than the window closed each window after its first
+    reading, and the window's later readings were dropped as late."""
+    clock = FakeClock()
+    engine = make_engine(clock, window=60, idle_timeout=1.0)
+    parts = []
+    for k in range(15):  # every 10 s of event time, 2.5 s of wall time apart
+        parts.append(engine.process(readings("s/d/m", [(1_700_000_040.0 + 10 * k, k)])))
+        clock.advance(2.5)
+        if idle := engine.idle_to_close():
+            parts.append(engine.close_streams(idle))
+    clock.advance(60.0)  # silent for a whole window: now it is closed
+    parts.append(engine.close_streams(engine.idle_to_close()))
+    out = VerdictBatch.concat(parts)
+    assert out.count.tolist() == [6, 6, 3] and engine.stats.dropped == {}
