@@ -100,6 +100,7 @@ class Inbox:
 @dataclass
 class SourceCounters:
     messages: int = 0  # taken off the queue
+    accepted: int = 0  # messages that yielded a reading (or nothing to reject)
     rejected: int = 0  # messages that yielded no reading, only rejections
     queue_full: int = 0  # messages that had to wait for room in the queue
 
@@ -249,8 +250,12 @@ class MqttSource:
         for used, (topic, payload, received, mid, qos, retained) in enumerate(items, 1):
             readings, rejections = len(decoded.times), len(decoded.rejections)
             self._decode(decoded, topic, payload, received, retained)
+            # counted apart, each only ever growing: a scrape reads them from another
+            # thread, and messages - rejected could go backwards between the two reads
             if len(decoded.times) == readings and len(decoded.rejections) > rejections:
                 self.counters.rejected += 1
+            else:
+                self.counters.accepted += 1
             if qos > 0:
                 self._unacked.append((mid, qos))
             if len(decoded.times) >= max_items:  # batch payloads: count readings, not

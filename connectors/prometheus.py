@@ -189,7 +189,7 @@ class PipelineCollector(Collector):
             "Messages taken from the broker: ok (one reading or more) or rejected.",
             labels=["result"],
         )
-        received.add_metric(["ok"], counters.messages - counters.rejected)
+        received.add_metric(["ok"], counters.accepted)
         received.add_metric(["rejected"], counters.rejected)
         yield received
         yield _counter(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import fcntl
 import gc
 import json
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detect import default_detector
-from pipeline.engine import Engine
+from pipeline.engine import Engine, EngineStats
 from pipeline.errors import ConfigError, SnapshotError
 from pipeline.journal import Journal, reapply, replay
 from pipeline.runner import Runner, Schedule
@@ -238,6 +239,7 @@ class Daemon:
             log.error("%s; kept it as %s and starting cold", exc, kept)
             self.engine.stats.snapshot_failures += 1
             return
+        self.engine.stats.last_snapshot = path.stat().st_mtime  # not 0 ("no snapshots")
         log.info("restored %d streams from %s", len(self.engine.table), path)
 
     def _replay_journal(self) -> None:
@@ -250,11 +252,13 @@ class Daemon:
 
         generation = self.engine.table.generation
         replayed = 0
+        before = copy.deepcopy(self.engine.stats)  # the process that died counted these
         for item in replay(path, generation, PARTITION):
             self.sink.add(reapply(self.engine, item))  # readings, or what the clock did
             replayed += len(item) if isinstance(item, ReadingBatch) else 0
         if replayed:
             log.info("re-applied %d readings from the journal %s", replayed, path)
+        self._uncount(before)
         self.engine.stats.journal_replayed += replayed
         self.journal = Journal(path, fsync=self.settings.state.journal_fsync)
         try:
@@ -262,6 +266,17 @@ class Daemon:
         except SnapshotError as exc:
             log.error("%s; going on without a journal until the next snapshot", exc)
             self.engine.stats.journal_failures += 1
+
+    def _uncount(self, before: EngineStats) -> None:
+        """Put back the counters of readings, steps, anomalies and drops as they were
+        before the journal was re-applied: the process that died had counted that work,
+        and Prometheus adds a restarted counter to the old one (journal_replayed counts
+        the re-applied readings instead)."""
+        stats = self.engine.stats
+        stats.readings, stats.missing = before.readings, before.missing
+        stats.steps, stats.anomalies = before.steps, before.anomalies
+        stats.ticks, stats.model_calls = before.ticks, before.model_calls
+        stats.dropped = before.dropped
 
     def _serve_metrics(self) -> None:
         metrics = self.settings.metrics

@@ -292,3 +292,29 @@ def test_a_full_disk_under_the_state_directory_is_an_error_and_a_metric_not_an_o
         publisher.disconnect()
     assert stats.journal_failures > 0  # the journal could not even start
     assert "No space left on device" in caplog.text
+
+
+def test_a_restart_counts_no_reading_twice_and_knows_its_snapshot(mosquitto, tmp_path):
+    """The journal's readings were counted by the process that died: re-applied, they
+    are journal_replayed, not readings and steps again (Prometheus adds a restarted
+    counter to the old one). A restored snapshot's time is the last snapshot's."""
+    state = tmp_path / "state"
+    settings = settings_for(mosquitto.url, state__dir=str(state), state__snapshot_interval="1h")
+    publisher = client(mosquitto.port)
+    with running(settings) as daemon:
+        for t in range(5):
+            payload = json.dumps({"value": 20 + t, "ts": T0 + 60 * t})
+            publisher.publish("sensors/a/b/temp", payload, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: daemon.engine.stats.steps == 5, 10)
+        crashed = tmp_path / "crashed"
+        shutil.copytree(state, crashed, ignore=shutil.ignore_patterns("lock"))  # as kill -9 left it
+    publisher.disconnect()
+    snapshot_time = (state / SNAPSHOT_FILE).stat().st_mtime  # written on the way out
+    with running(settings) as restarted:
+        assert restarted.engine.stats.last_snapshot == snapshot_time
+    shutil.rmtree(state)
+    crashed.rename(state)
+    with running(settings) as restarted:
+        stats = restarted.engine.stats
+        assert (stats.journal_replayed, stats.readings, stats.steps) == (5, 0, 0)
+        assert len(restarted.engine.table) == 1

@@ -74,4 +74,4 @@ def test_a_poll_takes_up_to_max_items_readings_however_many_a_message_holds():
     while (batch := source.poll(6, 0.0)) is not None and len(batch):
         sizes.append(len(batch))
     assert sizes == [8, 8, 4]  # whole messages, until at least max_items readings
-    assert source.counters.messages == 5 and source.depth == 0
+    assert (source.counters.messages, source.counters.accepted, source.depth) == (5, 5, 0)
