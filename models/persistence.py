@@ -29,7 +29,9 @@ class PersistenceForecaster:
     >>> f = PersistenceForecaster()
     >>> out = f.step(f.initial_state(1), chunk_of([[1.0, 2.0, 4.0]]))
     >>> out.mean.tolist(), np.round(out.scale, 3).tolist()
-    ([[1.0, 2.0, 4.0]], [[nan, 1.0, 1.593]])
+    ([[1.0, 2.0, 4.0]], [[0.0, 1.0, 1.593]])
+    >>> float(out.scale[0, 0])  # no change seen yet: a still stream's interval
+    1e-06
     """
 
     name = "persistence"
