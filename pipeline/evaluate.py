@@ -47,7 +47,7 @@ from pipeline.replay import (
 from pipeline.report import Panel, Table, html_page
 from pipeline.summary import counted, run_summary
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
-from pipeline.writable import not_an_input, writable_file
+from pipeline.writable import not_an_input, replace_whole, writable_file
 
 DEFAULT_MODELS = "default,persistence,river-holtwinters,river-snarimax"
 PLOT_STREAMS = 6  # streams plotted in the report
@@ -505,8 +505,9 @@ def write_csv(path: str, scores: Sequence[StreamScore], overall: Sequence[ModelS
     ]  # fmt: skip
     columns = ["stream", "model", "steps", "scored", "mae", "rmse", "mase", "mase_median",
                "coverage", "anomalies", "steps_per_s"]  # fmt: skip
+    text = pd.DataFrame.from_records(records, columns=columns).to_csv(index=False)
     try:
-        pd.DataFrame.from_records(records, columns=columns).to_csv(path, index=False)
+        replace_whole(Path(path), text.encode())  # an earlier table stays whole on failure
     except OSError as exc:
         msg = f"--csv: cannot write {path}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
@@ -539,7 +540,7 @@ def write_report(
     )
     page = html_page("sensorcast evaluate", notes, table, figures, figure_note)
     try:
-        Path(args.report).write_text(page, encoding="utf-8")
+        replace_whole(Path(args.report), page.encode())  # an earlier report stays whole
     except OSError as exc:
         msg = f"--report: cannot write {args.report}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc

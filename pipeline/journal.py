@@ -266,6 +266,8 @@ def _frames(path: Path) -> Iterator[bytes]:
             if len(head) < _FRAME.size:
                 return
             length, crc = _FRAME.unpack(head)
+            if length < _COUNTS.size:  # no frame is that short: zeros a crash left behind
+                return  # (an empty payload's crc is 0, so they would pass the check)
             payload = f.read(length)
             if len(payload) < length or zlib.crc32(payload) != crc:
                 return

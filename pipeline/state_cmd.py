@@ -119,7 +119,10 @@ def _journal_info(path: Path) -> dict[str, Any]:
 def _iso(seconds: object) -> str | None:
     if not isinstance(seconds, (int, float)):
         return None
-    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    try:
+        moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    except (OverflowError, ValueError, OSError):  # a damaged or hand-edited time: as it is
+        return str(seconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -132,6 +132,21 @@ def test_an_unwritable_output_fails_before_any_model_runs(capsys, tmp_path, flag
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("flag", ["--report", "--csv"])
+def test_a_failed_write_leaves_the_earlier_output_whole(capsys, tmp_path, monkeypatch, flag):
+    path = tmp_path / "out"
+    path.write_text("an earlier run's output")
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pipeline.writable.os.replace", disk_full)
+    code, _, err = evaluate(capsys, str(BEIJING), "--models", "persistence", flag, str(path))
+    assert code == 2 and f"{flag}: cannot write {path}: No space left on device" in err
+    assert path.read_text() == "an earlier run's output"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary file left
+
+
 def test_the_report_and_the_csv_must_be_two_files(capsys, tmp_path):
     same = ["--report", str(tmp_path / "out"), "--csv", str(tmp_path / "." / "out")]
     code, out, err = evaluate(capsys, str(BEIJING), "--models", "persistence", *same)

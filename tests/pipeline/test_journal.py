@@ -173,6 +173,25 @@ def test_a_torn_last_frame_is_ignored_and_cut_off_on_resume(tmp_path):
     assert [len(b) for b in replay(path, 1, "mqtt")] == [5, 5]
 
 
+def test_zeros_a_crash_left_after_the_last_frame_are_a_torn_tail(tmp_path, capsys):
+    """Some file systems leave zero-filled blocks after a power cut: a zero frame header
+    (length 0, crc 0) passed the crc check of an empty payload, and decoding it raised."""
+    path = tmp_path / "j"
+    journal = Journal(path)
+    journal.restart(1)
+    journal.append(ReadingBatch.from_readings(all_readings(1)))
+    journal.close()
+    whole = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(bytes(4096))
+    assert [len(b) for b in replay(path, 1, "mqtt")] == [5]
+    assert main(["state", "inspect", str(path)]) == 0
+    assert "torn_tail_bytes: 4096" in capsys.readouterr().out
+    journal.resume(1)  # cut off, so what comes next can be read
+    journal.close()
+    assert path.stat().st_size == whole
+
+
 def test_a_full_disk_is_an_error_counted_by_the_runner_which_goes_on(tmp_path):
     journal = Journal("/dev/full")  # every write fails with ENOSPC, as on a full disk
     with pytest.raises(SnapshotError, match="No space left"):
