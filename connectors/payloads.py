@@ -80,7 +80,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from pipeline.errors import ConfigError
-from pipeline.types import Reason
+from pipeline.types import MAX_TIME, MIN_TIME, Reason
 
 PAYLOAD_KINDS = ("auto", "number", "json", "senml", "influx")
 MAX_READINGS = 10_000  # values in one payload; more is TOO_LARGE
@@ -88,8 +88,6 @@ NESTED_LEVELS = 4  # a JSON object's numbers are read this many objects deep
 _MAX_ELEMENTS = 20 * MAX_READINGS  # commas in a JSON payload, and lines of line protocol
 # Epoch numbers above these are in ms, µs, ns (1e11 s is the year 5138; 1e14 µs is 1973)
 EPOCH_UNITS = ((1e17, 1_000_000_000), (1e14, 1_000_000), (1e11, 1_000))
-MIN_TIME = -2_208_988_800.0  # 1900-01-01T00:00:00Z
-MAX_TIME = 4_133_980_800.0  # 2101-01-01T00:00:00Z, exclusive
 SENML_RELATIVE = 2.0**28  # SenML times below this are relative to "now"
 _MAX_NUMBER_TEXT = 1_000  # characters: a longer string is not taken for a number
 _QUOTE = 60  # characters of input quoted in a detail

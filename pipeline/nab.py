@@ -398,7 +398,9 @@ def write_results(run: NabRun, labels: list[np.ndarray], results_dir: Path, name
 
 def replace_whole(path: Path, frame: pd.DataFrame) -> None:
     """``frame`` as CSV at ``path``: written to a temporary file beside it, then renamed over
-    it, so ``path`` is never half-written; the temporary file is removed on any failure."""
+    it, so ``path`` is never half-written; the temporary file is removed on any failure.
+    Not ``writable.replace_whole``: its temporary name holds the file's, and a results
+    file's name may already be the 255 bytes a name can have."""
     tmp = path.with_name(f".sensorcast-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "x", encoding="utf-8", newline="") as handle:

@@ -165,18 +165,19 @@ def _spec_files(specs: Sequence[tuple[str, list[str] | None]]) -> list[list[Any]
     from connectors.csv_formats import expand_groups
 
     groups = expand_groups([[path] for path, _ in specs])
-    picked: dict[tuple[Path, str], str] = {}  # (file, column or "*" for all): its spec
+    picked: dict[Path, dict[str, str]] = {}  # file -> column ("*": every one) -> its spec
     for files, (path, columns) in zip(groups, specs, strict=True):
         spec = f"{path}:{','.join(columns)}" if columns else path
+        wanted = columns or ["*"]
         for file in files:
-            real = file.path.resolve()
-            every = [earlier for (f, _), earlier in picked.items() if f == real]
-            clash = [picked.get((real, c)) for c in (columns or [])] + [picked.get((real, "*"))]
-            if (earlier := next((e for e in clash if e), None)) or (every and not columns):
-                msg = f"{spec}: picks columns of {file.path} that {earlier or every[0]} picks "
-                msg += "too; name each column of a log once"
+            earlier = picked.setdefault(file.path.resolve(), {})
+            clash = [earlier[c] for c in (*wanted, "*") if c in earlier]
+            if clash or (earlier and not columns):  # "*" clashes with any column
+                msg = f"{spec}: picks columns of {file.path} that "
+                msg += f"{(clash or list(earlier.values()))[0]} picks too; "
+                msg += "name each column of a log once"
                 raise InputFileError(msg)
-            picked.update(((real, c), spec) for c in (columns or ["*"]))
+            earlier.update(dict.fromkeys(wanted, spec))
     return groups
 
 

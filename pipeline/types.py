@@ -19,6 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_STREAM_KEY_LENGTH = 256
+# Event times outside the years 1900..2100 are garbage, to the payload decoders and the
+# engine alike (one rule: a reading a decoder takes is not dropped later as bad_timestamp)
+MIN_TIME = -2_208_988_800.0  # 1900-01-01T00:00:00Z
+MAX_TIME = 4_133_980_800.0  # 2101-01-01T00:00:00Z, exclusive
 
 
 class Reason(enum.IntEnum):

@@ -29,13 +29,8 @@ import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.state import StateTable
-from pipeline.types import Reason
+from pipeline.types import MAX_TIME, MIN_TIME, Reason
 
-# Event times outside the years 1900..2100 are treated as garbage (the payload
-# decoders' rule, connectors.payloads.MIN_TIME/MAX_TIME: one rule, so a reading the
-# decoder takes is not dropped here, without its topic and payload, as bad_timestamp)
-MIN_TIMESTAMP = -2_208_988_800.0  # 1900-01-01T00:00:00Z
-MAX_TIMESTAMP = 4_133_980_800.0  # 2101-01-01T00:00:00Z, exclusive
 GAP_FACTOR = 1.5  # an interval this many times the typical one is a gap
 INTERVAL_ALPHA = 0.1  # weight of a new interval in the typical-interval estimate
 
@@ -79,7 +74,7 @@ def screen(slots: np.ndarray, t: np.ndarray, v: np.ndarray, config: PipelineConf
     reasons = np.zeros(len(t), np.uint8)
     reasons[(v < config.value_min) | (v > config.value_max)] = Reason.OUT_OF_RANGE
     reasons[~np.isfinite(v)] = Reason.NON_FINITE
-    bad_time = ~((t >= MIN_TIMESTAMP) & (t < MAX_TIMESTAMP))  # also catches NaN
+    bad_time = ~((t >= MIN_TIME) & (t < MAX_TIME))  # also catches NaN
     reasons[bad_time] = Reason.BAD_TIMESTAMP
     reasons[slots < 0] = Reason.STREAM_LIMIT
     return reasons
