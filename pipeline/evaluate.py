@@ -47,7 +47,7 @@ from pipeline.replay import (
 from pipeline.report import Panel, Table, html_page
 from pipeline.summary import counted, run_summary
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
-from pipeline.writable import not_an_input, replace_whole, writable_file
+from pipeline.writable import not_an_input, probe_file, replace_whole
 
 DEFAULT_MODELS = "default,persistence,river-holtwinters,river-snarimax"
 PLOT_STREAMS = 6  # streams plotted in the report
@@ -506,10 +506,17 @@ def write_csv(path: str, scores: Sequence[StreamScore], overall: Sequence[ModelS
     columns = ["stream", "model", "steps", "scored", "mae", "rmse", "mase", "mase_median",
                "coverage", "anomalies", "steps_per_s"]  # fmt: skip
     text = pd.DataFrame.from_records(records, columns=columns).to_csv(index=False)
+    write_whole("--csv", path, text.encode())
+
+
+def write_whole(flag: str, path: str, data: bytes) -> None:
+    """``data`` at ``path``, its folder made now (checked, not made, before the run);
+    an earlier file there stays whole if this fails."""
     try:
-        replace_whole(Path(path), text.encode())  # an earlier table stays whole on failure
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        replace_whole(Path(path), data)
     except OSError as exc:
-        msg = f"--csv: cannot write {path}: {exc.strerror or exc}"
+        msg = f"{flag}: cannot write {path}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
 
 
@@ -539,11 +546,7 @@ def write_report(
         f"then highest MASE, under {shown[0]}), for {' and '.join(shown)}."
     )
     page = html_page("sensorcast evaluate", notes, table, figures, figure_note)
-    try:
-        replace_whole(Path(args.report), page.encode())  # an earlier report stays whole
-    except OSError as exc:
-        msg = f"--report: cannot write {args.report}: {exc.strerror or exc}"
-        raise ConfigError(msg) from exc
+    write_whole("--report", args.report, page.encode())
 
 
 def plotted_models(overall: Sequence[ModelScore]) -> list[str]:
@@ -601,7 +604,7 @@ def check_args(args: argparse.Namespace) -> None:
     outputs = [(flag, path) for flag, path, _ in given if path]
     inputs = input_files(args.paths) if outputs else []
     for flag, path in outputs:
-        writable_file(path, flag)
+        probe_file(path, flag)  # made at the end: a failed run leaves no new folder
         not_an_input(path, inputs, flag)
     if args.report and args.csv and Path(args.report).resolve() == Path(args.csv).resolve():
         msg = f"--csv: {args.csv} is also the --report file; give two different files"

@@ -58,6 +58,17 @@ def writable_file(path: str | Path, what: str) -> Path:
     return path
 
 
+def probe_file(path: str | Path, what: str) -> Path:
+    """``writable_file``'s check, leaving no folder behind: for an output written
+    only at the end of a run that may still fail (``evaluate --report``)."""
+    path = Path(path)
+    probe_folder(path.parent, what)
+    if path.is_dir():
+        msg = f"{what}: {path} is a folder; give a file name"
+        raise ConfigError(msg)
+    return path
+
+
 def not_an_input(path: str | Path, inputs: Sequence[Path], what: str) -> None:
     """ConfigError naming ``what`` when ``path`` is one of the ``inputs``: writing it
     would destroy a log before (or while) it is read."""

@@ -162,6 +162,16 @@ def test_a_missing_output_folder_is_made(capsys, tmp_path):
     assert set(pd.read_csv(metrics)["model"]) == {"persistence"}
 
 
+def test_a_run_that_fails_leaves_no_new_output_folder(capsys, tmp_path):
+    log = tmp_path / "w.csv"
+    log.write_text("time,EMPTY\n" + "".join(f"2024-01-01T00:0{i}:00Z,\n" for i in range(5)))
+    report, metrics = tmp_path / "a" / "r.html", tmp_path / "b" / "c" / "m.csv"
+    outputs = ["--report", str(report), "--csv", str(metrics)]
+    code, _, err = evaluate(capsys, f"{log}:EMPTY", "--models", "persistence", *outputs)
+    assert code == 2 and "no readings to evaluate" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.csv"]
+
+
 def test_a_missing_log_exits_2(capsys, tmp_path):
     code, _, err = evaluate(capsys, str(tmp_path / "nope.csv"), "--models", "persistence")
     assert code == 2 and "nope.csv" in err
