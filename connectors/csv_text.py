@@ -443,6 +443,27 @@ def write_rows(
     return pos
 
 
+def shortest_digits(exact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(digits, scale) of every cell of ``exact`` (3, n): value, min, max. A min or max
+    equal to its value (every unwindowed reading) copies the value's digits: the
+    search, and Python's ``repr`` for the hard cells, run once per reading."""
+    digits = np.empty(exact.shape, np.int64)
+    scale = np.empty(exact.shape, np.int32)
+    if exact_digits(exact[0], digits[0], scale[0]):
+        fill_hard(exact[0], digits[0], scale[0])
+    for c in (1, 2):
+        same = exact[c] == exact[0]  # NaN is never the same: it has no digits to copy
+        digits[c], scale[c] = digits[0], scale[0]
+        if same.all():
+            continue
+        rest = np.flatnonzero(~same)
+        x, d, s = exact[c, rest], digits[c, rest], scale[c, rest]
+        if exact_digits(x, d, s):
+            fill_hard(x, d, s)
+        digits[c, rest], scale[c, rest] = d, s
+    return digits, scale
+
+
 def text_table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """UTF-8 of ``texts`` end to end, and (len + 1,) offsets of each."""
     encoded = [text.encode() for text in texts]
@@ -478,11 +499,7 @@ class CsvRows:
         label_blob, label_offsets = _LABEL_TABLE
         model_name = np.frombuffer(quoted(verdicts.model).encode(), np.uint8)
         exact = np.stack([verdicts.value, verdicts.min, verdicts.max]).astype(np.float64)
-        exact_d = np.empty(exact.shape, np.int64)
-        exact_s = np.empty(exact.shape, np.int32)
-        for c in range(3):
-            if exact_digits(exact[c], exact_d[c], exact_s[c]):
-                fill_hard(exact[c], exact_d[c], exact_s[c])
+        exact_d, exact_s = shortest_digits(exact)
         model = np.stack([getattr(verdicts, name) for name in _MODEL_COLUMNS])
         times = np.stack([verdicts.timestamp, verdicts.next_timestamp]).astype(np.float64)
         longest_key = int(np.diff(key_offsets).max(initial=0))

@@ -66,6 +66,17 @@ def batch_of(x: np.ndarray, seconds: np.ndarray | None = None) -> VerdictBatch:
     return batch
 
 
+def test_a_min_or_max_unlike_its_value_gets_its_own_digits():
+    x = awkward_floats(4_000)
+    rng = np.random.default_rng(1)
+    batch = batch_of(x)
+    batch.min[:] = np.where(rng.random(len(x)) < 0.5, x, rng.permutation(x))  # some the same
+    batch.max[:] = -x  # -0.0 against 0.0: the same number, its own sign
+    frame = cells(batch)
+    for name in EXACT:
+        assert frame[name].tolist() == arrow_text(getattr(batch, name)), name
+
+
 def test_readings_are_written_as_arrow_wrote_them_and_read_back_exactly():
     x = awkward_floats(20_000)
     frame = cells(batch_of(x))

@@ -69,9 +69,10 @@ def hidden_of(state: np.ndarray) -> np.ndarray:
     return unpack_hidden(state[:, STATS + POST :], 8 * 2)  # small_network: 2 layers of 8
 
 
-def test_the_compiled_sequence_mode_is_nn_gru_on_real_data():
-    forecaster = RnnForecaster(small_network(), "test")
-    rows = real_rows()
+@pytest.mark.parametrize("layers", [1, 2], ids=["one-layer-unpacked", "two-layers-packed"])
+def test_the_compiled_sequence_mode_is_nn_gru_on_real_data(layers):
+    forecaster = RnnForecaster(small_network(layers=layers), "test")
+    rows = real_rows()  # of different lengths: the shorter row stops early
     outputs = []
     for small_batch in (0, SMALL_BATCH):
         forecaster.small_batch = small_batch
@@ -79,7 +80,22 @@ def test_the_compiled_sequence_mode_is_nn_gru_on_real_data():
     torch_out, compiled = outputs
     np.testing.assert_allclose(compiled.mean, torch_out.mean, rtol=0, atol=1e-5)
     np.testing.assert_allclose(compiled.scale, torch_out.scale, rtol=1e-5)
-    np.testing.assert_allclose(hidden_of(compiled.state), hidden_of(torch_out.state), atol=1e-5)
+    hidden = [unpack_hidden(out.state[:, STATS + POST :], 8 * layers) for out in outputs]
+    np.testing.assert_allclose(hidden[1], hidden[0], atol=1e-5)
+
+
+def test_one_layer_without_packing_keeps_each_rows_state_at_its_own_end():
+    network = small_network(layers=1)
+    x = torch.randn(4, 6, N_FEATURES)  # (B, T, F)
+    h = torch.randn(1, 4, 8)  # (L, B, H)
+    lengths = torch.tensor([6, 3, 0, 1])  # row 2 has no step: it keeps its state
+    with torch.inference_mode():
+        y, h_out = network(x, h, lengths)
+        torch.testing.assert_close(h_out[:, 2], h[:, 2])
+        for b, n in [(0, 6), (1, 3), (3, 1)]:
+            y_alone, h_alone = network(x[b : b + 1, :n], h[:, b : b + 1])
+            torch.testing.assert_close(h_out[:, b], h_alone[:, 0])
+            torch.testing.assert_close(y[b, :n], y_alone[0])
 
 
 def test_default_model_ships_and_loads():
