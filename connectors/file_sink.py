@@ -23,7 +23,11 @@ resolves. A text cell with a comma, a quote or a line break is quoted.
 Parquet (``.parquet``) holds the same columns with native types (UTC
 timestamps, booleans, nulls) and skips text formatting altogether, for bulk
 replays read back by pandas, polars or DuckDB. Its rows become readable when
-the sink closes (the file's footer is written last).
+the sink closes (the file's footer is written last). Arrow IPC (``.arrow`` or
+``.feather``: Feather v2 is the same file) holds the same typed columns
+uncompressed, the layout they have in memory: the cheapest to write (a tenth
+of Parquet's time) and to read (``pandas.read_feather``, ``polars.read_ipc``,
+DuckDB's ``arrow`` extension), at about a third more bytes than Parquet.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as parquet
 
 from connectors.csv_text import CsvRows
@@ -167,9 +172,10 @@ _COMPRESSION = {
 }
 
 
-class ParquetFileSink:
-    """Writes ``CSV_COLUMNS`` with native types; one row group per batch. Like the text
-    sinks, into a temporary file that ``close`` renames over ``path``."""
+class _TableFileSink:
+    """Writes ``CSV_COLUMNS`` with native types, a table per batch, through a writer
+    made for the first table's schema. Like the text sinks, into a temporary file
+    that ``close`` renames over ``path``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -179,36 +185,36 @@ class ParquetFileSink:
         except OSError as exc:
             msg = f"--out: cannot write {path}: {exc.strerror}"
             raise ConfigError(msg) from exc
-        self._writer: parquet.ParquetWriter | None = None
+        self._writer: Any = None
+
+    def _table(self, verdicts: VerdictBatch) -> pa.Table:
+        return verdict_table(verdicts, typed=True)
+
+    def _open_writer(self, schema: pa.Schema) -> Any:
+        raise NotImplementedError
 
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
-        self._write(verdict_table(verdicts, typed=True))
+        self._write(self._table(verdicts))
 
     def _write(self, table: pa.Table) -> None:
         try:
             if self._writer is None:
-                # dictionaries only where values repeat: hashing every float costs half the write
-                self._writer = parquet.ParquetWriter(
-                    self._file,
-                    table.schema,
-                    use_dictionary=_DICTIONARY_COLUMNS,
-                    compression=_COMPRESSION,
-                )
+                self._writer = self._open_writer(table.schema)
             self._writer.write_table(table)
         except OSError as exc:
             msg = f"cannot write {self.path}: {exc.strerror or exc}"
             raise SinkError(msg) from exc
 
     def flush(self) -> None:
-        """Nothing to do: Parquet rows are readable once the file is closed."""
+        """Nothing to do: the rows are readable once the file is closed."""
 
     def close(self) -> None:
         if self._file.closed:
             return
         if self._writer is None:  # no rows: still a valid file, with the columns
-            self._write(verdict_table(VerdictBatch.empty(), typed=True))
+            self._write(self._table(VerdictBatch.empty()))
         assert self._writer is not None
         try:
             self._writer.close()
@@ -225,15 +231,48 @@ class ParquetFileSink:
         _discard(self._file, self._tmp)
 
 
-def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink | ParquetFileSink:
-    """A sink chosen by the file's suffix: ``.csv`` (or ``-`` for stdout), ``.jsonl`` or
-    ``.parquet``."""
-    suffix = Path(str(path)).suffix.lower()
-    if str(path) == "-" or suffix == ".csv":
+class ParquetFileSink(_TableFileSink):
+    """Parquet: one row group per batch, snappy where it pays."""
+
+    def _open_writer(self, schema: pa.Schema) -> parquet.ParquetWriter:
+        # dictionaries only where values repeat: hashing every float costs half the write
+        return parquet.ParquetWriter(
+            self._file, schema, use_dictionary=_DICTIONARY_COLUMNS, compression=_COMPRESSION
+        )
+
+
+class ArrowFileSink(_TableFileSink):
+    """An Arrow IPC file (Feather v2), uncompressed: one record batch per batch."""
+
+    def _table(self, verdicts: VerdictBatch) -> pa.Table:
+        # an IPC file holds one dictionary per column for all its batches, and each
+        # batch's stream keys come with their own: the keys go in as plain strings
+        table = verdict_table(verdicts, typed=True)
+        stream = table.schema.get_field_index("stream")
+        return table.set_column(stream, "stream", table["stream"].cast(pa.string()))
+
+    def _open_writer(self, schema: pa.Schema) -> ipc.RecordBatchFileWriter:
+        return ipc.new_file(self._file, schema)
+
+
+_SINKS: dict[str, type[CsvFileSink | JsonlFileSink | _TableFileSink]] = {
+    ".csv": CsvFileSink,
+    ".jsonl": JsonlFileSink,
+    ".ndjson": JsonlFileSink,
+    ".parquet": ParquetFileSink,
+    ".arrow": ArrowFileSink,
+    ".feather": ArrowFileSink,
+}
+
+
+def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink | _TableFileSink:
+    """A sink chosen by the file's suffix: ``.csv`` (or ``-`` for stdout), ``.jsonl``,
+    ``.parquet`` or ``.arrow``/``.feather``."""
+    if str(path) == "-":
         return CsvFileSink(path)
-    if suffix in (".jsonl", ".ndjson"):
-        return JsonlFileSink(path)
-    if suffix == ".parquet":
-        return ParquetFileSink(path)
-    msg = f"--out: {path} must end in .csv, .jsonl or .parquet (or be - for CSV on stdout)"
-    raise ConfigError(msg)
+    sink = _SINKS.get(Path(str(path)).suffix.lower())
+    if sink is None:
+        msg = f"--out: {path} must end in .csv, .jsonl, .parquet or .arrow (or be - for CSV "
+        msg += "on stdout)"
+        raise ConfigError(msg)
+    return sink(path)

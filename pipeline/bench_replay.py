@@ -3,11 +3,11 @@
 sensorcast runs exactly what ``sensorcast replay LOG --out FILE.csv`` runs: the CSV
 source (opening the files and parsing are timed), the default model, the default
 detector and a CSV file sink, one core for torch; and, over the synthetic streams,
-the same with ``--out FILE.parquet``. The baseline is what a River user would write: per
-stream a SNARIMAX forecaster (the parameters of ``river-snarimax``) and a
-``MinMaxScaler | HalfSpaceTrees`` detector, predict then learn, a CSV row per
-reading. River is far slower, so it gets a subsample of the same parsed log: whole
-streams, the first ones, up to ``river_readings`` readings (at least one
+the same with ``--out FILE.parquet`` and ``--out FILE.arrow``. The baseline is what a
+River user would write: per stream a SNARIMAX forecaster (the parameters of
+``river-snarimax``) and a ``MinMaxScaler | HalfSpaceTrees`` detector, predict then
+learn, a CSV row per reading. River is far slower, so it gets a subsample of the same
+parsed log: whole streams, the first ones, up to ``river_readings`` readings (at least one
 stream); its rate is extrapolated as readings/s. Its CSV parsing is not timed,
 which only flatters the baseline.
 """
@@ -192,7 +192,8 @@ def measure(
     folder: Path,
     output: str = "csv",
 ) -> list[Row]:
-    """One row: sensorcast writing ``output`` (csv or parquet) against River writing CSV."""
+    """One row: sensorcast writing ``output`` (csv, parquet or arrow) against River writing
+    CSV."""
     sample = river_sample(paths, size.river_readings)
     streams = len({key for key, _, _ in sample})
     out = folder / f"sensorcast.{output}"
@@ -226,4 +227,5 @@ def run(runs: int, size: ReplaySize, nab: Path | None) -> list[Row]:
         name = f"{size.streams:,} synthetic streams"
         rows += measure(name, [log], runs, size, folder)
         rows += measure(f"{name}, Parquet out", [log], runs, size, folder, "parquet")
+        rows += measure(f"{name}, Arrow out", [log], runs, size, folder, "arrow")
         return rows

@@ -59,7 +59,8 @@ def register(commands: Any) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of a pipeline run (with add_pipeline_arguments): --to reads none of them."""
     parser.add_argument(
-        "--out", help="write steps to FILE.csv, FILE.jsonl, FILE.parquet or - (CSV on stdout)"
+        "--out",
+        help="write steps to FILE.csv, FILE.jsonl, FILE.parquet, FILE.arrow or - (CSV on stdout)",
     )
     parser.add_argument(
         "--state",

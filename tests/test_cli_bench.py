@@ -122,6 +122,7 @@ def test_replay_against_river(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "NAB throughput",
         "50 synthetic streams throughput",
         "50 synthetic streams, Parquet out throughput",
+        "50 synthetic streams, Arrow out throughput",
     ]
     for row in rows:
         check_row(row, 3)
@@ -130,9 +131,9 @@ def test_replay_against_river(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert within(row["sensorcast_runs"] + row["baseline_runs"], 0, 1e9), row
         assert 1 <= row["extra"]["river_readings"] <= row["extra"]["readings"]
     assert rows[0]["extra"]["readings"] == rows[0]["extra"]["river_readings"] == 400  # 1 stream
-    assert rows[1]["extra"]["readings"] == rows[2]["extra"]["readings"] == 50 * 40
+    assert {row["extra"]["readings"] for row in rows[1:]} == {50 * 40}
     # River gets whole streams (40 readings each), as many as fit its 300 of --quick
-    assert rows[1]["extra"]["river_readings"] == rows[2]["extra"]["river_readings"] == 280
+    assert {row["extra"]["river_readings"] for row in rows[1:]} == {280}
     assert document["settings"]["nab"] == str(nab)
 
 

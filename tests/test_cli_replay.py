@@ -125,7 +125,7 @@ def write(path: Path, text: str) -> Path:
         (lambda d: MACHINE, ["--model", "gpt"], "--model: unknown model 'gpt'"),
         (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.csv"))], "cannot write"),
         (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.parquet"))], "cannot write"),
-        (lambda d: MACHINE, ["--out", "o.txt"], "must end in .csv, .jsonl or .parquet"),
+        (lambda d: MACHINE, ["--out", "o.txt"], "must end in .csv, .jsonl, .parquet or .arrow"),
         (lambda d: MACHINE, ["--state", "/dev/null"], "/dev/null is not a sensorcast snapshot"),
         (lambda d: MACHINE, ["--state", "/dev/null/s"], "--state: /dev/null is a file"),
     ],
@@ -378,7 +378,7 @@ def test_interval_and_root_mistakes_name_their_flag(capsys, argv, expected):
     assert err.count("\n") == 1 and expected in err
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".arrow"])
 def test_a_replay_that_fails_midway_leaves_the_earlier_out_file(tmp_path, capsys, suffix):
     log = tmp_path / "log.csv"
     lines = MACHINE.read_bytes().splitlines(keepends=True)

@@ -74,14 +74,18 @@ def test_csv_to_a_text_only_stdout_is_written_as_text(monkeypatch, capsys):
     assert text.startswith(",".join(CSV_COLUMNS)) and text.count("\n") == 4
 
 
-def test_parquet_holds_the_csv_rows_with_native_types(tmp_path):
-    for name in ("out.csv", "out.parquet"):
+READ_TYPED = {".parquet": pd.read_parquet, ".arrow": pd.read_feather, ".feather": pd.read_feather}
+
+
+@pytest.mark.parametrize("suffix", list(READ_TYPED))
+def test_typed_files_hold_the_csv_rows_with_native_types(tmp_path, suffix):
+    for name in ("out.csv", f"out{suffix}"):
         sink = open_file_sink(tmp_path / name)
         sink.add(verdicts(KEYS))
-        sink.add(verdicts(["other/dev/temp"]))
+        sink.add(verdicts(["other/dev/temp"]))  # a batch of other stream keys
         sink.close()
     text = pd.read_csv(tmp_path / "out.csv")
-    typed = pd.read_parquet(tmp_path / "out.parquet")
+    typed = READ_TYPED[suffix](tmp_path / f"out{suffix}")
     assert list(typed.columns) == list(CSV_COLUMNS) and len(typed) == len(text) == 9
     assert str(typed["timestamp"].dtype) == "datetime64[ms, UTC]"
     assert typed["is_anomaly"].dtype == bool and typed["count"].dtype == np.int64
@@ -92,11 +96,12 @@ def test_parquet_holds_the_csv_rows_with_native_types(tmp_path):
         np.testing.assert_allclose(typed[column].to_numpy(float), text[column], rtol=5e-12)
 
 
-def test_a_parquet_file_without_rows_still_has_the_columns(tmp_path):
-    sink = open_file_sink(tmp_path / "empty.parquet")
+@pytest.mark.parametrize("suffix", list(READ_TYPED))
+def test_a_typed_file_without_rows_still_has_the_columns(tmp_path, suffix):
+    sink = open_file_sink(tmp_path / f"empty{suffix}")
     sink.close()
     sink.close()  # twice is harmless
-    frame = pd.read_parquet(tmp_path / "empty.parquet")
+    frame = READ_TYPED[suffix](tmp_path / f"empty{suffix}")
     assert list(frame.columns) == list(CSV_COLUMNS) and frame.empty
 
 
