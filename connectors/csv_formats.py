@@ -118,6 +118,23 @@ def inspect(
     """
     lines = _head(path, 4)
     sep = _separator(lines[0])
+    try:
+        return _layout(path, lines, sep, format, columns, name, prefix)
+    except csv.Error as exc:  # a field past the csv module's limit: not a log's header
+        msg = f"{path}: its first lines are not CSV a log can start with ({exc}); "
+        msg += "give a log whose first line names its columns"
+        raise InputFileError(msg) from exc
+
+
+def _layout(
+    path: Path,
+    lines: list[str],
+    sep: str,
+    format: str,
+    columns: Sequence[str] | None,
+    name: str,
+    prefix: str,
+) -> Layout:
     names = _clean_names(path, _fields(lines[0], sep))
     time = timestamps.find(names)
     skip = 2 if time and _is_units_row(lines[1:], names, sep, time) else 1

@@ -832,3 +832,10 @@ def test_a_first_row_with_too_many_fields_is_skipped_and_counted(tmp_path, extra
         (Reason.DECODE_ERROR, 2,
          f"{path}: line 2: expected 2 fields, saw {fields}; the row is skipped")
     ]  # fmt: skip
+
+
+def test_a_head_field_past_the_csv_modules_limit_is_an_input_error(tmp_path):
+    log = tmp_path / "huge.csv"  # found by the fuzz tests: 131,073 characters in one cell
+    log.write_text("x" * 131_073 + "1976-05-03T19:33:00Z,\n1976-05-03T19:34:00Z,1\n")
+    with pytest.raises(InputFileError, match=r"huge.csv: its first lines are not CSV"):
+        CsvSource([log])
