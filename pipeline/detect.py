@@ -88,6 +88,7 @@ def _tail_kernel(value, length, mean, scale, threshold, warmup, state, score, fl
 
 _SEEN, _HIGH, _LOW, _RECORD, _FORECAST_SEEN, _PROFILE = range(6)  # RecordDetector's state
 PROFILE_BINS = 24  # the daily profile's bins: hours of the day, on the stream's clock
+_TYPICAL_SCALE = _PROFILE + PROFILE_BINS  # after the profile: the stream's usual forecast scale
 RECORD_GROWTH = 2.0  # one absurd residual (a fill value) raises the record at most this much
 DAY = 86_400.0
 
@@ -113,7 +114,10 @@ class RecordDetector(_ColumnDetector):
       ``profile_rate`` of itself per day), so a jump the stream makes every
       day at the same time is not news. The record starts after warm-up and
       at most doubles per step, so a forecast whose scale was not yet learned,
-      or one absurd residual, does not blind it for long.
+      or one absurd residual, does not blind it for long. A miss is measured
+      in forecast scales of at least ``scale_floor`` times the stream's usual
+      scale (an average over about ``scale_memory`` steps), so a burst after
+      an unusually quiet, confident stretch is not a record by the quiet alone.
 
     The score is the larger of the two; a step is flagged at ``threshold``
     after ``warmup`` steps. Every step, flagged or not, moves the records:
@@ -123,11 +127,11 @@ class RecordDetector(_ColumnDetector):
 
     State per stream, float32 (the records need no more, and 1 KiB per stream
     is the budget): ``[steps seen, high, low, surprise record, steps with a
-    forecast, profile (PROFILE_BINS, NaN until its bin is first visited)]``.
+    forecast, profile (PROFILE_BINS, NaN until its bin is first visited), usual scale]``.
     """
 
     name = "record"
-    state_width = _PROFILE + PROFILE_BINS
+    state_width = _TYPICAL_SCALE + 1
     state_dtype = np.float32
 
     def __init__(
@@ -142,6 +146,8 @@ class RecordDetector(_ColumnDetector):
         surprise_weight: float = 0.7,
         surprise_floor: float = 3.0,
         profile_rate: float = 0.5,
+        scale_floor: float = 0.35,
+        scale_memory: float = 5_000.0,
     ) -> None:
         self.threshold = threshold
         self.warmup = warmup
@@ -153,6 +159,8 @@ class RecordDetector(_ColumnDetector):
         self.surprise_weight = surprise_weight
         self.surprise_floor = surprise_floor
         self.profile_rate = profile_rate
+        self.scale_floor = scale_floor
+        self.scale_memory = scale_memory
 
     _PARAMS = (
         "threshold",
@@ -165,6 +173,8 @@ class RecordDetector(_ColumnDetector):
         "surprise_weight",
         "surprise_floor",
         "profile_rate",
+        "scale_floor",
+        "scale_memory",
     )
 
     def __repr__(self) -> str:
@@ -173,7 +183,7 @@ class RecordDetector(_ColumnDetector):
 
     def initial_state(self, n: int) -> np.ndarray:
         state = super().initial_state(n)
-        state[:, _PROFILE:] = math.nan
+        state[:, _PROFILE : _PROFILE + PROFILE_BINS] = math.nan
         return state
 
     def step(
@@ -201,7 +211,9 @@ class RecordDetector(_ColumnDetector):
 @numba.njit(cache=True)
 def _record_kernel(value, timestamp, dt, length, mean, scale, params, state, score, flag):
     threshold, warmup, range_memory, level_margin, interval_floor = params[:5]
-    surprise_memory, surprise_margin, surprise_weight, surprise_floor, profile_rate = params[5:]
+    surprise_memory, surprise_margin, surprise_weight, surprise_floor, profile_rate = params[5:10]
+    scale_floor, scale_memory = params[10:]
+    scale_rate = 1.0 / scale_memory
     range_keep = 1.0 - 1.0 / range_memory  # per step, the range shrinks to its midpoint
     record_keep = 1.0 - 1.0 / surprise_memory
     bin_width = DAY / PROFILE_BINS
@@ -218,6 +230,11 @@ def _record_kernel(value, timestamp, dt, length, mean, scale, params, state, sco
             hour = _PROFILE + int((t % DAY) // bin_width) if t == t else -1
             usual = s[hour] if hour >= 0 else math.nan
             surprise = 0.0
+            if sd > 0.0:  # misses are measured in at least a share of the usual scale
+                typical = s[_TYPICAL_SCALE]
+                typical_next = sd if typical == 0.0 else typical + scale_rate * (sd - typical)
+                s[_TYPICAL_SCALE] = _storable(typical_next)
+                sd = max(sd, scale_floor * typical)
             z = abs(x - m) / sd if sd > 0.0 else math.nan  # NaN: no forecast yet
             if z == z:
                 if usual == usual:  # explained by the time of day: no surprise
