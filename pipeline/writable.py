@@ -50,19 +50,18 @@ def probe_folder(folder: str | Path, what: str) -> None:
 
 def writable_file(path: str | Path, what: str) -> Path:
     """``path``, whose folder is ``writable_folder``; ConfigError if ``path`` is a folder."""
-    path = Path(path)
-    writable_folder(path.parent, what)
-    if path.is_dir():
-        msg = f"{what}: {path} is a folder; give a file name"
-        raise ConfigError(msg)
-    return path
+    writable_folder(Path(path).parent, what)
+    return _not_a_folder(Path(path), what)
 
 
 def probe_file(path: str | Path, what: str) -> Path:
     """``writable_file``'s check, leaving no folder behind: for an output written
     only at the end of a run that may still fail (``evaluate --report``)."""
-    path = Path(path)
-    probe_folder(path.parent, what)
+    probe_folder(Path(path).parent, what)
+    return _not_a_folder(Path(path), what)
+
+
+def _not_a_folder(path: Path, what: str) -> Path:
     if path.is_dir():
         msg = f"{what}: {path} is a folder; give a file name"
         raise ConfigError(msg)
