@@ -70,7 +70,7 @@ def quoted(text: str) -> str:
     return text
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _decimal_exponent(a):
     """floor(log10(a)) for a finite a > 0, corrected where log10 rounds across a power
     of ten (within 10**-22 .. 10**22; beyond, a digit more or less is all it costs)."""
@@ -88,7 +88,7 @@ def _decimal_exponent(a):
     return e
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _shortest(a):
     """(digits, scale) with digits * 10**-scale == a exactly (as float64 division or
     product), digits of at most 15 significant figures, the fewest that do; (0, HARD)
@@ -109,7 +109,7 @@ def _shortest(a):
     return 0, HARD
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def exact_digits(x, digits, scale):
     """For each finite nonzero x: (digits, scale) of its shortest decimal, or scale
     HARD where the compiled search gives up (Python's ``repr`` fills those in)."""
@@ -137,7 +137,7 @@ def fill_hard(x: np.ndarray, digits: np.ndarray, scale: np.ndarray) -> None:
         scale[i] = len(fraction) - int(exponent or 0)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _scaled(a, s):
     """a * 10**s for any s, as closely as a few roundings allow."""
     while s > 22:
@@ -149,7 +149,7 @@ def _scaled(a, s):
     return a * _POW10[s] if s >= 0 else a / _POW10[-s]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _rounded(a, figures):
     """(digits, scale): a rounded to ``figures`` significant digits, a finite a > 0."""
     s = figures - 1 - _decimal_exponent(a)
@@ -160,7 +160,7 @@ def _rounded(a, figures):
     return np.int64(d), np.int32(s)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _digit_count(n):
     """Decimal digits of n >= 0 (1 for 0)."""
     count = 1
@@ -169,7 +169,7 @@ def _digit_count(n):
     return count
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_backwards(buf, end, n, count):
     """The last ``count`` digits of n >= 0 ending before ``end``, two at a time; what
     is left of n (its leading digits). Unsigned: Python's floor division of signed
@@ -190,7 +190,7 @@ def _put_backwards(buf, end, n, count):
     return np.int64(m)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put2(buf, pos, n):
     """0 <= n < 100 as two digits."""
     buf[pos] = _PAIRS[2 * n]
@@ -198,7 +198,7 @@ def _put2(buf, pos, n):
     return pos + 2
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_uint(buf, pos, n, width):
     """n >= 0 in decimal, zero-padded to ``width``; the new position."""
     count = _digit_count(n)
@@ -210,7 +210,7 @@ def _put_uint(buf, pos, n, width):
     return pos + count
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_figures(buf, pos, d, n, point):
     """The n digits of d with a decimal point after the first ``point`` (0 < point
     <= n; none when point == n); the new position."""
@@ -224,7 +224,7 @@ def _put_figures(buf, pos, d, n, point):
     return pos + n + 1
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _trim(buf, end):
     """``end`` moved back over a fraction's trailing zeros, and its point if no digit
     is left after it (the text before ``end`` has a decimal point)."""
@@ -233,7 +233,7 @@ def _trim(buf, end):
     return end - 1 if buf[end - 1] == 46 else end
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_digits(buf, pos, d, s, negative):
     """d * 10**-s (d > 0) laid out as double-conversion's shortest form lays it out:
     trailing zeros of a fraction left out (the layout does not depend on them)."""
@@ -267,7 +267,7 @@ def _put_digits(buf, pos, d, s, negative):
     return _put_uint(buf, pos + 2, abs(exponent), 1)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_special(buf, pos, x):
     """NaN (nothing), zeros and infinities; -1 for any other number."""
     if x != x:
@@ -289,13 +289,13 @@ def _put_special(buf, pos, x):
     return -1
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_exact(buf, pos, x, d, s):
     end = _put_special(buf, pos, x)
     return end if end >= 0 else _put_digits(buf, pos, d, s, x < 0)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_model(buf, pos, x):
     end = _put_special(buf, pos, x)
     if end >= 0:
@@ -304,7 +304,7 @@ def _put_model(buf, pos, x):
     return _put_digits(buf, pos, d, s, x < 0)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _civil(days):
     """(year, month, day) of a day count from 1970-01-01 (proleptic Gregorian)."""
     z = days + 719468
@@ -319,7 +319,7 @@ def _civil(days):
     return year, month, day
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_time(buf, pos, seconds, early):
     """``iso_times``' text: to the second when whole, else to the millisecond; nothing
     for NaN and for times ISO 8601 cannot spell. Times before the year 1, where
@@ -364,7 +364,7 @@ def _put_time(buf, pos, seconds, early):
     return pos + 1
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_text(buf, pos, blob, offsets, k):
     for j in range(offsets[k], offsets[k + 1]):
         buf[pos] = blob[j]
@@ -372,7 +372,7 @@ def _put_text(buf, pos, blob, offsets, k):
     return pos
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_int(buf, pos, n):
     if n < 0:
         buf[pos] = 45
@@ -386,7 +386,7 @@ def _put_int(buf, pos, n):
     return _put_uint(buf, pos, n, 1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def write_rows(
     buf,
     key_code,

@@ -89,7 +89,7 @@ def compute_features(
     return x, anchor, unit
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _features_kernel(stats, timestamp, value, dt, missing, next_t, length, x, anchor, unit):
     for b in range(value.shape[0]):
         for j in range(length[b]):
@@ -118,7 +118,7 @@ def _features_kernel(stats, timestamp, value, dt, missing, next_t, length, x, an
             unit[b, j] = scale_c
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _observe(s, v, after_gap):
     """Update one stream's stats with value ``v``; return its change (NaN if none)."""
     change = math.nan
@@ -146,7 +146,7 @@ def _observe(s, v, after_gap):
     return change
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _learn_profile(s, t, change, typical):
     """Move the mean change of ``t``'s hour of day towards this step's change."""
     steps_per_hour = max(3600.0 / typical, 1.0)
@@ -155,7 +155,7 @@ def _learn_profile(s, t, change, typical):
     s[hour] += alpha * (min(max(change, -FEATURE_LIMIT), FEATURE_LIMIT) - s[hour])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _change_scale(s):
     """RMS one-step change, bias-corrected, floored at half the resolution; never 0."""
     rms = math.sqrt(s[CHANGE_SQ] / s[CHANGE_W]) if s[CHANGE_W] > 0 else 0.0
@@ -166,13 +166,13 @@ def _change_scale(s):
     return 1e-6 * max(abs(s[LAST]), 1.0) if s[LAST] == s[LAST] else 1.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _level_scale(s, change_scale):
     """Spread of the level around its mean, never below the change scale."""
     spread = math.sqrt(s[VAR] / s[LEVEL_W]) if s[LEVEL_W] > 0 else 0.0
     return max(spread, change_scale)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _clip(z):
     return min(max(z, -FEATURE_LIMIT), FEATURE_LIMIT)

@@ -66,7 +66,7 @@ class PersistenceForecaster:
         return ForecastChunk(mean=mean, scale=scale, state=new_state)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _persistence_kernel(value, missing, length, alpha, clip, state, mean, scale):
     for b in range(value.shape[0]):
         last, ew, weight, resolution = state[b, 0], state[b, 1], state[b, 2], state[b, 3]
@@ -88,7 +88,7 @@ def _persistence_kernel(value, missing, length, alpha, clip, state, mean, scale)
         state[b, 0], state[b, 1], state[b, 2], state[b, 3] = last, ew, weight, resolution
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _scale(ew, weight, resolution):
     """The RMS change, floored at half the resolution; 0 while nothing is known."""
     rms = math.sqrt(ew / weight) if weight > 0.0 else 0.0
@@ -96,7 +96,7 @@ def _scale(ew, weight, resolution):
     return max(rms, floor)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _still(last):
     """The interval of a stream that has never moved: a millionth of its size (at least
     1e-6), small but never 0, so no z-score divides by zero (the network's rule too)."""

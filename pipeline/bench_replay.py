@@ -2,7 +2,7 @@
 
 sensorcast runs exactly what ``sensorcast replay LOG --out FILE.csv`` runs: the CSV
 source (opening the files and parsing are timed), the default model, the default
-detector and a CSV file sink, one core for torch; and, over the synthetic streams,
+detector and a CSV file sink, one BLAS thread; and, over the synthetic streams,
 the same with ``--out FILE.parquet`` and ``--out FILE.arrow``. The baseline is what a
 River user would write: per stream a SNARIMAX forecaster (the parameters of
 ``river-snarimax``) and a ``MinMaxScaler | HalfSpaceTrees`` detector, predict then
@@ -71,16 +71,12 @@ def nab_files(folder: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def one_core() -> Iterator[None]:
-    """The issue's budget: one core for the pipeline (torch would take both); the
-    caller's thread count comes back afterwards (the bench may run inside tests)."""
-    import torch
+    """The issue's budget: one core for the pipeline (OpenBLAS would take both); the
+    caller's thread counts come back afterwards (the bench may run inside tests)."""
+    from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threadpool_limits(1):
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def sensorcast_rate(paths: Sequence[Path], out: Path) -> tuple[float, int]:

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _one_blas_thread()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -101,6 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as cat does
         _silence_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a program killed by it
+
+
+def _one_blas_thread() -> None:
+    """One OpenBLAS thread for this process. The GRU's products each step are small
+    (3H x H by H x streams): a second thread gains little on them (docs/benchmarks.md)
+    and spins on a core that the broker and the MQTT threads need."""
+    import numpy  # noqa: F401  (its OpenBLAS must be loaded to be limited)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 def _silence_stdout() -> None:

@@ -125,7 +125,7 @@ class Daemon:
         if forecaster is None:
             forecaster = load_forecaster(settings.model, settings.pipeline.interval)
         self.engine = Engine(
-            _without_torch(forecaster),
+            forecaster,
             default_detector(),
             replace(settings.pipeline, report_dropped=True),  # published per stream
             on_reject=policy,
@@ -292,13 +292,6 @@ class Daemon:
         ]
         self.metrics = serve_metrics(collectors, metrics.address, metrics.port, self.problems)
         log.info("metrics on http://%s:%d/metrics", metrics.address, self.metrics.port)
-
-
-def _without_torch(forecaster: Any) -> Any:
-    """The recurrent model with every chunk compiled: the daemon never imports torch."""
-    from models.rnn import RnnForecaster
-
-    return forecaster.compiled_only() if isinstance(forecaster, RnnForecaster) else forecaster
 
 
 def _freeze_heap() -> None:

@@ -70,7 +70,7 @@ class GaussianTailDetector(_ColumnDetector):
         return DetectionChunk(score=score, is_anomaly=flag, state=new_state)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _tail_kernel(value, length, mean, scale, threshold, warmup, state, score, flag):
     for b in range(value.shape[0]):
         scored = state[b, 0]
@@ -208,7 +208,7 @@ class RecordDetector(_ColumnDetector):
         return DetectionChunk(score=score, is_anomaly=flag, state=new_state)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _record_kernel(value, timestamp, dt, length, mean, scale, params, state, score, flag):
     threshold, warmup, range_memory, level_margin, interval_floor = params[:5]
     surprise_memory, surprise_margin, surprise_weight, surprise_floor, profile_rate = params[5:10]
@@ -267,7 +267,7 @@ def _record_kernel(value, timestamp, dt, length, mean, scale, params, state, sco
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _storable(x):
     """``x`` clipped to what float32 state holds: an absurd 1e300 is stored as 3.4e38,
     still far beyond any range, instead of overflowing to inf (and NaN after)."""

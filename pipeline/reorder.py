@@ -65,7 +65,7 @@ def release(
     return out.take(~repeat), out.take(repeat)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _hold_kernel(slots, t, lateness, reasons, last_t, arrival_t):
     for i in range(t.shape[0]):
         s = slots[i]

@@ -118,7 +118,7 @@ def _state(table: StateTable) -> tuple[np.ndarray, ...]:
 # ``state`` is the tuple from _state(); ``out`` is Steps.columns() of the output.
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _window_start(t, window):
     """Start of the window holding ``t``, counted in whole microseconds: in float
     seconds a time on a boundary of a sub-second window (20.1 s, windows of 0.1 s)
@@ -128,7 +128,7 @@ def _window_start(t, window):
     return np.float64((micros // width) * width) / 1e6  # floor division, also before 1970
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _apply_kernel(slots, t, v, window, reasons, state, out):
     last_t, last_step_t, _, win_start, win_sum, win_count, win_min, win_max = state
     n_out = 0
@@ -176,7 +176,7 @@ def _apply_kernel(slots, t, v, window, reasons, state, out):
     return n_out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _close_kernel(slots, window, state, out):
     _, _, _, win_start, win_sum, win_count, win_min, win_max = state
     n_out = 0
@@ -203,7 +203,7 @@ def _close_kernel(slots, window, state, out):
     return n_out
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _emit(s, ts, value, count, vmin, vmax, source, window, state, out, n_out):
     """Write one step; update the stream's typical interval and last step time."""
     _, last_step_t, interval = state[0], state[1], state[2]

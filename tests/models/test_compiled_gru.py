@@ -1,8 +1,12 @@
-"""The compiled GRU's own exponential: close to exp everywhere a gate can be."""
+"""The compiled GRU: its own exponential, close to exp everywhere a gate can be, and
+its batched loop, which must agree with the row-by-row one."""
 
 import numpy as np
+import torch
 
-from models.compiled_gru import _exp
+from models.compiled_gru import ROW_BY_ROW, CompiledGRU, GruWeights, _exp
+from models.features import N_FEATURES
+from models.gru import GaussianGRU
 
 
 def exp_of(values) -> np.ndarray:
@@ -21,3 +25,23 @@ def test_exp_clips_far_arguments_and_keeps_nan():
     low, high, missing, zero = exp_of([-1e9, 1e9, np.nan, 0.0])
     assert 0 < low < 1e-37 and np.isfinite(high) and high > 1e38
     assert np.isnan(missing) and zero == 1.0
+
+
+def test_the_batched_loop_is_the_row_by_row_loop_with_rows_of_any_length():
+    # rows stop at their own ends (one has no step at all: it keeps its state), in a
+    # two-layer network; the batched loop gives what each row alone gives
+    torch.manual_seed(0)
+    weights = GruWeights.of(GaussianGRU(N_FEATURES, 8, 2))
+    compiled = CompiledGRU.of(weights)
+    rng = np.random.default_rng(0)
+    rows = 2 * ROW_BY_ROW + 3
+    x = rng.standard_normal((rows, 30, N_FEATURES)).astype(np.float32)  # (B, T, F)
+    h = rng.uniform(-0.9, 0.9, (2, rows, 8)).astype(np.float32)  # (L, B, H)
+    length = rng.integers(0, 31, rows)
+    length[:2] = [0, 30]
+    y, h_out = compiled.forward(x, h, length)
+    np.testing.assert_array_equal(h_out[:, 0], h[:, 0])
+    for b in range(rows):
+        y_b, h_b = compiled.forward(x[b : b + 1], h[:, b : b + 1], length[b : b + 1])
+        np.testing.assert_allclose(h_out[:, b], h_b[:, 0], rtol=0, atol=2e-6)
+        np.testing.assert_allclose(y[b], y_b[0], rtol=0, atol=2e-6)  # zeros past the end

@@ -15,7 +15,7 @@ import torch
 
 from models import DEFAULT_MODEL, load_forecaster
 from models.checkpoint import load_checkpoint, paths_of, save_checkpoint
-from models.compiled_gru import LIVE_BATCH, SMALL_BATCH
+from models.compiled_gru import ROW_BY_ROW, ROW_BY_ROW_TICK
 from models.features import N_FEATURES, STATS
 from models.gru import GaussianGRU
 from models.rnn import POST, RnnForecaster, unpack_hidden
@@ -45,14 +45,14 @@ def real_rows() -> list[list[float]]:
 
 
 @pytest.mark.parametrize(
-    ("small_batch", "live_batch"),
-    [(0, 0), (SMALL_BATCH, LIVE_BATCH), (0, LIVE_BATCH), (SMALL_BATCH, 0)],
+    ("torch_sequences", "torch_steps"),
+    [(True, True), (False, False), (True, False), (False, True)],
     ids=["torch", "compiled", "nn.GRU-vs-compiled-steps", "compiled-vs-gru_cell"],
 )
-def test_live_steps_equal_sequence_mode_on_real_data(small_batch, live_batch):
+def test_live_steps_equal_sequence_mode_on_real_data(torch_sequences, torch_steps):
     forecaster = RnnForecaster(small_network(), "test")
-    forecaster.small_batch = small_batch  # which sequence mode the two rows run through
-    forecaster.live_batch = live_batch  # and which step mode
+    forecaster.torch_sequences = torch_sequences  # which sequence mode the rows run through
+    forecaster.torch_steps = torch_steps  # and which step mode
     rows = real_rows()
     whole = forecaster.step(forecaster.initial_state(2), chunk_of(rows, interval=3600.0))
     state = forecaster.initial_state(2)
@@ -69,14 +69,23 @@ def hidden_of(state: np.ndarray) -> np.ndarray:
     return unpack_hidden(state[:, STATS + POST :], 8 * 2)  # small_network: 2 layers of 8
 
 
+def many_real_rows(n: int) -> list[list[float]]:
+    """``n`` rows cut from the real series at different places, of lengths 1 to 120."""
+    pres, atmp = real_rows()
+    return [(pres if k % 2 else atmp)[k : k + 1 + (37 * k) % 120] for k in range(n)]
+
+
 @pytest.mark.parametrize("layers", [1, 2], ids=["one-layer-unpacked", "two-layers-packed"])
-def test_the_compiled_sequence_mode_is_nn_gru_on_real_data(layers):
+@pytest.mark.parametrize("many", [False, True], ids=["row-by-row", "batched"])
+def test_the_compiled_sequence_mode_is_nn_gru_on_real_data(layers, many):
     forecaster = RnnForecaster(small_network(layers=layers), "test")
-    rows = real_rows()  # of different lengths: the shorter row stops early
+    # of different lengths: the shorter rows stop early
+    rows = many_real_rows(3 * ROW_BY_ROW) if many else real_rows()
     outputs = []
-    for small_batch in (0, SMALL_BATCH):
-        forecaster.small_batch = small_batch
-        outputs.append(forecaster.step(forecaster.initial_state(2), chunk_of(rows, 3600.0)))
+    for torch_sequences in (True, False):
+        forecaster.torch_sequences = torch_sequences
+        state = forecaster.initial_state(len(rows))
+        outputs.append(forecaster.step(state, chunk_of(rows, 3600.0)))
     torch_out, compiled = outputs
     np.testing.assert_allclose(compiled.mean, torch_out.mean, rtol=0, atol=1e-5)
     np.testing.assert_allclose(compiled.scale, torch_out.scale, rtol=1e-5)
@@ -137,9 +146,10 @@ def test_a_quantised_stream_is_forecast_on_its_own_steps():
 def test_a_tick_of_many_streams_runs_compiled_and_equals_gru_cell():
     # a live tick of 300 streams (real values, each stream its own history) runs the
     # compiled loop; the same tick through torch.gru_cell gives the same forecasts
+    assert 300 > ROW_BY_ROW_TICK  # the batched loop's tick
     compiled = RnnForecaster(small_network(), "test")
     cell = RnnForecaster(small_network(), "test")
-    cell.live_batch = 0
+    cell.torch_steps = True
     pres, atmp = real_rows()
     rows = [(pres if k % 2 else atmp)[k % 50 : k % 50 + 40] for k in range(300)]
     states = [compiled.initial_state(300), cell.initial_state(300)]
