@@ -104,16 +104,16 @@ def _features_kernel(stats, timestamp, value, dt, missing, next_t, length, x, an
             t, typical = next_t[b, j], next_t[b, j] - timestamp[b, j]
             if dt[b, j] > 0 and typical > 0:  # False for NaN (a stream's first step)
                 x[b, j, 3] = _clip(math.log(dt[b, j] / typical))
-            if t == t:
-                x[b, j, 4] = math.sin(2 * math.pi * (t % DAY) / DAY)
-                x[b, j, 5] = math.cos(2 * math.pi * (t % DAY) / DAY)
-                x[b, j, 6] = math.sin(2 * math.pi * (t % WEEK) / WEEK)
-                x[b, j, 7] = math.cos(2 * math.pi * (t % WEEK) / WEEK)
             x[b, j, 8] = _clip(math.log(scale_c / scale_l))
             if change == change and typical > 0:
                 _learn_profile(s, timestamp[b, j], change / scale_c, typical)
             if t == t:
-                x[b, j, 9] = _clip(s[PROFILE + int((t % DAY) // 3600.0)])
+                of_day, of_week = t % DAY, t % WEEK  # each once: a modulo costs ~10 ns
+                x[b, j, 4] = math.sin(2 * math.pi * of_day / DAY)
+                x[b, j, 5] = math.cos(2 * math.pi * of_day / DAY)
+                x[b, j, 6] = math.sin(2 * math.pi * of_week / WEEK)
+                x[b, j, 7] = math.cos(2 * math.pi * of_week / WEEK)
+                x[b, j, 9] = _clip(s[PROFILE + int(of_day // 3600.0)])
             anchor[b, j] = v
             unit[b, j] = scale_c
 
