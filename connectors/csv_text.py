@@ -37,7 +37,6 @@ import math
 
 import numba
 import numpy as np
-import pandas as pd
 
 from connectors.records import iso_times
 from pipeline.types import Reason, VerdictBatch
@@ -494,7 +493,7 @@ class CsvRows:
 
     def of(self, verdicts: VerdictBatch) -> memoryview:
         """The rows' UTF-8, valid until the next call."""
-        codes, keys = pd.factorize(verdicts.stream)
+        codes, keys = verdicts.stream_codes()
         key_blob, key_offsets = text_table([quoted(str(key)) for key in keys])
         label_blob, label_offsets = _LABEL_TABLE
         model_name = np.frombuffer(quoted(verdicts.model).encode(), np.uint8)
@@ -509,7 +508,7 @@ class CsvRows:
             self._buffer = np.empty(size, np.uint8)
         written = write_rows(
             self._buffer,
-            codes.astype(np.int64, copy=False),
+            codes,
             key_blob,
             key_offsets,
             times[0],

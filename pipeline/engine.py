@@ -37,6 +37,7 @@ from pipeline.types import (
     Reason,
     Rejection,
     StepChunk,
+    StreamCodes,
     VerdictBatch,
 )
 from pipeline.window import Steps, apply_readings, close_windows, screen
@@ -301,8 +302,11 @@ class Engine:
         now_mean, now_scale = flat(mean), flat(scale)
         next_mean, next_scale = flat(forecast.mean), flat(forecast.scale)
         z = self._z
+        codes = np.empty(len(steps), np.int64)
+        codes[gathered.order] = gathered.rows  # each step's chunk row
+        names = self.table.key_array(gathered.chunk.slots)
         return VerdictBatch(
-            stream=self.table.key_array(steps.slot),
+            stream=names[codes],
             timestamp=steps.timestamp,
             value=steps.value,
             count=steps.count,
@@ -323,6 +327,7 @@ class Engine:
             missing=steps.missing,
             dropped=np.zeros(len(steps), np.uint8),
             model=self.forecaster.name,
+            coded=StreamCodes(codes, names),
         )
 
     def warm_up(self) -> None:

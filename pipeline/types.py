@@ -291,6 +291,14 @@ class DetectionChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamCodes:
+    """A stream column factorised: ``names[codes]`` is the column."""
+
+    codes: np.ndarray  # (n,) int64
+    names: np.ndarray  # (k,) object, str keys, each once
+
+
+@dataclass(frozen=True, slots=True)
 class VerdictBatch:
     """Verdicts as columns, in the order the steps were made."""
 
@@ -315,6 +323,9 @@ class VerdictBatch:
     missing: np.ndarray  # (n,) int32, gap length before the step
     dropped: np.ndarray  # (n,) uint8: 0 for a step, else the Reason a reading was dropped
     model: str = ""
+    # ``stream`` factorised, where the engine knows it for free (its chunk's rows): file
+    # sinks write keys from it instead of hashing every row's key again
+    coded: StreamCodes | None = None
 
     COLUMNS = (
         "stream",
@@ -338,11 +349,24 @@ class VerdictBatch:
         return int(self.timestamp.shape[0])
 
     @classmethod
+    def column_names(cls) -> list[str]:
+        """The fields that are (n,) columns."""
+        return [name for name in cls.__dataclass_fields__ if name not in ("model", "coded")]
+
+    def stream_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, names) with ``names[codes]`` the stream column: the engine's own when
+        it gave them, else found by hashing every key."""
+        if self.coded is not None:
+            return self.coded.codes, self.coded.names
+        import pandas as pd
+
+        codes, names = pd.factorize(self.stream)
+        return codes.astype(np.int64, copy=False), np.asarray(names, object)
+
+    @classmethod
     def blank(cls, n: int, model: str = "") -> VerdictBatch:
         """``n`` rows about which nothing is known yet: NaN numbers, no flags."""
-        columns: dict[str, np.ndarray] = {}
-        for name in cls.__dataclass_fields__:
-            columns[name] = np.full(n, np.nan)
+        columns: dict[str, np.ndarray] = {name: np.full(n, np.nan) for name in cls.column_names()}
         columns.update(
             stream=np.full(n, "", object),
             count=np.zeros(n, np.int64),
@@ -350,8 +374,7 @@ class VerdictBatch:
             missing=np.zeros(n, np.int32),
             dropped=np.zeros(n, np.uint8),
         )
-        del columns["model"]
-        return cls(**columns, model=model)
+        return cls(**columns, model=model, coded=None)
 
     @classmethod
     def empty(cls, model: str = "") -> VerdictBatch:
@@ -385,13 +408,13 @@ class VerdictBatch:
             return cls.empty()
         if len(batches) == 1:
             return batches[0]
-        names = [f for f in cls.__dataclass_fields__ if f != "model"]
-        columns = {n: np.concatenate([getattr(b, n) for b in batches]) for n in names}
-        return cls(**columns, model=batches[0].model)
+        columns = {n: np.concatenate([getattr(b, n) for b in batches]) for n in cls.column_names()}
+        return cls(**columns, model=batches[0].model, coded=None)
 
     def take(self, index: np.ndarray) -> VerdictBatch:
-        names = [f for f in self.__dataclass_fields__ if f != "model"]
-        return VerdictBatch(**{n: getattr(self, n)[index] for n in names}, model=self.model)
+        columns = {n: getattr(self, n)[index] for n in self.column_names()}
+        coded = self.coded and StreamCodes(self.coded.codes[index], self.coded.names)
+        return VerdictBatch(**columns, model=self.model, coded=coded)
 
     def rows(self) -> Iterator[Verdict]:
         """Verdicts of the steps (rows of dropped readings are skipped)."""

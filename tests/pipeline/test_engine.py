@@ -51,6 +51,22 @@ def interleaved(streams: int, per_stream: int) -> ReadingBatch:
     return ReadingBatch.from_readings(items)
 
 
+def test_verdicts_carry_their_stream_column_factorised():
+    # file sinks write keys from the engine's codes instead of hashing every row's key
+    engine = Engine(PersistenceForecaster(), GaussianTailDetector(), clock=FakeClock())
+    out = engine.process(interleaved(streams=7, per_stream=4))
+    assert out.coded is not None
+    codes, names = out.stream_codes()
+    assert list(names[codes]) == list(out.stream) and len(set(names)) == len(names) == 7
+    reversed_rows = out.take(np.arange(len(out))[::-1])
+    codes, names = reversed_rows.stream_codes()
+    assert list(names[codes]) == list(out.stream[::-1])
+    merged = VerdictBatch.concat([out, reversed_rows])  # codes of two batches are not merged
+    assert merged.coded is None
+    codes, names = merged.stream_codes()  # found by hashing instead
+    assert list(names[codes]) == list(merged.stream)
+
+
 def test_one_model_call_per_tick_for_all_streams():
     spy = SpyForecaster()
     engine = Engine(spy, GaussianTailDetector(), clock=FakeClock())
