@@ -326,3 +326,13 @@ def test_warm_up_runs_single_and_batched_steps_and_leaves_nothing(config):
     assert len(engine.table) == 0 and engine.stats.readings == 0 and engine.stats.steps == 0
     out = engine.process(readings("a/b/c", [(0, 1.0), (60, 2.0), (120, 4.0), (180, 3.0)]))
     assert len(engine.table) == 1 and len(out) >= 1
+
+
+@given(st.lists(st.integers(-5, 40), max_size=60))
+def test_runs_of_a_sorted_array_are_what_unique_finds(values):
+    from pipeline.engine import _runs
+
+    ordered = np.sort(np.array(values, np.int64))
+    expected = np.unique(ordered, return_index=True, return_counts=True)
+    for got, want in zip(_runs(ordered), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
