@@ -302,8 +302,7 @@ class Engine:
         now_mean, now_scale = flat(mean), flat(scale)
         next_mean, next_scale = flat(forecast.mean), flat(forecast.scale)
         z = self._z
-        codes = np.empty(len(steps), np.int64)
-        codes[gathered.order] = gathered.rows  # each step's chunk row
+        codes = gathered.row
         names = self.table.key_array(gathered.chunk.slots)
         return VerdictBatch(
             stream=names[codes],
@@ -433,25 +432,27 @@ class Gathered:
     """Flat steps grouped by stream into a padded ``(B, T)`` chunk, and the way back."""
 
     chunk: StepChunk
-    order: np.ndarray  # (n,) permutation that sorts the flat steps by stream
-    rows: np.ndarray  # (n,) chunk row of each sorted step
-    cols: np.ndarray  # (n,) chunk column of each sorted step
+    row: np.ndarray  # (n,) chunk row of each step, in the order the steps were made
+    cell: np.ndarray  # (n,) index of each step's cell in the flattened (B, T) chunk
 
     @classmethod
     def of(cls, steps: Steps) -> Gathered:
         order = np.argsort(steps.slot, kind="stable")  # keeps each stream's time order
         slots, first, length = _runs(steps.slot[order])
-        rows = np.repeat(np.arange(len(slots)), length)
-        cols = np.arange(len(order)) - first[rows]
         shape = (len(slots), int(length.max()))
+        sorted_rows = np.repeat(np.arange(len(slots)), length)
+        row = np.empty(len(order), np.int64)
+        row[order] = sorted_rows
+        cell = np.empty(len(order), np.int64)
+        cell[order] = sorted_rows * shape[1] + np.arange(len(order)) - first[sorted_rows]
 
         def grid(column: np.ndarray, fill: float = math.nan) -> np.ndarray:
             out = np.full(shape, fill, column.dtype)  # (B, T)
-            out[rows, cols] = column[order]
+            out.reshape(-1)[cell] = column
             return out
 
         mask = np.zeros(shape, bool)
-        mask[rows, cols] = True
+        mask.reshape(-1)[cell] = True
         chunk = StepChunk(
             slots=slots,
             timestamp=grid(steps.timestamp),
@@ -462,13 +463,11 @@ class Gathered:
             mask=mask,
             length=length.astype(np.int64),
         )
-        return cls(chunk, order, rows, cols)
+        return cls(chunk, row, cell)
 
     def flatten(self, grid: np.ndarray) -> np.ndarray:
         """``(B, T)`` back to ``(n,)`` in the order the steps were made."""
-        out = np.empty(len(self.order), grid.dtype)
-        out[self.order] = grid[self.rows, self.cols]
-        return out
+        return np.ascontiguousarray(grid).reshape(-1)[self.cell]
 
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
