@@ -71,20 +71,21 @@ def quoted(text: str) -> str:
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _decimal_exponent(a):
-    """floor(log10(a)) for a finite a > 0, corrected where log10 rounds across a power
-    of ten (within 10**-22 .. 10**22; beyond, a digit more or less is all it costs)."""
-    e = int(math.floor(math.log10(a)))
-    if 0 <= e <= 21:
-        if a < _POW10[e]:
-            e -= 1
-        elif a >= _POW10[e + 1]:
+    """floor(log10(a)) for a finite a > 0: the power of ten found by walking the table
+    from 10**0 (a model's numbers are within a few powers of one; ``math.log10`` was a
+    library call for each of them), or from log10 outside 10**-22 .. 10**22, corrected
+    where it rounds across a power of ten."""
+    if 1.0 <= a < _POW10[22]:
+        e = 0
+        while a >= _POW10[e + 1]:
             e += 1
-    elif -22 <= e < 0:
-        if a * _POW10[-e] < 1.0:
+        return e
+    if a < 1.0 and a * _POW10[22] >= 1.0:
+        e = -1
+        while a * _POW10[-e] < 1.0:
             e -= 1
-        elif a * _POW10[-e - 1] >= 1.0:
-            e += 1
-    return e
+        return e
+    return int(math.floor(math.log10(a)))
 
 
 @numba.njit(cache=True, error_model="numpy")

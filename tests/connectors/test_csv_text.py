@@ -131,3 +131,17 @@ def test_only_text_cells_that_need_quotes_are_quoted():
     assert text.startswith("plain/dev/temp,") and '\n"odd,""key""/dev/temp",' in text
     frame = pd.read_csv(io.StringIO(text), header=None, keep_default_na=False)
     assert frame[0].tolist() == keys
+
+
+@given(st.floats(min_value=1e-30, max_value=1e30, allow_nan=False, allow_infinity=False))
+def test_a_numbers_power_of_ten_is_floor_log10(a):
+    from decimal import Decimal
+
+    from connectors.csv_text import _decimal_exponent
+
+    exact = Decimal(a).adjusted()  # floor(log10(a)), from a's exact decimal expansion
+    near_a_power = abs(a / 10.0**exact - 1) < 1e-14 or abs(a / 10.0 ** (exact + 1) - 1) < 1e-14
+    if 1e-22 <= a < 1e22 and not near_a_power:  # where the table walk is exact
+        assert _decimal_exponent(a) == exact
+    else:  # a digit more or less, at worst
+        assert abs(_decimal_exponent(a) - exact) <= 1
