@@ -2,6 +2,7 @@
 its batched loop, which must agree with the row-by-row one."""
 
 import numpy as np
+import pytest
 import torch
 
 from models.compiled_gru import ROW_BY_ROW, CompiledGRU, GruWeights, _exp
@@ -45,3 +46,19 @@ def test_the_batched_loop_is_the_row_by_row_loop_with_rows_of_any_length():
         y_b, h_b = compiled.forward(x[b : b + 1], h[:, b : b + 1], length[b : b + 1])
         np.testing.assert_allclose(h_out[:, b], h_b[:, 0], rtol=0, atol=2e-6)
         np.testing.assert_allclose(y[b], y_b[0], rtol=0, atol=2e-6)  # zeros past the end
+
+
+@pytest.mark.parametrize("rows", [3, 4 * ROW_BY_ROW], ids=["row-by-row", "batched"])
+def test_a_stream_cut_into_chunks_gets_the_same_outputs_bit_for_bit(rows):
+    # a replay resumed from its state must equal one run: each step is computed alone,
+    # whatever the chunk's length (the batched loop's BLAS products included)
+    torch.manual_seed(1)
+    compiled = CompiledGRU.of(GruWeights.of(GaussianGRU(N_FEATURES, 8, 1)))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((rows, 40, N_FEATURES)).astype(np.float32)  # (B, T, F)
+    h = rng.uniform(-0.9, 0.9, (1, rows, 8)).astype(np.float32)  # (L, B, H)
+    whole, h_whole = compiled.forward(x, h, np.full(rows, 40))
+    first, h_first = compiled.forward(x[:, :7], h, np.full(rows, 7))
+    rest, h_rest = compiled.forward(x[:, 7:], h_first, np.full(rows, 33))
+    np.testing.assert_array_equal(np.concatenate([first, rest], axis=1), whole)
+    np.testing.assert_array_equal(h_rest, h_whole)
