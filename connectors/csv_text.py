@@ -38,12 +38,11 @@ import math
 import numba
 import numpy as np
 
-from connectors.records import iso_times
+from connectors.records import LAST_ISO_SECOND, iso_times
 from pipeline.types import Reason, VerdictBatch
 
 MODEL_DIGITS = 12  # significant digits of the model's numbers in CSV
 EXACT_DIGITS = 15  # the compiled search's longest exact decimal
-LAST_ISO_SECOND = 253_402_300_799.0  # 9999-12-31T23:59:59Z, as connectors.records
 FIRST_YEAR_ONE = -62_135_596_800.0  # 0001-01-01T00:00:00Z
 DAY_SECONDS = 86_400
 NEEDS_QUOTES = (",", '"', "\n", "\r")  # what RFC 4180 quotes (and Arrow would not write bare)
@@ -72,9 +71,9 @@ def quoted(text: str) -> str:
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _decimal_exponent(a):
     """floor(log10(a)) for a finite a > 0: the power of ten found by walking the table
-    from 10**0 (a model's numbers are within a few powers of one; ``math.log10`` was a
-    library call for each of them), or from log10 outside 10**-22 .. 10**22, corrected
-    where it rounds across a power of ten."""
+    from 10**0 (a model's numbers are within a few powers of one; ``math.log10`` is a
+    library call for each of them); from log10 outside 10**-22 .. 10**22, where a digit
+    more or less is all a rounding across a power of ten costs."""
     if 1.0 <= a < _POW10[22]:
         e = 0
         while a >= _POW10[e + 1]:

@@ -188,7 +188,7 @@ class _TableFileSink:
         self._writer: Any = None
 
     def _table(self, verdicts: VerdictBatch) -> pa.Table:
-        return verdict_table(verdicts, typed=True)
+        return verdict_table(verdicts)
 
     def _open_writer(self, schema: pa.Schema) -> Any:
         raise NotImplementedError
@@ -247,7 +247,7 @@ class ArrowFileSink(_TableFileSink):
     def _table(self, verdicts: VerdictBatch) -> pa.Table:
         # an IPC file holds one dictionary per column for all its batches, and each
         # batch's stream keys come with their own: the keys go in as plain strings
-        table = verdict_table(verdicts, typed=True)
+        table = verdict_table(verdicts)
         stream = table.schema.get_field_index("stream")
         return table.set_column(stream, "stream", table["stream"].cast(pa.string()))
 

@@ -1,18 +1,16 @@
 """Verdicts as the rows and messages users see: column order, ISO times, JSON values.
 
-The CSV file sink, the JSONL file sink and the MQTT sink all take their rows
-from here, so every output speaks the same format.
+The file sinks and the MQTT sink all take their columns, times and values from
+here, so every output speaks the same format.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.types import Reason, VerdictBatch
 
@@ -67,28 +65,6 @@ def iso_times(seconds: np.ndarray) -> np.ndarray:
     return text
 
 
-DAY = 86_400
-
-
-def iso_time_array(seconds: np.ndarray) -> pa.StringArray:
-    """``iso_times`` as an Arrow array (null where it gives ``''``), built in Arrow.
-
-    The same text, a few times faster on a replay's batches: a batch spans few
-    days, so each day is formatted once, and the clock comes from a table of the
-    day's 86,400 seconds.
-    """
-    finite, millis = _epoch_millis(seconds)
-    whole_seconds = millis // 1000
-    days = whole_seconds // DAY
-    unique_days, day_of_row = np.unique(days, return_inverse=True)
-    day_text = pa.array(np.datetime_as_string(unique_days.astype("datetime64[D]")).tolist())
-    date = pa.DictionaryArray.from_arrays(pa.array(day_of_row.astype(np.int32)), day_text)
-    clock = _clock_table().take(pa.array(whole_seconds - days * DAY))
-    tail = _MILLIS_TABLE.take(pa.array(millis % 1000))  # ms 0 is "Z": a whole second
-    text = pc.binary_join_element_wise(date.cast(pa.string()), clock, tail, "")
-    return pc.if_else(pa.array(finite), text, pa.nulls(len(seconds), pa.string()))
-
-
 def _epoch_millis(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(writable, milliseconds): times ISO 8601 can spell, as int64 ms (0 elsewhere)."""
     finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
@@ -97,22 +73,10 @@ def _epoch_millis(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return finite, millis
 
 
-_MILLIS_TABLE = pa.array(["Z", *(f".{ms:03d}Z" for ms in range(1, 1000))])
-
-
-@functools.cache
-def _clock_table() -> pa.StringArray:
-    """``T00:00:00`` .. ``T23:59:59``, indexed by the second of the day."""
-    return pa.array([f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(DAY)])
-
-
-def verdict_table(verdicts: VerdictBatch, typed: bool = False) -> pa.Table:
-    """The output columns as an Arrow table, NaN as null (an empty CSV cell).
-
-    For CSV (``typed=False``) times are ISO 8601 text and flags 0/1. For binary
-    files (``typed=True``) times are UTC millisecond timestamps, flags booleans,
-    and stream keys dictionary-encoded (a replay repeats each key many times).
-    """
+def verdict_table(verdicts: VerdictBatch) -> pa.Table:
+    """The output columns as an Arrow table with native types, for binary files: NaN
+    as null, times as UTC millisecond timestamps, flags booleans, stream keys
+    dictionary-encoded (a replay repeats each key many times)."""
     columns: dict[str, pa.Array] = {}
     for name in CSV_COLUMNS:
         # constant and few-valued text built in Arrow, not from a Python string per row
@@ -122,25 +86,22 @@ def verdict_table(verdicts: VerdictBatch, typed: bool = False) -> pa.Table:
             codes = pa.array(verdicts.dropped.astype(np.int32), mask=verdicts.dropped == 0)
             column = pa.DictionaryArray.from_arrays(codes, _REASON_DICTIONARY).cast(pa.string())
         elif name in _TIME_COLUMNS:
-            seconds = getattr(verdicts, name)
-            column = _timestamps(seconds) if typed else iso_time_array(seconds)
+            column = _timestamps(getattr(verdicts, name))
         elif name == "is_anomaly":
-            flags = verdicts.is_anomaly
-            column = pa.array(flags, pa.bool_()) if typed else pa.array(flags.astype(np.int8))
+            column = pa.array(verdicts.is_anomaly, pa.bool_())
         elif name == "stream":
-            column = _stream_column(verdicts, typed)
+            column = _stream_column(verdicts)
         else:
             column = pa.array(getattr(verdicts, name), from_pandas=True)  # NaN -> null
         columns[name] = column
     return pa.table(columns)
 
 
-def _stream_column(verdicts: VerdictBatch, typed: bool) -> pa.Array:
-    """The keys, dictionary-encoded for binary files: from the batch's codes, each key
-    converted once, not once a row (6 ms of a 65,536-row batch of 1,000 streams)."""
+def _stream_column(verdicts: VerdictBatch) -> pa.DictionaryArray:
+    """The keys, dictionary-encoded from the batch's codes: each key converted once,
+    not once a row (6 ms of a 65,536-row batch of 1,000 streams)."""
     codes, names = verdicts.stream_codes()
-    column = pa.DictionaryArray.from_arrays(codes.astype(np.int32), pa.array(names, pa.string()))
-    return column if typed else column.cast(pa.string())
+    return pa.DictionaryArray.from_arrays(codes.astype(np.int32), pa.array(names, pa.string()))
 
 
 def _timestamps(seconds: np.ndarray) -> pa.TimestampArray:

@@ -11,7 +11,7 @@ import pytest
 from helpers import make_engine
 
 from connectors.file_sink import open_file_sink
-from connectors.records import CSV_COLUMNS, LAST_ISO_SECOND, iso_time_array, iso_times
+from connectors.records import CSV_COLUMNS
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
 
 KEYS = ["plain/dev/temp", 'odd,"key"/dev/temp']
@@ -52,16 +52,6 @@ def test_jsonl_has_nulls_for_unknowns(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert list(rows[0]) == list(CSV_COLUMNS)
     assert rows[0]["forecast"] is None and rows[1]["forecast"] == 0.0
-
-
-@pytest.mark.parametrize("fraction", [0.0, 0.25])
-def test_the_arrow_time_column_spells_every_time_like_iso_times(fraction):
-    rng = np.random.default_rng(0)
-    seconds = np.round(rng.uniform(-3e11, 3e11, 5_000)) + fraction  # years -7500 .. 11500
-    seconds[:6] = [np.nan, np.inf, -np.inf, LAST_ISO_SECOND, -LAST_ISO_SECOND, 0.0]
-    seconds[6:1_000] = 1.6e9 + 60 * np.arange(994) + fraction  # one day's many minutes
-    expected = iso_times(seconds)
-    assert iso_time_array(seconds).to_pylist() == [t or None for t in expected.tolist()]
 
 
 def test_csv_to_a_text_only_stdout_is_written_as_text(monkeypatch, capsys):
