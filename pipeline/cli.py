@@ -23,6 +23,7 @@ from pipeline import (
     evaluate,
     nab,
     nab_score,
+    precompile,
     replay,
     state_cmd,
     train_cmd,
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_config.register(commands)
     bench.register(commands)
     state_cmd.register(commands)
+    precompile.register(commands)
     return parser
 
 

@@ -1,0 +1,70 @@
+"""``sensorcast precompile``: afterwards a replay and a daemon compile nothing.
+
+Numba writes an index and a data file for every kernel it compiles into
+``NUMBA_CACHE_DIR`` and only reads them when it loads one, so a cache folder
+that is unchanged after a run means the run compiled nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from daemons import Collector, client, sensorcast_run, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+THERMOSTAT = ROOT / "data/thermostat/uci_occupancy_detection/datatest.txt"
+NAB_FILE = ROOT / "data/nab/realKnownCause/machine_temperature_system_failure.csv"
+
+
+def cache_files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+def sensorcast(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pipeline.cli", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_after_precompile_replays_and_a_daemon_compile_nothing(mosquitto, tmp_path, monkeypatch):
+    cache = tmp_path / "numba"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
+    env = dict(os.environ)
+    done = sensorcast("precompile", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"kernels in numba's cache ({cache})" in done.stdout
+    compiled = cache_files(cache)
+    assert sum(name.endswith(".nbc") for name in compiled) >= 20  # every module's kernels
+
+    replays = [
+        (str(THERMOSTAT), "--out", str(tmp_path / "steps.csv")),
+        (str(THERMOSTAT), "--out", str(tmp_path / "steps.parquet"), "--window", "5m"),
+        (str(NAB_FILE), "--out", str(tmp_path / "steps.arrow"), "--model", "persistence"),
+    ]
+    for args in replays:
+        replayed = sensorcast("replay", *args, env=env)
+        assert replayed.returncode == 0, replayed.stderr
+
+    forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
+    publisher = client(mosquitto.port)
+    try:
+        with sensorcast_run(tmp_path / "daemon", "--broker", mosquitto.url) as daemon:
+            assert daemon.wait_connected(), daemon.output
+            for i in range(3):
+                payload = json.dumps({"value": 20.0 + i, "ts": 1_700_000_000 + 60 * i})
+                publisher.publish("sensors/plant/boiler/temp", payload, qos=1).wait_for_publish(5)
+            assert wait_until(lambda: len(forecasts.messages) >= 3, 20), daemon.output
+            assert daemon.stop(signal.SIGTERM) == 0
+    finally:
+        forecasts.close()
+        publisher.disconnect()
+        publisher.loop_stop()
+    assert cache_files(cache) == compiled
