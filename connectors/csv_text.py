@@ -413,23 +413,24 @@ def write_rows(
         pos = _put_text(buf, pos, key_blob, key_offsets, key_code[i])
         buf[pos] = 44
         pos = _put_time(buf, pos + 1, timestamp[i], early)
-        buf[pos] = 44
-        pos = _put_exact(buf, pos + 1, exact[0, i], exact_d[0, i], exact_s[0, i])
-        for c in range(4):  # forecast, lower, upper, anomaly_score
+        # Each helper has as few call sites as the row allows: numba copies an inlined
+        # helper, with the helpers it inlines, into every site (compile time, not speed).
+        for e in range(3):  # value; then min and max
+            if e == 1:
+                buf[pos] = 44
+                pos = _put_int(buf, pos + 1, count[i])
             buf[pos] = 44
-            pos = _put_model(buf, pos + 1, model[c, i])
-        buf[pos] = 44
-        buf[pos + 1] = 49 if flag[i] else 48
-        buf[pos + 2] = 44
-        pos = _put_time(buf, pos + 3, next_timestamp[i], early)
-        for c in range(4, 7):  # next_forecast, next_lower, next_upper
-            buf[pos] = 44
-            pos = _put_model(buf, pos + 1, model[c, i])
-        buf[pos] = 44
-        pos = _put_int(buf, pos + 1, count[i])
-        for c in range(1, 3):  # min, max
-            buf[pos] = 44
-            pos = _put_exact(buf, pos + 1, exact[c, i], exact_d[c, i], exact_s[c, i])
+            pos = _put_exact(buf, pos + 1, exact[e, i], exact_d[e, i], exact_s[e, i])
+            if e > 0:
+                continue
+            for c in range(7):  # forecast, lower, upper, anomaly_score; next_forecast, ...
+                if c == 4:
+                    buf[pos] = 44
+                    buf[pos + 1] = 49 if flag[i] else 48
+                    buf[pos + 2] = 44
+                    pos = _put_time(buf, pos + 3, next_timestamp[i], early)
+                buf[pos] = 44
+                pos = _put_model(buf, pos + 1, model[c, i])
         buf[pos] = 44
         pos += 1
         for j in range(model_name.shape[0]):
