@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/sensorcast precompile  # the kernels now, so a first demo or replay does not wait
 	touch $(STAMP)
 
 demo: setup
