@@ -185,6 +185,7 @@ def _no_delay(client: mqtt.Client) -> None:
 _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, message id
 PUBACK = 0x40
 PUBLISH = 0x30
+RETAIN, DUP = 0x01, 0x08  # PUBLISH header flags
 Publish = tuple[str | None, bytes, int, int]  # topic (None: not UTF-8), payload, mid, qos
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
@@ -483,10 +484,12 @@ def packet_end(buf: bytes | bytearray, start: int) -> int:
 
 def _parse_publish(buf: bytearray, start: int, end: int, v5: bool) -> Publish | None:
     """``(topic, payload, mid, qos)`` of the whole packet ``buf[start:end]`` if it is a
-    PUBLISH this fast path takes (QoS 0 or 1, a topic name, not retained), else None."""
+    PUBLISH this fast path takes (QoS 0 or 1, a topic name, not retained, not a
+    redelivery), else None. Retained and redelivered (DUP) messages take paho's path,
+    which tells the source so."""
     header = buf[start]
     qos = (header >> 1) & 3
-    if header >> 4 != PUBLISH >> 4 or qos > 1 or header & 1:  # retained: paho's path says so
+    if header >> 4 != PUBLISH >> 4 or qos > 1 or header & (RETAIN | DUP):
         return None
     _, i = varint(buf, start + 1, end) or (0, end)  # after the remaining length
     if i + 2 > end:

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 PARTITION = "mqtt"
 MAX_AHEAD = 86_400.0  # seconds a reading's time may be ahead of its arrival
 RECEIVE_TICK = 1e-6  # seconds between the receive times of messages read together
+# A broker redelivers (DUP) with the packet id of the first delivery, and the ids it
+# hands out count up, so within this many messages an id names one message: at most
+# the 65,535 ids less the messages that can be in flight at once.
+REDELIVERY_WINDOW = 32_768
+MAX_PACKET_ID = 65_535
 # A retained copy is sent again on every subscription: without its own time it would be
 # stamped with each arrival and applied again after every restart or reconnect.
 RETAINED_WITHOUT_TIME = (
@@ -165,6 +170,10 @@ class MqttSource:
         self._paused = False
         self._seq = 0
         self._last_received = -math.inf  # network thread only
+        # network thread only, for ``_redelivered_time``: by packet id, the last QoS 1
+        # message's (hash of topic and payload, receive time, number among the messages)
+        self._first_receipts: list[tuple[int, float, int] | None] = [None] * (MAX_PACKET_ID + 1)
+        self._receipts = 0
         self._unacked: list[tuple[int, int]] = []
         self.subscribed = threading.Event()  # the broker granted this connection's filters
         self._unanswered: set[int] = set()  # SUBSCRIBE packet ids without a SUBACK yet
@@ -199,8 +208,10 @@ class MqttSource:
             self.subscribed.set()
 
     def _on_publishes(self, publishes: list[Publish]) -> None:
-        """The client's fast path: every whole PUBLISH of one socket read."""
+        """The client's fast path: every whole PUBLISH of one socket read (never a
+        redelivery: the client leaves those to paho's path)."""
         stamps = self._receive_times(len(publishes))
+        self._remember_all(publishes, stamps)
         self._enqueue([(topic, payload, received, mid, qos, False)
                        for (topic, payload, mid, qos), received
                        in zip(publishes, stamps, strict=True)])  # fmt: skip
@@ -222,8 +233,35 @@ class MqttSource:
         except UnicodeDecodeError:
             topic = None
         m: Any = message
-        received = self._receive_times(1)[0]
+        received = self._redelivered_time(m.mid, topic, m.payload) if m.dup and m.qos else None
+        if received is None:
+            received = self._receive_times(1)[0]
+        self._remember_all([(topic, m.payload, m.mid, m.qos)], [received])
         self._enqueue([(topic, m.payload, received, m.mid, m.qos, bool(m.retain))])
+
+    def _remember_all(self, publishes: list[Publish], stamps: list[float]) -> None:
+        """Each QoS 1 message's receipt under its packet id, for ``_redelivered_time``."""
+        n = self._receipts
+        table = self._first_receipts
+        for (topic, payload, mid, qos), received in zip(publishes, stamps, strict=True):
+            if qos:
+                table[mid] = (hash((topic, payload)), received, n)
+                n += 1
+        self._receipts = n
+
+    def _redelivered_time(self, mid: int, topic: str | None, payload: bytes) -> float | None:
+        """The receive time of the first delivery of a message the broker sends again
+        (its acknowledgement was lost with a connection): a reading without a time of its
+        own then gets the time it was applied with, and the engine drops the copy
+        (``duplicate``, or ``late`` behind a newer reading) instead of applying it twice.
+        None if this process never took it (the first delivery was lost, or came before
+        a restart)."""
+        first = self._first_receipts[mid]
+        if first is None or first[0] != hash((topic, payload)):
+            return None
+        if self._receipts - first[2] >= REDELIVERY_WINDOW:
+            return None  # the id may have been handed out again since
+        return first[1]
 
     def _enqueue(self, items: list[_Item]) -> None:
         if self._paused:

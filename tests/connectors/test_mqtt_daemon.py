@@ -12,6 +12,7 @@ import time
 import numpy as np
 from brokers import Mosquitto
 from daemons import Collector, client, running, settings_for, wait_until
+from relay import Relay
 
 from models import load_forecaster
 from pipeline.detect import default_detector
@@ -273,6 +274,37 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(mosquitto):
     assert set(stats.dropped) <= {"duplicate"}  # recognised, not applied twice
     pub.disconnect()
     pub.loop_stop()
+
+
+def test_a_reading_without_a_time_redelivered_after_a_dropped_link_is_applied_once(mosquitto):
+    """The daemon applies plain numbers (stamped with their receive time), its
+    acknowledgements are lost with the link, and the broker delivers them again (DUP)
+    on the new connection: each copy keeps its first receive time and is dropped."""
+    relay = Relay(mosquitto.port)
+    pub = client(mosquitto.port)
+    try:
+        with running(settings_for(relay.url)) as daemon:
+            stats = daemon.engine.stats
+            pub.publish("sensors/plain/dev/t", b"20.0", qos=1).wait_for_publish(5)
+            assert wait_until(lambda: stats.steps == 1, 10), stats
+            relay.hold.set()  # from here the daemon's acknowledgements go nowhere
+            for value in (b"21.5", b"21.6", b"21.7"):
+                pub.publish("sensors/plain/dev/t", value, qos=1).wait_for_publish(5)
+            assert wait_until(lambda: stats.steps == 4, 10), stats
+            time.sleep(0.3)  # the acknowledgements are sent, and dropped
+            relay.cut()
+            relay.hold.clear()
+
+            def dropped() -> int:
+                return stats.dropped.get("duplicate", 0) + stats.dropped.get("late", 0)
+
+            assert wait_until(lambda: dropped() == 3, 30), stats
+            time.sleep(0.5)  # anything else redelivered arrives now
+            assert stats.steps == 4, stats
+    finally:
+        relay.close()
+        pub.disconnect()
+        pub.loop_stop()
 
 
 def test_untimed_bursts_and_times_far_ahead(mosquitto):

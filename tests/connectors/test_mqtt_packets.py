@@ -57,6 +57,10 @@ def test_packets_left_to_paho() -> None:
     retained = bytearray(publish(b"t", b"p", props=b""))
     retained[0] |= 1  # the RETAIN flag: paho's message says so, and the source needs it
     assert parse(bytes(retained)) is None
+    redelivered = bytearray(publish(b"t", b"p", props=b""))
+    redelivered[0] |= 8  # the DUP flag: the source matches a redelivery to its first copy
+    assert parse(bytes(redelivered)) is None
+    assert parse(publish(b"t", b"p", props=b"")) == ("t", b"p", 7, 1)
     bad_length = bytearray(publish(b"topic", b"", props=b""))
     bad_length[3] = 200  # the topic runs past the packet
     assert parse(bytes(bad_length)) is None
