@@ -287,7 +287,8 @@ def test_a_reading_without_a_time_redelivered_after_a_dropped_link_is_applied_on
             stats = daemon.engine.stats
             pub.publish("sensors/plain/dev/t", b"20.0", qos=1).wait_for_publish(5)
             assert wait_until(lambda: stats.steps == 1, 10), stats
-            relay.hold.set()  # from here the daemon's acknowledgements go nowhere
+            time.sleep(0.3)  # its acknowledgement goes out after the step (if not, it is
+            relay.hold.set()  # redelivered and dropped too); from here they go nowhere
             for value in (b"21.5", b"21.6", b"21.7"):
                 pub.publish("sensors/plain/dev/t", value, qos=1).wait_for_publish(5)
             assert wait_until(lambda: stats.steps == 4, 10), stats
@@ -298,9 +299,9 @@ def test_a_reading_without_a_time_redelivered_after_a_dropped_link_is_applied_on
             def dropped() -> int:
                 return stats.dropped.get("duplicate", 0) + stats.dropped.get("late", 0)
 
-            assert wait_until(lambda: dropped() == 3, 30), stats
+            assert wait_until(lambda: dropped() >= 3, 30), stats
             time.sleep(0.5)  # anything else redelivered arrives now
-            assert stats.steps == 4, stats
+            assert stats.steps == 4 and dropped() in (3, 4), stats  # each applied once
     finally:
         relay.close()
         pub.disconnect()
