@@ -10,6 +10,13 @@ engine thread.
 Messages are acknowledged manually, only once ``commit`` is called, after the
 pipeline has applied them: a daemon that dies before that gets them again from
 its persistent session.
+
+A reading without a time of its own takes its message's receive time, so a copy
+the broker sends again (DUP, same packet id: its acknowledgement was lost) must get
+the first copy's receive time back, or the engine would take it for a new reading.
+While the process lives the source remembers every QoS 1 message's receipt; across
+a crash the journal keeps the receipts of such messages (``ReadingBatch.receipts``)
+and the restarted daemon hands them back through ``remember_journaled``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +129,7 @@ class _Decoded:
     seqs: list[int] = field(default_factory=list)
     received: list[float] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    receipts: list[tuple[int, int, float]] = field(default_factory=list)
 
     def add(self, key: str, timestamp: float, value: float, seq: int, received: float) -> None:
         self.codes.append(self.keys.setdefault(key, len(self.keys)))
@@ -139,7 +148,14 @@ class _Decoded:
             partition=PARTITION,
             rejections=tuple(self.rejections),
             received=np.asarray(self.received, np.float64),
+            receipts=tuple(self.receipts),
         )
+
+
+def receipt_digest(topic: str | None, payload: bytes) -> int:
+    """A checksum of a message that stays the same across processes (``hash`` does
+    not): with its packet id, what tells a journaled message's redelivery apart."""
+    return zlib.crc32(payload, zlib.crc32(b"" if topic is None else topic.encode()))
 
 
 class MqttSource:
@@ -174,6 +190,9 @@ class MqttSource:
         # message's (hash of topic and payload, receive time, number among the messages)
         self._first_receipts: list[tuple[int, float, int] | None] = [None] * (MAX_PACKET_ID + 1)
         self._receipts = 0
+        # by packet id, (receipt_digest, receive time) of messages a process before this
+        # one applied and journaled: see ``remember_journaled``
+        self._journaled: dict[int, tuple[int, float]] = {}
         self._unacked: list[tuple[int, int]] = []
         self.subscribed = threading.Event()  # the broker granted this connection's filters
         self._unanswered: set[int] = set()  # SUBSCRIBE packet ids without a SUBACK yet
@@ -254,10 +273,14 @@ class MqttSource:
         (its acknowledgement was lost with a connection): a reading without a time of its
         own then gets the time it was applied with, and the engine drops the copy
         (``duplicate``, or ``late`` behind a newer reading) instead of applying it twice.
-        None if this process never took it (the first delivery was lost, or came before
-        a restart)."""
+        None if no copy was taken, by this process or, journaled, by the one before."""
         first = self._first_receipts[mid]
-        if first is None or first[0] != hash((topic, payload)):
+        if first is None:  # not since this process started: perhaps before a restart
+            journaled = self._journaled.get(mid)
+            if journaled is None or journaled[0] != receipt_digest(topic, payload):
+                return None
+            return journaled[1]
+        if first[0] != hash((topic, payload)):
             return None
         if self._receipts - first[2] >= REDELIVERY_WINDOW:
             return None  # the id may have been handed out again since
@@ -273,6 +296,12 @@ class MqttSource:
 
     # -- engine thread -----------------------------------------------------------------
 
+    def remember_journaled(self, receipts: Sequence[tuple[int, int, float]]) -> None:
+        """Before ``start``: the receipts (packet id, ``receipt_digest``, receive time) a
+        process before this one journaled, so that the broker's redelivery of one of
+        those messages gets its first receive time again (later receipts of an id win)."""
+        self._journaled = {mid: (digest, received) for mid, digest, received in receipts}
+
     def start(self, cancel: threading.Event | None = None) -> None:
         self.session.start(cancel=cancel)
 
@@ -287,7 +316,8 @@ class MqttSource:
         decoded = _Decoded()
         for used, (topic, payload, received, mid, qos, retained) in enumerate(items, 1):
             readings, rejections = len(decoded.times), len(decoded.rejections)
-            self._decode(decoded, topic, payload, received, retained)
+            if self._decode(decoded, topic, payload, received, retained) and qos > 0:
+                decoded.receipts.append((mid, receipt_digest(topic, payload), received))
             # counted apart, each only ever growing: a scrape reads them from another
             # thread, and messages - rejected could go backwards between the two reads
             if len(decoded.times) == readings and len(decoded.rejections) > rejections:
@@ -308,13 +338,16 @@ class MqttSource:
 
     def _decode(
         self, out: _Decoded, topic: str | None, payload: bytes, received: float, retained: bool
-    ) -> None:
+    ) -> bool:
+        """Add the message's readings and rejections to ``out``; whether a reading took
+        the receive time as its time."""
         seq, self._seq = self._seq, self._seq + 1
 
-        def reject(reason: Reason, detail: str) -> None:
+        def reject(reason: Reason, detail: str) -> bool:
             out.rejections.append(
                 Rejection(reason, detail, PARTITION, seq, raw=payload, topic=topic)
             )
+            return False
 
         if topic is None:
             return reject(Reason.BAD_TOPIC, "topic is not valid UTF-8")
@@ -329,6 +362,7 @@ class MqttSource:
             readings = self.decoder(payload, received)
         except PayloadError as exc:
             return reject(exc.reason, exc.detail)
+        stamped = False
         for reading in readings:
             # a field named "" makes an empty level (refused below), not the topic's stream
             key = "/".join(parts if reading.name is None else (*parts, reading.name))
@@ -346,7 +380,8 @@ class MqttSource:
                        "check the device's clock")  # fmt: skip
                 continue
             out.add(key, when, reading.value, seq, received)
-        return None
+            stamped = stamped or reading.timestamp is None
+        return stamped
 
     def commit(self) -> None:
         """Acknowledge every message polled so far: their effect is in the pipeline."""

@@ -30,7 +30,7 @@ from typing import Any
 from pipeline.detect import default_detector
 from pipeline.engine import Engine, EngineStats
 from pipeline.errors import ConfigError, SnapshotError
-from pipeline.journal import Journal, reapply, replay
+from pipeline.journal import Journal, Receipt, Receipts, reapply, replay
 from pipeline.runner import Runner, Schedule
 from pipeline.settings import Settings, add_flags, load_settings, overrides
 from pipeline.settings_schema import SINK_SUFFIX
@@ -253,9 +253,14 @@ class Daemon:
         generation = self.engine.table.generation
         replayed = 0
         before = copy.deepcopy(self.engine.stats)  # the process that died counted these
+        receipts: list[Receipt] = []
         for item in replay(path, generation, PARTITION):
+            if isinstance(item, Receipts):  # the source's, for the broker's redeliveries
+                receipts += item.items
+                continue
             self.sink.add(reapply(self.engine, item))  # readings, or what the clock did
             replayed += len(item) if isinstance(item, ReadingBatch) else 0
+        self.source.remember_journaled(receipts)
         if replayed:
             log.info("re-applied %d readings from the journal %s", replayed, path)
         self._uncount(before)

@@ -28,6 +28,17 @@ is journaled where it happened, as an event frame: ``n = 0``, the keys of the
 streams it touched, and one more byte, its kind (``CLOSE`` or ``EVICT``). A
 reader of the first version of this layout takes such a frame for an empty batch.
 
+A reading without a time of its own (a bare number over MQTT) is stamped with its
+receive time, so a redelivery of its message after a crash would be a new reading
+to the engine, not a duplicate. Such a batch's frame is preceded by a receipts
+frame: ``n = 0``, no keys, the kind ``RECEIPTS``, then per message ``packet_id
+u32, digest u32, received f64``. A restart hands them to the source, which gives a
+redelivered message (same packet id and digest) its first receive time again, and
+the engine drops it. The receipts frame comes first, so that a torn frame never
+leaves readings replayed without their receipts. A new generation starts with the
+last ``CARRIED_RECEIPTS`` receipts of the one before: the acknowledgements of the
+messages applied just before a snapshot may not have reached the broker yet.
+
 A kill of the process loses nothing written, since the page cache outlives it; a
 power cut may lose the unsynced tail, which is why ``fsync`` is a setting.
 """
@@ -38,7 +49,8 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +71,13 @@ _FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 _COUNTS = struct.Struct("<II")  # readings, bytes of NUL-joined keys
 MAX_BYTES = 256 * 2**20  # journaling stops past this (snapshots failing for long)
 CLOSE, EVICT = 1, 2  # event kinds: idle streams' windows closed; silent streams evicted
+RECEIPTS = 3  # frame kind: receipts of messages whose readings took their receive time
+_RECEIPT = np.dtype([("packet_id", "<u4"), ("digest", "<u4"), ("received", "<f8")])
+# Receipts a new generation carries over: the messages whose acknowledgement may still be on
+# its way when a snapshot is written; a broker has at most its in-flight window of them
+# unacknowledged (mosquitto: 20 by default)
+CARRIED_RECEIPTS = 1_024
+Receipt = tuple[int, int, float]  # packet id, digest of topic and payload, receive time
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,13 @@ class Event:
 
     kind: int  # CLOSE or EVICT
     streams: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """Messages whose readings took their receive time (see the module's docstring)."""
+
+    items: tuple[Receipt, ...]
 
 
 class Journal:
@@ -79,6 +105,7 @@ class Journal:
         self.size = 0
         self.full = False  # past max_bytes: appends are skipped until the next restart
         self._file: int | None = None
+        self._recent: deque[Receipt] = deque(maxlen=CARRIED_RECEIPTS)  # for the next restart
 
     def restart(self, generation: int) -> None:
         """Truncate and begin ``generation``: the latest snapshot holds everything before."""
@@ -91,7 +118,8 @@ class Journal:
         self._file = fd
         self.size = 0
         self.full = False
-        self._write(_HEADER.pack(MAGIC, generation))
+        carried = encode_receipts(self._recent) if self._recent else b""
+        self._write(_HEADER.pack(MAGIC, generation) + carried)
 
     def resume(self, generation: int) -> None:
         """Go on appending to a journal of ``generation`` just replayed, or start it afresh."""
@@ -111,8 +139,15 @@ class Journal:
         self._truncate_torn_tail()
 
     def append(self, batch: ReadingBatch) -> bool:
-        """Append ``batch``'s readings; False when the journal is full or not open."""
-        return bool(len(batch)) and self._accepting() and self._append(encode(batch))
+        """Append ``batch``'s readings (after its receipts); False when the journal is
+        full or not open."""
+        if not (len(batch) and self._accepting()):
+            return False
+        receipts = encode_receipts(batch.receipts) if batch.receipts else b""
+        if not self._append(receipts + encode(batch)):
+            return False
+        self._recent.extend(batch.receipts)
+        return True
 
     def append_event(self, kind: int, streams: Sequence[str]) -> bool:
         """Append a housekeeping event of ``streams``; False when full or not open."""
@@ -161,8 +196,13 @@ class Journal:
             pass  # the reader stops at the torn frame; the next restart truncates
 
     def _truncate_torn_tail(self) -> None:
+        """Cut a torn last frame off, and take up the receipts of the whole ones."""
         assert self._file is not None
-        good = _HEADER.size + sum(len(frame) for frame in _frames(self.path))
+        good = _HEADER.size
+        for frame in _frames(self.path):
+            good += len(frame)
+            if isinstance(item := decode(frame[_FRAME.size :], ""), Receipts):
+                self._recent.extend(item.items)
         if good < self.size:
             os.ftruncate(self._file, good)
             self.size = good
@@ -190,11 +230,20 @@ def encode_event(kind: int, streams: Sequence[str]) -> bytes:
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode(payload: bytes, partition: str) -> ReadingBatch | Event:
+def encode_receipts(receipts: Iterable[Receipt]) -> bytes:
+    rows = np.array(list(receipts), _RECEIPT)
+    payload = _COUNTS.pack(0, 0) + bytes([RECEIPTS]) + rows.tobytes()
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode(payload: bytes, partition: str) -> ReadingBatch | Event | Receipts:
     n, key_bytes = _COUNTS.unpack_from(payload)
     at = _COUNTS.size
     streams = tuple(payload[at : at + key_bytes].decode().split("\0")) if key_bytes else ()
     at += key_bytes
+    if n == 0 and at < len(payload) and payload[at] == RECEIPTS:
+        rows = np.frombuffer(payload, _RECEIPT, offset=at + 1)
+        return Receipts(tuple((int(p), int(d), float(r)) for p, d, r in rows.tolist()))
     if n == 0 and at < len(payload):  # readings never make an empty frame: an event
         return Event(payload[at], streams)
     columns = []
@@ -230,9 +279,11 @@ def header_generation(path: str | Path) -> int:
     return int(_HEADER.unpack(head)[1])
 
 
-def replay(path: str | Path, generation: int, partition: str) -> Iterator[ReadingBatch | Event]:
-    """The batches and events of ``path`` if it belongs to ``generation``; nothing
-    otherwise."""
+def replay(
+    path: str | Path, generation: int, partition: str
+) -> Iterator[ReadingBatch | Event | Receipts]:
+    """The batches, events and receipts of ``path`` if it belongs to ``generation``;
+    nothing otherwise."""
     if not Path(path).exists():
         return
     try:
@@ -248,11 +299,14 @@ def replay(path: str | Path, generation: int, partition: str) -> Iterator[Readin
         yield decode(frame[_FRAME.size :], partition)
 
 
-def reapply(engine: Engine, item: ReadingBatch | Event) -> VerdictBatch:
+def reapply(engine: Engine, item: ReadingBatch | Event | Receipts) -> VerdictBatch:
     """Do again what a journal frame records: apply its readings, or close or evict its
-    streams as the wall clock did then; the verdicts, to be published again."""
+    streams as the wall clock did then; the verdicts, to be published again. Receipts
+    change no state (they are the source's: see ``Daemon``)."""
     if isinstance(item, ReadingBatch):
         return engine.process(item)
+    if isinstance(item, Receipts):
+        return VerdictBatch.empty()
     redo = engine.close_streams if item.kind == CLOSE else engine.evict_streams
     return redo(item.streams)
 
@@ -275,11 +329,11 @@ def _frames(path: Path) -> Iterator[bytes]:
 
 
 def summarize(path: str | Path) -> dict[str, object]:
-    """What a journal holds: generation, frames, housekeeping events, readings, streams,
-    event-time range."""
+    """What a journal holds: generation, frames, housekeeping events, receipts, readings,
+    streams, event-time range."""
     path = Path(path)
     generation = header_generation(path)
-    frames = readings = whole = events = 0
+    frames = readings = whole = events = receipts = 0
     streams: set[str] = set()
     first, last = np.inf, -np.inf
     for frame in _frames(path):
@@ -287,6 +341,9 @@ def summarize(path: str | Path) -> dict[str, object]:
         frames, whole = frames + 1, whole + len(frame)
         if isinstance(batch, Event):
             events += 1
+            continue
+        if isinstance(batch, Receipts):
+            receipts += len(batch.items)
             continue
         readings += len(batch)
         streams.update(batch.streams)
@@ -298,6 +355,7 @@ def summarize(path: str | Path) -> dict[str, object]:
         "generation": generation,
         "frames": frames,
         "events": events,
+        "receipts": receipts,
         "readings": readings,
         "streams": len(streams),
         "first_timestamp": first if readings else None,

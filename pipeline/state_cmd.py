@@ -33,7 +33,8 @@ def register(commands: Any) -> None:
         help="print what a snapshot (state.snap) or journal (journal.bin) holds",
         description="Print what a snapshot or journal holds. A snapshot: schema, generation, "
         "model fingerprints, streams, source positions. A journal: generation, how many frames, "
-        "housekeeping events (idle closes, evictions), readings and streams it holds, and the "
+        "housekeeping events (idle closes, evictions), receipts of messages whose readings took "
+        "their receive time, readings and streams it holds, and the "
         "first and last reading's event time.",
     )
     inspect.add_argument("file", type=Path, metavar="FILE", help="state.snap or journal.bin")

@@ -153,6 +153,10 @@ class ReadingBatch:
     rejections: tuple[Rejection, ...] = ()
     missing: int = 0  # empty cells and sentinel codes: neither readings nor errors
     received: np.ndarray | None = None  # (n,) float64 wall time each reading's message arrived
+    # (packet id, receipt_digest, receive time) of each QoS 1 message whose readings took
+    # its receive time as their time: journaled, so that a redelivery after a crash can be
+    # given that time again (pipeline.journal, connectors.mqtt_source)
+    receipts: tuple[tuple[int, int, float], ...] = ()
 
     def __len__(self) -> int:
         return int(self.timestamp.shape[0])

@@ -11,12 +11,14 @@ import time
 
 import numpy as np
 from brokers import Mosquitto
-from daemons import Collector, client, running, settings_for, wait_until
+from daemons import Collector, client, running, sensorcast_run, settings_for, wait_until
 from relay import Relay
 
 from models import load_forecaster
+from pipeline.daemon import JOURNAL_FILE
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
+from pipeline.journal import summarize
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
 
 STREAMS = ["office/t1/temperature", "office/t2/temperature", "lab/probe/humidity"]
@@ -302,6 +304,52 @@ def test_a_reading_without_a_time_redelivered_after_a_dropped_link_is_applied_on
             assert wait_until(lambda: dropped() >= 3, 30), stats
             time.sleep(0.5)  # anything else redelivered arrives now
             assert stats.steps == 4 and dropped() in (3, 4), stats  # each applied once
+    finally:
+        relay.close()
+        pub.disconnect()
+        pub.loop_stop()
+
+
+def test_a_reading_without_a_time_redelivered_after_a_crash_is_applied_once(mosquitto, tmp_path):
+    """As above, but the daemon is killed (-9) instead of losing its link: the restarted
+    daemon re-applies the readings from the journal, and the broker's redeliveries get
+    their first receive times back from the receipts journaled with them."""
+    relay = Relay(mosquitto.port)
+    pub = client(mosquitto.port)
+    state = tmp_path / "state"
+    (tmp_path / "sensorcast.toml").write_text(f'[state]\ndir = "{state}"\n'
+                                               '[pipeline]\nmax_delay = "20ms"\n')  # fmt: skip
+    args = ("--config", str(tmp_path / "sensorcast.toml"), "--broker", relay.url)
+
+    def journaled() -> int:
+        path = state / JOURNAL_FILE
+        return int(summarize(path)["readings"]) if path.exists() else 0
+
+    try:
+        with sensorcast_run(tmp_path / "first", *args) as first:
+            assert first.wait_connected(), first.output
+            pub.publish("sensors/plain/dev/t", b"20.0", qos=1).wait_for_publish(5)
+            assert wait_until(lambda: journaled() == 1, 20), first.output
+            time.sleep(0.3)  # its acknowledgement goes out (if not, it is redelivered too)
+            relay.hold.set()  # from here the daemon's acknowledgements go nowhere
+            for value in (b"21.5", b"21.6", b"21.7"):
+                pub.publish("sensors/plain/dev/t", value, qos=1).wait_for_publish(5)
+            assert wait_until(lambda: journaled() == 4, 20), first.output
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(10)
+        relay.hold.clear()
+        with running(settings_for(mosquitto.url, state__dir=str(state))) as daemon:
+            stats = daemon.engine.stats
+            assert stats.journal_replayed == 4  # no snapshot yet: all four come back
+
+            def dropped() -> int:
+                return stats.dropped.get("duplicate", 0) + stats.dropped.get("late", 0)
+
+            assert wait_until(lambda: dropped() >= 3, 30), stats
+            time.sleep(0.5)  # anything else redelivered arrives now
+            assert stats.steps == 0 and dropped() in (3, 4), stats  # none applied again
+            slot = daemon.engine.table.slots_for(["plain/dev/t"], time.time())
+            assert daemon.engine.table.last_value[slot].tolist() == [21.7]
     finally:
         relay.close()
         pub.disconnect()

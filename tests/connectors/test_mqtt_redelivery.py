@@ -91,3 +91,43 @@ def test_a_first_copy_older_than_the_window_is_not_matched(monkeypatch):
     src._on_message(None, None, redelivery(5, b"21.5"))
     times = polled_times(src)
     assert times[-1] == pytest.approx(times[0] + 30.0)
+
+
+def test_readings_that_took_their_receive_time_come_with_receipts_to_journal():
+    """Only QoS 1 messages whose readings took the receive time: a reading with its own
+    time is recognised as a copy by that time, and QoS 0 is never redelivered."""
+    clock = FakeClock()
+    src = source(clock)
+    timed = b'{"value": 1.5, "ts": 1700000000}'
+    src._on_publishes([(TOPIC, b"21.5", 5, 1), (TOPIC, timed, 6, 1), (TOPIC, b"21.6", 0, 0),
+                       ("s/plant/pump", b"9", 7, 1)])  # fmt: skip
+    batch = src.poll(100, 0.0)
+    assert batch is not None
+    received = batch.received.tolist() if batch.received is not None else []
+    assert batch.receipts == (
+        (5, mqtt_source.receipt_digest(TOPIC, b"21.5"), received[0]),
+        (7, mqtt_source.receipt_digest("s/plant/pump", b"9"), received[3]),
+    )
+
+
+def test_a_redelivery_of_a_message_journaled_before_a_restart_gets_its_first_time():
+    clock = FakeClock()
+    first_time = clock.now() - 30.0
+    src = source(clock)  # a new process: it never took the first copy
+    digest = mqtt_source.receipt_digest
+    src.remember_journaled([(5, digest(TOPIC, b"21.5"), first_time),
+                            (6, digest(TOPIC, b"21.6"), first_time + 1)])  # fmt: skip
+    src._on_message(None, None, redelivery(5, b"21.5"))
+    src._on_message(None, None, redelivery(6, b"21.7"))  # another message under that id
+    again, other = polled_times(src)
+    assert again == first_time and other >= clock.now()
+
+
+def test_a_journaled_receipt_is_forgotten_once_its_packet_id_names_a_new_message():
+    clock = FakeClock()
+    src = source(clock)
+    src.remember_journaled([(5, mqtt_source.receipt_digest(TOPIC, b"21.5"), clock.now() - 30)])
+    src._on_publishes([("s/other/x", b"1", 5, 1)])  # the id was freed and handed out again
+    src._on_message(None, None, redelivery(5, b"21.5"))
+    first, later = polled_times(src)
+    assert later >= first >= clock.now()

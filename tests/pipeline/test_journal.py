@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -11,10 +12,11 @@ import pytest
 from helpers import make_engine
 
 from connectors.records import verdict_records
+from pipeline import journal as journal_module
 from pipeline.cli import main
 from pipeline.engine import Engine
 from pipeline.errors import SnapshotError
-from pipeline.journal import Journal, decode, encode, reapply, replay, summarize
+from pipeline.journal import Journal, Receipts, decode, encode, reapply, replay, summarize
 from pipeline.runner import Runner, Schedule
 from pipeline.testing import FakeClock, ListSink, ListSource
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
@@ -171,6 +173,53 @@ def test_a_torn_last_frame_is_ignored_and_cut_off_on_resume(tmp_path):
     journal.append(ReadingBatch.from_readings(all_readings(1)))
     journal.close()
     assert [len(b) for b in replay(path, 1, "mqtt")] == [5, 5]
+
+
+def with_receipts(readings: list[Reading], *receipts: tuple[int, int, float]) -> ReadingBatch:
+    return dataclasses.replace(ReadingBatch.from_readings(readings, "mqtt"), receipts=receipts)
+
+
+def receipts_in(path: Path, generation: int) -> list[tuple[int, int, float]]:
+    return [r for item in replay(path, generation, "mqtt") if isinstance(item, Receipts)
+            for r in item.items]  # fmt: skip
+
+
+def test_receipts_come_back_before_their_readings_even_from_a_torn_frame(tmp_path):
+    """A batch's receipts (messages whose readings took their receive time) are written
+    before its readings: a crash mid-write may lose the readings, never leave them without
+    their receipts (a redelivery would then be applied a second time)."""
+    path = tmp_path / "j"
+    journal = Journal(path)
+    journal.restart(1)
+    journal.append(with_receipts(all_readings(1), (5, 0xDEADBEEF, 1.7e9 + 0.25)))
+    journal.append(with_receipts(all_readings(2)[5:], (6, 7, 1.7e9 + 1)))
+    journal.close()
+    kinds = [type(item).__name__ for item in replay(path, 1, "mqtt")]
+    assert kinds == ["Receipts", "ReadingBatch", "Receipts", "ReadingBatch"]
+    assert receipts_in(path, 1) == [(5, 0xDEADBEEF, 1.7e9 + 0.25), (6, 7, 1.7e9 + 1)]
+    os.truncate(path, path.stat().st_size - 5)  # died writing the second batch's readings
+    assert receipts_in(path, 1)[-1] == (6, 7, 1.7e9 + 1)
+    assert sum(len(i) for i in replay(path, 1, "mqtt") if isinstance(i, ReadingBatch)) == 5
+    assert summarize(path)["receipts"] == 2
+
+
+def test_a_new_generation_carries_the_last_receipts_over(tmp_path, monkeypatch):
+    """The messages applied just before a snapshot may not have had their
+    acknowledgements reach the broker: the next generation keeps their receipts, the last
+    CARRIED_RECEIPTS of them, those a resumed journal held among them."""
+    monkeypatch.setattr(journal_module, "CARRIED_RECEIPTS", 3)
+    path = tmp_path / "j"
+    journal = Journal(path)
+    journal.restart(1)
+    journal.append(with_receipts(all_readings(1), (1, 11, 1.0), (2, 12, 2.0)))
+    journal.close()
+    resumed = Journal(path)  # a restarted daemon's
+    resumed.resume(1)
+    resumed.append(with_receipts(all_readings(1), (3, 13, 3.0), (4, 14, 4.0)))
+    resumed.restart(2)  # a snapshot
+    resumed.close()
+    assert receipts_in(path, 2) == [(2, 12, 2.0), (3, 13, 3.0), (4, 14, 4.0)]
+    assert list(replay(path, 2, "mqtt"))[1:] == []  # no readings: the snapshot has them
 
 
 def test_zeros_a_crash_left_after_the_last_frame_are_a_torn_tail(tmp_path, capsys):

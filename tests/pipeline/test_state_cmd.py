@@ -89,7 +89,8 @@ def test_the_help_says_what_a_journal_summary_holds(capsys):
     assert "its readings" not in text
     assert (
         "A journal: generation, how many frames, housekeeping events (idle closes, "
-        "evictions), readings and streams it holds" in text
+        "evictions), receipts of messages whose readings took their receive time, readings "
+        "and streams it holds" in text
     )
 
 
