@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import socket
 import ssl
 import struct
@@ -99,7 +100,7 @@ class Session:
         try:
             self.client.connect(c.host, c.port, int(c.keepalive), **_connect_options(c))
         except ssl.SSLError as exc:
-            raise ConfigError(_tls_failure(c, exc)) from exc
+            raise ConfigError(_tls_failure(c.url, exc)) from exc
         except OSError as exc:
             log.warning("cannot reach broker %s (%s); retrying with backoff", c.url, _why(exc))
             self.client.connect_async(c.host, c.port, int(c.keepalive), **_connect_options(c))
@@ -539,22 +540,36 @@ def _client(c: Connection, manual_ack: bool) -> BufferedClient:
     return client
 
 
-def _tls_failure(c: Connection, exc: ssl.SSLError) -> str:
+@dataclass(frozen=True, slots=True)
+class TlsNames:
+    """What the user calls the broker URL and the TLS files: settings or flags."""
+
+    broker: str = "mqtt.broker"
+    ca: str = "mqtt.tls_ca"
+    cert: str = "mqtt.tls_cert"
+    key: str = "mqtt.tls_key"
+
+    @property
+    def files(self) -> str:
+        return f"{self.ca}, {self.cert} and {self.key}"
+
+
+def _tls_failure(url: str, exc: ssl.SSLError, names: TlsNames = TlsNames()) -> str:
     """What went wrong in the handshake, and the setting that fixes it: a server
-    certificate for another name (mqtt.broker's host), an expired or unknown one (the
+    certificate for another name (the broker URL's host), an expired or unknown one (the
     CA, or the broker's certificate), or ours refused."""
     verify = getattr(exc, "verify_message", "") or ""
     why = verify or exc.reason or str(exc)
     if "hostname mismatch" in verify.lower() or "ip address mismatch" in verify.lower():
-        fix = "connect by a name the broker's certificate holds (mqtt.broker)"
+        fix = f"connect by a name the broker's certificate holds ({names.broker})"
     elif "expired" in verify.lower():
         fix = "renew the broker's certificate"
     else:
-        fix = "check mqtt.tls_ca, mqtt.tls_cert and mqtt.tls_key"
-    return f"mqtt.broker: TLS with {c.url} failed ({why}); {fix}"
+        fix = f"check {names.files}"
+    return f"{names.broker}: TLS with {url} failed ({why}); {fix}"
 
 
-def _set_tls(client: mqtt.Client, c: Connection) -> None:
+def _set_tls(client: mqtt.Client, c: Connection, names: TlsNames = TlsNames()) -> None:
     try:
         client.tls_set(
             ca_certs=c.tls_ca or None,
@@ -563,7 +578,7 @@ def _set_tls(client: mqtt.Client, c: Connection) -> None:
             keyfile_password="",  # never OpenSSL's prompt on the terminal (settings check it)
         )
     except (OSError, ssl.SSLError) as exc:
-        msg = f"mqtt.tls_*: cannot load the TLS files ({exc}); check the paths and formats"
+        msg = f"{names.files}: cannot load the TLS files ({exc}); check the paths and formats"
         raise ConfigError(msg) from exc
 
 
@@ -583,12 +598,15 @@ def _why(exc: OSError) -> str:
 CONNECT_SECONDS = 10.0  # a plain client's wait for the broker's CONNACK
 
 
-def broker_address(url: str, flag: str) -> tuple[str, int, str]:
-    """``(host, port, user)`` of an ``mqtt://[user@]host[:port]`` URL, by the daemon's own
-    rules (no password in it, no port 0); ConfigError naming ``flag``.
+def broker_address(url: str, flag: str, tls: bool = False) -> tuple[str, int, str]:
+    """``(host, port, user)`` of an ``mqtt://[user@]host[:port]`` URL (``mqtts://`` too
+    when ``tls``, port 8883 by default), by the daemon's own rules (no password in it,
+    no port 0); ConfigError naming ``flag``.
 
     >>> broker_address("mqtt://127.0.0.1:1884", "--to"), broker_address("mqtt://ann@b", "--to")
     (('127.0.0.1', 1884, ''), ('b', 1883, 'ann'))
+    >>> broker_address("mqtts://b", "--to", tls=True)
+    ('b', 8883, '')
     """
     from pipeline.settings_schema import parse_broker, redact_url
 
@@ -597,47 +615,79 @@ def broker_address(url: str, flag: str) -> tuple[str, int, str]:
     except ValueError as exc:
         msg = f"{flag}: {redact_url(url)!r} {exc}"
         raise ConfigError(msg) from None
-    if parts.scheme != "mqtt":
-        msg = f"{flag}: {url!r}: TLS (mqtts://) is the daemon's; {flag} publishes to a plain "
+    if parts.scheme != "mqtt" and not tls:
+        msg = f"{flag}: {url!r}: TLS (mqtts://) is the daemon's; {flag} connects to a plain "
         msg += "mqtt:// listener"
         raise ConfigError(msg)
-    return parts.host, parts.port or 1883, parts.username
+    default_port = 8883 if parts.scheme == "mqtts" else 1883
+    return parts.host, parts.port or default_port, parts.username
 
 
-def plain_client(url: str, client_id: str, flag: str = "--to") -> mqtt.Client:
-    """A connected, looping paho client for ``mqtt://[user@]host:port`` (simulators, the
-    demo), once the broker accepted it; the password, if the broker wants one, comes from
-    ``SENSORCAST_MQTT_PASSWORD``. Errors name ``flag``, the option that gave the URL."""
-    import os
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A publisher's TLS files, any of them empty when not given."""
 
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+
+def publisher_client(
+    url: str, client_id: str, flag: str = "--to", tls: TlsFiles | None = None
+) -> mqtt.Client:
+    """A connected, looping paho client for ``mqtt[s]://[user@]host:port`` (simulators,
+    the demo), once the broker accepted it; the password, if the broker wants one, comes
+    from ``SENSORCAST_MQTT_PASSWORD``. TLS for ``mqtts://`` or when ``tls`` names a file
+    (the system's CAs unless it names one). Errors name ``flag``, the option that gave
+    the URL, and the ``--tls-*`` flags."""
     from pipeline.settings_schema import PASSWORD_ENV
 
-    host, port, user = broker_address(url, flag)
+    host, port, user = broker_address(url, flag, tls=True)
+    files = tls or TlsFiles()
+    secure = url.startswith("mqtts://") or any((files.ca, files.cert, files.key))
+    names = TlsNames(flag, "--tls-ca", "--tls-cert", "--tls-key")
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     if user:
         client.username_pw_set(user, os.environ.get(PASSWORD_ENV) or None)
-    answers: list[ReasonCode] = []
+    if secure:
+        c = Connection(host, port, client_id, tls=True, tls_ca=files.ca, tls_cert=files.cert,
+                       tls_key=files.key)  # fmt: skip
+        _set_tls(client, c, names)
+    answers: list[ReasonCode | None] = []  # None: the broker hung up before answering
     answered = threading.Event()
 
     def on_connect(c: object, userdata: object, flags: object, code: Any, props: object) -> None:
         answers.append(code)
         answered.set()
 
+    def on_disconnect(c: object, userdata: object, flags: object, code: Any, p: object) -> None:
+        answers.append(None)
+        answered.set()
+
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         client.connect(host, port)
+    except ssl.SSLError as exc:
+        raise ConfigError(_tls_failure(url, exc, names)) from exc
     except OSError as exc:
         msg = f"{flag}: cannot reach broker {url} ({_why(exc)}); is it running?"
         raise ConfigError(msg) from exc
     client.loop_start()
     if not answered.wait(CONNECT_SECONDS):
         msg = f"{flag}: {url} did not answer as an MQTT broker within {CONNECT_SECONDS:g} s"
+    elif answers[0] is None:
+        msg = f"{flag}: broker {url} closed the connection before answering"
+        if secure:
+            msg += ": it may require a client certificate signed by its CA; give --tls-cert "
+            msg += "and --tls-key (and --tls-ca for its CA)"
     elif answers[0].is_failure:
         msg = f"{flag}: broker {url} refused the connection ({answers[0]}); give the user as "
         msg += f"user@ in the URL and the password in {PASSWORD_ENV}"
     else:
+        client.on_disconnect = None
         return client
     client.disconnect()
     client.loop_stop()

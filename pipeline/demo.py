@@ -237,10 +237,10 @@ class _Publishers:
     def __init__(
         self, url: str, logs: list[tuple[Path, DemoLog]], speed: float, horizon: float
     ) -> None:
-        from connectors.mqtt_client import plain_client
+        from connectors.mqtt_client import publisher_client
         from connectors.mqtt_publisher import PublishCounters
 
-        self.client = plain_client(url, f"sensorcast-demo-publisher-{os.getpid()}", "--broker")
+        self.client = publisher_client(url, f"sensorcast-demo-publisher-{os.getpid()}", "--broker")
         self.logs, self.speed, self.horizon = logs, speed, horizon
         self.counters = PublishCounters()
         self.stop = threading.Event()

@@ -49,11 +49,19 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--to",
         metavar="URL",
-        help="publish the readings to mqtt://host:port instead (as {root}/{stream}, JSON "
-        "value/ts, for a daemon with --topic-template '{root}/#'); pace with --speed",
+        help="publish the readings to mqtt://host:port (or mqtts:// for TLS) instead (as "
+        "{root}/{stream}, JSON value/ts, for a daemon with --topic-template '{root}/#'); "
+        "pace with --speed",
     )
     parser.add_argument("--root", default="sensors", help="topic root for --to (sensors)")
+    for flag, what in TLS_FLAGS.items():
+        parser.add_argument(flag, metavar="FILE", help=f"with --to: {what} (turns TLS on)")
     parser.set_defaults(run=run_replay)
+
+
+TLS_FLAGS = {"--tls-ca": "the broker's CA certificate (default: the system's CAs)",
+             "--tls-cert": "a client certificate (needs --tls-key)",
+             "--tls-key": "the client certificate's key, without a passphrase"}  # fmt: skip
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -290,6 +298,10 @@ class Progress:
 
 def run_replay(args: argparse.Namespace) -> int:
     _refuse_empty(args)
+    if not args.to and (given := [f for f in TLS_FLAGS if getattr(args, _dest(f))]):
+        msg = f"{given[0]}: the TLS files are for --to (publishing to a broker); drop it, "
+        msg += "or add --to mqtts://host:8883"
+        raise ConfigError(msg)
     if args.to:
         _refuse_run_flags(args)
         return publish_replay(args)
@@ -397,17 +409,42 @@ def run_to_end(
     return time.perf_counter() - started
 
 
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def tls_files(args: argparse.Namespace) -> Any:
+    """--to's TLS files (``connectors.mqtt_client.TlsFiles``), checked as the daemon checks
+    its ``mqtt.tls_*`` settings."""
+    from connectors.mqtt_client import TlsFiles
+    from pipeline.settings_schema import check_key, check_readable
+
+    for flag in TLS_FLAGS:
+        path = getattr(args, _dest(flag)) or ""
+        check = check_key if flag == "--tls-key" else check_readable
+        if problem := check(path):
+            msg = f"{flag}: {path} {problem}"
+            raise ConfigError(msg)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        pair = ["--tls-cert", "--tls-key"]
+        given, missing = pair if args.tls_cert else pair[::-1]
+        msg = f"{given} needs {missing}: a client certificate comes with its key; give both"
+        raise ConfigError(msg)
+    return TlsFiles(args.tls_ca or "", args.tls_cert or "", args.tls_key or "")
+
+
 def publish_replay(args: argparse.Namespace) -> int:
     """``--to``: the logs into a broker, as a simulator or load generator."""
-    from connectors.mqtt_client import plain_client
+    from connectors.mqtt_client import publisher_client
     from connectors.mqtt_publisher import publish_source
     from connectors.topics import check_prefix
 
     if problem := check_prefix(args.root):
         msg = f"--root: {problem}; give a topic root such as sensors"
         raise ConfigError(msg)
+    tls = tls_files(args)
     source = csv_source(args, args.paths)
-    client = plain_client(args.to, f"sensorcast-replay-{os.getpid()}")
+    client = publisher_client(args.to, f"sensorcast-replay-{os.getpid()}", tls=tls)
     started = time.perf_counter()
     try:
         counters = publish_source(source, client, args.root)

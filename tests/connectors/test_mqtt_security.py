@@ -183,6 +183,78 @@ def test_an_encrypted_key_is_refused_before_any_prompt(tmp_path, certs):
     assert "Enter PEM pass phrase" not in result.stdout + result.stderr
 
 
+# -------------------------------------------------- replay --to a TLS listener
+
+LOG_ROWS = "".join(f"{1_700_000_000 + 60 * i},{20 + i % 5}\n" for i in range(30))
+
+
+def replay_to(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``sensorcast replay small.csv ARGS`` in this process: exit code, its one line."""
+    from pipeline.cli import main
+
+    log = tmp_path / "small.csv"
+    log.write_text("timestamp,value\n" + LOG_ROWS)
+    code = main(["replay", str(log), *args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, (out if code == 0 else err).strip()
+
+
+def test_replay_publishes_to_a_tls_listener_with_a_client_certificate(
+    tls_broker, certs, tmp_path, capsys
+):
+    received: list[Any] = []
+    peer = Peer(tls_broker.port, certs=certs)
+    peer.client.subscribe("sensors/#", qos=1)
+    peer.client.on_message = lambda c, u, m: received.append(json.loads(m.payload))
+    try:
+        code, line = replay_to(tmp_path, capsys, "--to", f"mqtts://127.0.0.1:{tls_broker.port}",
+                               "--tls-ca", certs.ca, "--tls-cert", certs.client_cert,
+                               "--tls-key", certs.client_key)  # fmt: skip
+        assert code == 0 and line.startswith("published 30 readings to mqtts://"), line
+        assert wait_until(lambda: len(received) == 30, 10), len(received)
+    finally:
+        peer.close()
+    assert [m["value"] for m in received] == [20 + i % 5 for i in range(30)]
+
+
+@pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--tls-ca", "other_ca"], "--tls-ca"),  # an unrelated CA: the handshake fails
+        (["--tls-ca", "ca"], "--tls-cert"),  # no client certificate: the broker hangs up
+    ],
+)
+def test_replay_to_a_tls_listener_that_says_no_is_one_line_naming_the_flag(
+    tls_broker, certs, tmp_path, capsys, flags, named
+):
+    files = [getattr(certs, value) if value in ("ca", "other_ca") else value for value in flags]
+    url = f"mqtts://127.0.0.1:{tls_broker.port}"
+    code, line = replay_to(tmp_path, capsys, "--to", url, *files)
+    gc.collect()  # paho's leaked socket of a failed handshake is reported under the filter
+    assert code == 2 and line.startswith("sensorcast: error: --to") and "\n" not in line
+    assert named in line and url in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--tls-ca", "ca"], "--tls-ca: the TLS files are for --to"),
+        (["--to", "mqtts://127.0.0.1:1", "--tls-cert", "client_cert"],
+         "--tls-cert needs --tls-key"),
+        (["--to", "mqtts://127.0.0.1:1", "--tls-ca", "missing.pem"],
+         "--tls-ca: missing.pem cannot be read"),
+    ],  # fmt: skip
+)
+def test_replay_tls_flags_misused_are_one_line(certs, tmp_path, capsys, monkeypatch, flags,
+                                               expected):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    files = [getattr(certs, f) if f in ("ca", "client_cert") else f for f in flags]
+    code, line = replay_to(tmp_path, capsys, *files)
+    assert code == 2 and line.startswith(f"sensorcast: error: {expected}"), line
+
+
 # ---------------------------------------------------------------- passwords
 
 

@@ -12,7 +12,7 @@ from brokers import Mosquitto, password_config
 from daemons import Collector, running, settings_for, wait_until
 
 from connectors.csv_source import CsvSource
-from connectors.mqtt_client import plain_client
+from connectors.mqtt_client import publisher_client
 from connectors.mqtt_publisher import publish_source
 from pipeline.cli import main
 
@@ -47,7 +47,7 @@ def test_publishing_keeps_a_bounded_window_in_flight_and_loses_nothing(mosquitto
     rows = "".join(f"{1_700_000_000 + i},{i}\n" for i in range(3_000))
     log.write_text("timestamp,value\n" + rows)
     received = Collector(mosquitto.port, "load/#")
-    client = plain_client(mosquitto.url, "test-publisher")
+    client = publisher_client(mosquitto.url, "test-publisher")
     try:
         counters = publish_source(CsvSource([log]), client, "load", window=20)
         stopped = threading.Event()
