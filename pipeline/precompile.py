@@ -10,13 +10,17 @@ time. It runs the paths the daemon and ``replay`` run, on made-up readings in a
 temporary folder, and writes nothing else.
 
 Numba keys its cache by CPU model: run it on the kind of machine that will
-serve, or the first start there compiles again, as it would without it.
+serve, or the first start there compiles again, as it would without it; or,
+where that machine is not known (an image), with ``--portable``, which also
+compiles a build any x86-64 CPU can load (``pipeline.kernels``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import kernels
 from pipeline.config import PipelineConfig
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
+from pipeline.errors import ConfigError, SensorcastError
 
 MODELS = ("default", "persistence")  # the forecasters a run can name without a file
 OUTPUTS = ("csv", "parquet", "arrow")  # every --out format replay writes
@@ -45,18 +51,57 @@ def register(commands: Any) -> None:
         "installed code) before the first start. For image builds and post-install steps; "
         "the cache is for this machine's CPU model.",
     )
+    parser.add_argument(
+        "--portable",
+        action="store_true",
+        help="also compile a build any x86-64 CPU loads (slower kernels), which a machine "
+        "with another CPU then uses instead of compiling at its first start; needs "
+        "NUMBA_CACHE_DIR (image builds)",
+    )
     parser.set_defaults(run=run_precompile)
 
 
 def run_precompile(args: argparse.Namespace) -> int:
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    if args.portable and not folder:
+        msg = "--portable: set NUMBA_CACHE_DIR to the cache folder the installed code will use"
+        raise ConfigError(msg)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sensorcast-precompile-") as tmp:
         warm_daemon_paths()
         warm_replay_paths(Path(tmp))
-    where = os.environ.get("NUMBA_CACHE_DIR") or "__pycache__ beside the installed code"
+    if args.portable:
+        compile_portable()
+    if folder and not os.environ.get("NUMBA_CPU_NAME"):  # a native build: say for which CPU
+        kernels.record(folder, kernels.host_cpu(), args.portable or _has_portable(folder))
+    where = folder or "__pycache__ beside the installed code"
+    builds = "this CPU's and the portable build" if args.portable else "this CPU's build"
     seconds = time.perf_counter() - started
-    print(f"precompile: kernels in numba's cache ({where}) in {seconds:.1f} s")
+    print(f"precompile: kernels in numba's cache ({where}), {builds}, in {seconds:.1f} s")
     return 0
+
+
+def compile_portable() -> None:
+    """The same paths for numba's generic CPU, in a child process: numba reads which CPU
+    to compile for once, at import."""
+    env = {**os.environ, "NUMBA_CPU_NAME": kernels.PORTABLE_CPU}
+    env.pop("NUMBA_CPU_FEATURES", None)  # for the generic CPU numba then takes none
+    command = [sys.executable, "-m", "pipeline.cli", "precompile"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        msg = f"precompile --portable: the portable build failed: {done.stderr.strip()[-500:]}"
+        raise SensorcastError(msg)
+
+
+def _has_portable(folder: str) -> bool:
+    """Whether an earlier ``--portable`` run left a portable build in ``folder``."""
+    import json
+
+    try:
+        marker = json.loads((Path(folder) / kernels.MARKER).read_text(encoding="utf-8"))
+        return bool(marker.get("portable"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def warm_daemon_paths() -> None:

@@ -1,8 +1,11 @@
-"""``sensorcast precompile``: afterwards a replay and a daemon compile nothing.
+"""``sensorcast precompile``: afterwards a replay and a daemon compile nothing, on this
+CPU's build and, with ``--portable``, on another CPU's.
 
 Numba writes an index and a data file for every kernel it compiles into
 ``NUMBA_CACHE_DIR`` and only reads them when it loads one, so a cache folder
-that is unchanged after a run means the run compiled nothing.
+that is unchanged after a run means the run compiled nothing. Another CPU is
+played by the marker: one that says the native build is for another CPU makes
+this machine what such a host is to the image.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import sys
 from pathlib import Path
 
 from daemons import Collector, client, sensorcast_run, wait_until
+
+from pipeline import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 THERMOSTAT = ROOT / "data/thermostat/uci_occupancy_detection/datatest.txt"
@@ -38,9 +43,11 @@ def test_after_precompile_replays_and_a_daemon_compile_nothing(mosquitto, tmp_pa
     cache = tmp_path / "numba"
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
     env = dict(os.environ)
-    done = sensorcast("precompile", env=env)
+    done = sensorcast("precompile", "--portable", env=env)
     assert done.returncode == 0, done.stderr
-    assert f"kernels in numba's cache ({cache})" in done.stdout
+    assert f"kernels in numba's cache ({cache}), this CPU's and the portable build" in done.stdout
+    marker = json.loads((cache / kernels.MARKER).read_text())
+    assert marker == {"native": kernels.host_cpu(), "portable": True}
     compiled = cache_files(cache)
     assert sum(name.endswith(".nbc") for name in compiled) >= 20  # every module's kernels
 
@@ -52,12 +59,21 @@ def test_after_precompile_replays_and_a_daemon_compile_nothing(mosquitto, tmp_pa
     for args in replays:
         replayed = sensorcast("replay", *args, env=env)
         assert replayed.returncode == 0, replayed.stderr
+    assert cache_files(cache) == compiled
 
+    # another CPU: the image's native build is not for it, the portable one is
+    marker["native"] = {"name": "another-cpu", "features": "+sse2"}
+    (cache / kernels.MARKER).write_text(json.dumps(marker))
+    compiled = cache_files(cache)
+    replayed = sensorcast("replay", *replays[0], env=env)
+    assert replayed.returncode == 0, replayed.stderr
     forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
     publisher = client(mosquitto.port)
     try:
         with sensorcast_run(tmp_path / "daemon", "--broker", mosquitto.url) as daemon:
             assert daemon.wait_connected(), daemon.output
+            assert "compiled for CPU another-cpu" in daemon.output
+            assert "loading its portable build" in daemon.output
             for i in range(3):
                 payload = json.dumps({"value": 20.0 + i, "ts": 1_700_000_000 + 60 * i})
                 publisher.publish("sensors/plant/boiler/temp", payload, qos=1).wait_for_publish(5)

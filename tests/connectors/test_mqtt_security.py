@@ -241,10 +241,14 @@ def test_replay_to_a_tls_listener_that_says_no_is_one_line_naming_the_flag(
     ("flags", "expected"),
     [
         (["--tls-ca", "ca"], "--tls-ca: the TLS files are for --to"),
-        (["--to", "mqtts://127.0.0.1:1", "--tls-cert", "client_cert"],
-         "--tls-cert needs --tls-key"),
-        (["--to", "mqtts://127.0.0.1:1", "--tls-ca", "missing.pem"],
-         "--tls-ca: missing.pem cannot be read"),
+        (
+            ["--to", "mqtts://127.0.0.1:1", "--tls-cert", "client_cert"],
+            "--tls-cert needs --tls-key",
+        ),
+        (
+            ["--to", "mqtts://127.0.0.1:1", "--tls-ca", "missing.pem"],
+            "--tls-ca: missing.pem cannot be read",
+        ),
     ],  # fmt: skip
 )
 def test_replay_tls_flags_misused_are_one_line(certs, tmp_path, capsys, monkeypatch, flags,
