@@ -201,7 +201,10 @@ class Journal:
         good = _HEADER.size
         for frame in _frames(self.path):
             good += len(frame)
-            if isinstance(item := decode(frame[_FRAME.size :], ""), Receipts):
+            payload = frame[_FRAME.size :]
+            if _COUNTS.unpack_from(payload)[0] == 0 and isinstance(
+                item := decode(payload, ""), Receipts
+            ):  # (only frames without readings are decoded: a large journal's resume)
                 self._recent.extend(item.items)
         if good < self.size:
             os.ftruncate(self._file, good)
