@@ -21,6 +21,7 @@ from pipeline import (
     daemon,
     demo,
     evaluate,
+    kernels,
     nab,
     nab_score,
     precompile,
@@ -89,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if kernels.chosen:  # a replay, a bench or the daemon runs slower kernels: say so
+        logging.getLogger("pipeline.kernels").warning("%s", kernels.chosen)
     try:
         code = int(args.run(args))
         sys.stdout.flush()  # a reader gone away shows here, not in the flush at exit

@@ -27,7 +27,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline import kernels
 from pipeline.detect import default_detector
 from pipeline.engine import Engine, EngineStats
 from pipeline.errors import ConfigError, SnapshotError
@@ -164,8 +163,6 @@ class Daemon:
         self._serve_metrics()  # first: /healthz and /readyz answer while restoring
         try:
             self.sink.start(cancel=self.stop)  # first: the journal's forecasts go out again
-            if kernels.chosen:
-                log.warning("%s", kernels.chosen)
             self.engine.warm_up()  # the first tick must not load the compiled kernels
             self._restore()
             self.source.start(cancel=self.stop)

@@ -6,8 +6,8 @@ more before a daemon is ready, in every new container. ``sensorcast precompile
 --portable`` also compiles a build for any x86-64 CPU (numba's ``generic`` CPU,
 no optional instruction sets) and writes ``MARKER`` into the cache folder saying
 which CPU the native build is for. A process whose CPU is another then loads the
-portable build: ready at once, its kernels slower (docs/benchmarks.md) until a
-cache is built on that machine.
+portable build: ready at once, its kernels slower (docs/daemon.md) until a
+cache is built on that machine; every command logs a warning saying so.
 
 This runs when ``pipeline`` is imported, before numba reads its settings; a
 ``NUMBA_CPU_NAME`` set by the user is left alone. It imports no numba.
@@ -23,7 +23,7 @@ from pathlib import Path
 MARKER = "sensorcast-kernels.json"
 PORTABLE_CPU = "generic"  # numba compiles for it without optional features: any x86-64
 
-chosen: str | None = None  # why the portable build was chosen, for the daemon's log
+chosen: str | None = None  # why the portable build was chosen: the command line logs it
 
 
 def host_cpu() -> dict[str, str]:

@@ -67,6 +67,8 @@ def test_after_precompile_replays_and_a_daemon_compile_nothing(mosquitto, tmp_pa
     compiled = cache_files(cache)
     replayed = sensorcast("replay", *replays[0], env=env)
     assert replayed.returncode == 0, replayed.stderr
+    assert "WARNING pipeline.kernels: the kernel cache in" in replayed.stderr
+    assert "loading its portable build" in replayed.stderr
     forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
     publisher = client(mosquitto.port)
     try:
