@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 MARKER = "sensorcast-kernels.json"
 PORTABLE_CPU = "generic"  # numba compiles for it without optional features: any x86-64
@@ -39,14 +40,10 @@ def choose_build(environ: MutableMapping[str, str]) -> str | None:
     folder = environ.get("NUMBA_CACHE_DIR")
     if not folder or environ.get("NUMBA_CPU_NAME"):
         return None
-    try:
-        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
-        native, portable = marker["native"], marker["portable"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no marker (a cache of this machine), or not one of ours
-    if not portable:
-        return None
-    here = host_cpu()
+    marker = read_marker(folder)
+    if marker is None or not marker["portable"]:
+        return None  # no marker (a cache of this machine), or nothing portable in it
+    native, here = marker["native"], host_cpu()
     if native == here:
         return None
     environ["NUMBA_CPU_NAME"] = PORTABLE_CPU
@@ -55,6 +52,15 @@ def choose_build(environ: MutableMapping[str, str]) -> str | None:
         f"one is {here['name']}: loading its portable build (slower kernels); run "
         "`sensorcast precompile` on this machine for its own"
     )
+
+
+def read_marker(folder: str | Path) -> dict[str, Any] | None:
+    """``MARKER``'s ``native`` CPU and ``portable`` flag, or None if there is none of ours."""
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        return {"native": dict(marker["native"]), "portable": bool(marker["portable"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def record(folder: str | Path, native: dict[str, str], portable: bool) -> None:

@@ -73,7 +73,9 @@ def run_precompile(args: argparse.Namespace) -> int:
     if args.portable:
         compile_portable()
     if folder and not os.environ.get("NUMBA_CPU_NAME"):  # a native build: say for which CPU
-        kernels.record(folder, kernels.host_cpu(), args.portable or _has_portable(folder))
+        earlier = kernels.read_marker(folder)  # a portable build an earlier run left stays
+        portable = args.portable or (earlier is not None and earlier["portable"])
+        kernels.record(folder, kernels.host_cpu(), portable)
     where = folder or "__pycache__ beside the installed code"
     builds = "this CPU's and the portable build" if args.portable else "this CPU's build"
     seconds = time.perf_counter() - started
@@ -91,17 +93,6 @@ def compile_portable() -> None:
     if done.returncode != 0:
         msg = f"precompile --portable: the portable build failed: {done.stderr.strip()[-500:]}"
         raise SensorcastError(msg)
-
-
-def _has_portable(folder: str) -> bool:
-    """Whether an earlier ``--portable`` run left a portable build in ``folder``."""
-    import json
-
-    try:
-        marker = json.loads((Path(folder) / kernels.MARKER).read_text(encoding="utf-8"))
-        return bool(marker.get("portable"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def warm_daemon_paths() -> None:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import (
     DAY,
@@ -28,6 +28,9 @@ from pipeline.runner import Runner, Schedule
 from pipeline.summary import Scoreboard, run_summary, score_table
 from pipeline.types import VerdictBatch
 from pipeline.writable import not_an_input, writable_file
+
+if TYPE_CHECKING:
+    from connectors.mqtt_client import TlsFiles
 
 REPLAY_CHUNK = 65_536  # readings per engine tick: big chunks keep the model calls few
 PATH_EXAMPLES = {"--out": "a file such as steps.csv (- for CSV on stdout)",
@@ -413,7 +416,7 @@ def _dest(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
-def tls_files(args: argparse.Namespace) -> Any:
+def tls_files(args: argparse.Namespace) -> TlsFiles:
     """--to's TLS files (``connectors.mqtt_client.TlsFiles``), checked as the daemon checks
     its ``mqtt.tls_*`` settings."""
     from connectors.mqtt_client import TlsFiles
