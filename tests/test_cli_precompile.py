@@ -86,3 +86,17 @@ def test_after_precompile_replays_and_a_daemon_compile_nothing(mosquitto, tmp_pa
         publisher.disconnect()
         publisher.loop_stop()
     assert cache_files(cache) == compiled
+
+
+def test_portable_without_a_cache_folder_is_one_line_and_compiles_nothing(monkeypatch, capsys):
+    """The portable build and its marker need a folder the installed code will read."""
+    from pipeline.cli import main
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert main(["precompile", "--portable"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "sensorcast: error: --portable: set NUMBA_CACHE_DIR to the cache folder the "
+        "installed code will use\n"
+    )
