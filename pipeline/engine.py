@@ -13,6 +13,7 @@ same code serves replay (big chunks, long T) and the daemon (small ticks).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -169,19 +170,21 @@ class Engine:
     ) -> VerdictBatch:
         """Add a row per dropped reading, in reading order (steps at their reading)."""
         dropped = np.flatnonzero(reasons)
-        streams = np.asarray(batch.streams, dtype=object)[batch.stream_index[dropped]]
-        rows = VerdictBatch.of_dropped(
-            streams,
-            batch.timestamp[dropped],
-            batch.value[dropped],
-            reasons[dropped],
-            self.forecaster.name,
+        keys = np.asarray(batch.streams, dtype=object)
+        stream_index = batch.stream_index[dropped]
+        rows = dataclasses.replace(
+            VerdictBatch.of_dropped(
+                keys[stream_index],
+                batch.timestamp[dropped],
+                batch.value[dropped],
+                reasons[dropped],
+                self.forecaster.name,
+            ),
+            coded=StreamCodes(stream_index.astype(np.int64), keys),
         )
         if made_by is None:  # steps released from the lateness buffer: after the batch
             made_by = np.full(len(verdicts), len(batch))
-        position = np.concatenate([made_by, dropped])
-        order = np.argsort(position, kind="stable")
-        return VerdictBatch.concat([verdicts, rows]).take(order)
+        return verdicts.interleave(rows, np.concatenate([made_by, dropped]))
 
     def _release(self, force: np.ndarray | None = None) -> tuple[Steps, VerdictBatch]:
         """Held-back readings that are due, as steps; and rows for those dropped on the

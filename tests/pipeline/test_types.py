@@ -1,0 +1,95 @@
+"""Verdict batches: interleaving the rows of dropped readings with the steps."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from helpers import make_engine
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.types import Reading, ReadingBatch, StreamCodes, StreamKey, VerdictBatch
+
+
+def coded_rows(codes: list[int], names: list[str], start: float) -> VerdictBatch:
+    """Rows of the streams ``names[codes]``, timestamps counting up from ``start``."""
+    n = len(codes)
+    code_array = np.asarray(codes, np.int64)
+    name_array = np.asarray(names, object)
+    base = VerdictBatch.of_dropped(
+        name_array[code_array] if n else np.empty(0, object),
+        start + np.arange(n, dtype=np.float64),
+        np.arange(n, dtype=np.float64) * 0.5,
+        np.full(n, 3, np.uint8),
+        "m",
+    )
+    return dataclasses.replace(base, coded=StreamCodes(code_array, name_array))
+
+
+# a StreamCodes names each key once
+names_strategy = st.lists(st.sampled_from("abcd"), min_size=1, max_size=4, unique=True)
+
+
+@given(
+    first_names=names_strategy,
+    second_names=names_strategy,
+    first_codes=st.lists(st.integers(0, 3), max_size=12),
+    second_codes=st.lists(st.integers(0, 3), max_size=12),
+    positions=st.lists(st.integers(0, 5), min_size=24, max_size=24),
+)
+def test_interleave_is_concat_then_take_in_position_order_with_the_codes_kept(
+    first_names, second_names, first_codes, second_codes, positions
+):
+    first_codes = [c % len(first_names) for c in first_codes]
+    second_codes = [c % len(second_names) for c in second_codes]
+    first = coded_rows(first_codes, first_names, 0.0)
+    second = coded_rows(second_codes, second_names, 100.0)
+    position = np.asarray(positions[: len(first) + len(second)], np.int64)
+
+    merged = first.interleave(second, position)
+
+    expected = VerdictBatch.concat([first, second]).take(np.argsort(position, kind="stable"))
+    for name in VerdictBatch.column_names():
+        np.testing.assert_array_equal(getattr(merged, name), getattr(expected, name))
+        assert getattr(merged, name).dtype == getattr(expected, name).dtype
+    assert merged.coded is not None
+    codes, names = merged.stream_codes()
+    assert len(set(names.tolist())) == len(names)  # each key once
+    assert names[codes].tolist() == merged.stream.tolist()
+
+
+def test_interleave_without_codes_on_one_side_leaves_the_keys_to_be_hashed():
+    first = coded_rows([0, 1], ["a", "b"], 0.0)
+    second = dataclasses.replace(coded_rows([0], ["c"], 10.0), coded=None)
+
+    merged = first.interleave(second, np.array([0, 2, 1]))
+
+    assert merged.coded is None
+    assert merged.stream.tolist() == ["a", "c", "b"]
+    codes, names = merged.stream_codes()
+    assert names[codes].tolist() == ["a", "c", "b"]
+
+
+def test_a_replay_batch_with_dropped_readings_keeps_its_rows_in_reading_order_and_its_codes():
+    engine = make_engine(report_dropped=True)
+    batch = ReadingBatch.from_readings([
+        Reading(StreamKey("s1"), 0.0, 1.0),
+        Reading(StreamKey("s2"), 0.0, 5.0),
+        Reading(StreamKey("s1"), 0.0, 2.0),  # a repeat of s1's time: dropped
+        Reading(StreamKey("s1"), 60.0, 3.0),
+        Reading(StreamKey("s3"), float("nan"), 4.0),  # no time: dropped
+        Reading(StreamKey("s2"), 60.0, 6.0),
+    ])  # fmt: skip
+
+    verdicts = engine.process(batch)
+
+    assert verdicts.value.tolist()[:4] == [1.0, 5.0, 2.0, 3.0]
+    assert verdicts.stream.tolist()[:4] == ["s1", "s2", "s1", "s1"]
+    assert (verdicts.dropped != 0).tolist()[:4] == [False, False, True, False]
+    dropped_streams = verdicts.stream[verdicts.dropped != 0].tolist()
+    assert dropped_streams == ["s1", "s3"]
+    assert verdicts.coded is not None
+    codes, names = verdicts.stream_codes()
+    assert names[codes].tolist() == verdicts.stream.tolist()
+    assert len(set(names.tolist())) == len(names)
