@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,8 +80,45 @@ def one_core() -> Iterator[None]:
         yield
 
 
-def sensorcast_rate(paths: Sequence[Path], out: Path) -> tuple[float, int]:
-    """(readings/s, readings) of the whole replay: parse, window, model, detector, CSV out."""
+STAGES = ("opening", "reading", "engine", "writing", "closing")
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """One timed replay: its rate, and where its wall seconds went (``STAGES``, plus
+    ``total``)."""
+
+    rate: float
+    readings: int
+    seconds: dict[str, float]
+
+
+class Clocked:
+    """Forwards every attribute to ``inner``; the calls named in ``stages`` ({method:
+    stage}) add their wall seconds to ``seconds[stage]``. A few clock readings a tick,
+    so that a bench run says where its time went without a profiler's overhead."""
+
+    def __init__(self, inner: Any, stages: dict[str, str], seconds: dict[str, float]) -> None:
+        self._inner, self._stages, self._seconds = inner, stages, seconds
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        stage = self._stages.get(name)
+        if stage is None:
+            return attr
+
+        def clocked(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._seconds[stage] += time.perf_counter() - started
+
+        return clocked
+
+
+def sensorcast_rate(paths: Sequence[Path], out: Path) -> Replayed:
+    """The whole replay, timed: parse, window, model, detector, CSV out."""
     from connectors.csv_source import CsvSource
     from connectors.file_sink import open_file_sink
     from models import load_forecaster
@@ -91,10 +129,30 @@ def sensorcast_rate(paths: Sequence[Path], out: Path) -> tuple[float, int]:
 
     config = PipelineConfig(report_dropped=True)  # replay's defaults
     engine = Engine(load_forecaster("default", config.interval), default_detector(), config)
+    seconds = dict.fromkeys(STAGES, 0.0)
     started = time.perf_counter()
     source = CsvSource(list(paths))  # timed too: it reads the head of every file
-    run_to_end(engine, source, [open_file_sink(out)], False, flush_at_end=True)
-    return engine.stats.readings / (time.perf_counter() - started), engine.stats.readings
+    seconds["opening"] = time.perf_counter() - started
+    clocked_engine: Any = Clocked(engine, {"process": "engine", "flush": "engine"}, seconds)
+    run_to_end(
+        clocked_engine,  # stands in for the engine: every attribute forwarded
+        Clocked(source, {"poll": "reading", "close": "closing"}, seconds),
+        [Clocked(open_file_sink(out), {"add": "writing", "close": "closing"}, seconds)],
+        False,
+        flush_at_end=True,
+    )
+    seconds["total"] = time.perf_counter() - started
+    readings = engine.stats.readings
+    return Replayed(readings / seconds["total"], readings, seconds)
+
+
+def stages_note(runs: Sequence[Replayed]) -> str:
+    """Where the median run's time went, in shares of it."""
+    middle = sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
+    total = middle.seconds["total"]
+    shares = [f"{stage} {middle.seconds[stage] / total:.0%}" for stage in STAGES]
+    other = 1 - sum(middle.seconds[stage] for stage in STAGES) / total
+    return f"sensorcast's time in its median run: {', '.join(shares)}, the rest {other:.0%}."
 
 
 # -- River --------------------------------------------------------------------------------
@@ -193,26 +251,29 @@ def measure(
     sample = river_sample(paths, size.river_readings)
     streams = len({key for key, _, _ in sample})
     out = folder / f"sensorcast.{output}"
-    _, readings = sensorcast_rate(paths, out)  # warm-up: imports, caches
+    readings = sensorcast_rate(paths, out).readings  # warm-up: imports, caches
     warm_river(folder / "river.csv")
+    replays: list[Replayed] = []
 
     def once() -> tuple[float, float]:
         # each timed run writes a new file, as a replay to a new path does: replacing the
         # last run's output (60-100 MB) cost ~4% of a run in unlinking it
         out.unlink(missing_ok=True)
         (folder / "river.csv").unlink(missing_ok=True)
-        ours = sensorcast_rate(paths, out)[0]
-        return ours, river_rate(sample, folder / "river.csv")
+        replays.append(sensorcast_rate(paths, out))
+        return replays[-1].rate, river_rate(sample, folder / "river.csv")
 
     ours, river = repeat(runs, once)
     note = (
         f"{name}: sensorcast over all {readings:,} readings; River over {len(sample):,} "
-        f"readings of {streams} stream(s), extrapolated as readings/s."
+        f"readings of {streams} stream(s), extrapolated as readings/s. {stages_note(replays)}"
     )
+    extra = {"readings": readings, "river_readings": len(sample),
+             "stage_seconds": [run.seconds for run in replays]}  # fmt: skip
     return [
         Row("replay", f"{name} throughput", "readings/s", ours, river,
             "per-stream River SNARIMAX + HalfSpaceTrees, same data, same run",
-            REPLAY_TARGET, note, {"readings": readings, "river_readings": len(sample)}),
+            REPLAY_TARGET, note, extra),
     ]  # fmt: skip
 
 

@@ -114,6 +114,19 @@ def nab_folder(root: Path) -> Path:
     return root
 
 
+def check_stages(row: dict) -> None:
+    """Each timed run says where its time went: every stage took some of it, and the
+    stages add up to no more than the run, whose rate they give."""
+    runs = row["extra"]["stage_seconds"]
+    assert len(runs) == len(row["sensorcast_runs"])
+    for seconds, rate in zip(runs, row["sensorcast_runs"], strict=True):
+        stages = [seconds[name] for name in ("opening", "reading", "engine", "writing", "closing")]
+        assert all(x > 0 for x in stages), seconds
+        assert sum(stages) <= seconds["total"], seconds
+        assert row["extra"]["readings"] / seconds["total"] == pytest.approx(rate)
+    assert "sensorcast's time in its median run: opening " in row["note"]
+
+
 def test_replay_against_river(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nab = nab_folder(tmp_path / "nab")
     document = bench(tmp_path, capsys, "--scenario", "replay", "--runs", "3", "--nab", str(nab))
@@ -130,6 +143,7 @@ def test_replay_against_river(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         # sane: a clock that measured something, not a fast machine
         assert within(row["sensorcast_runs"] + row["baseline_runs"], 0, 1e9), row
         assert 1 <= row["extra"]["river_readings"] <= row["extra"]["readings"]
+        check_stages(row)
     assert rows[0]["extra"]["readings"] == rows[0]["extra"]["river_readings"] == 400  # 1 stream
     assert {row["extra"]["readings"] for row in rows[1:]} == {50 * 40}
     # River gets whole streams (40 readings each), as many as fit its 300 of --quick
