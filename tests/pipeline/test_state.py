@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -218,19 +220,61 @@ def rewritten(path, change) -> None:
                 new.writestr(name, kept)
 
 
+def keys(text: bytes) -> np.ndarray:
+    """A snapshot's ``keys`` member: the keys' UTF-8, NUL between them."""
+    return np.frombuffer(text, np.uint8)
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def replaced(member: str, array: np.ndarray):
+    """A ``rewritten`` change that puts ``array`` in place of ``member``."""
+    return lambda n, d: npy(array) if n == f"{member}.npy" else d
+
+
+def modified(member: str, change_array):
+    """A ``rewritten`` change that passes ``member``'s array through ``change_array``."""
+    return lambda n, d: npy(change_array(np.load(io.BytesIO(d)))) if n == f"{member}.npy" else d
+
+
+def meta_without(key: str):
+    """A ``rewritten`` change that drops ``key`` from the meta record."""
+
+    def change(name: str, data: bytes) -> bytes:
+        if name != "meta.npy":
+            return data
+        meta = json.loads(np.load(io.BytesIO(data)).tobytes())
+        del meta[key]
+        return npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+    return change
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
         (lambda n, d: b"garbage" if n == "col_interval.npy" else d, "col_interval is not an array"),
         (lambda n, d: None if n == "keys.npy" else d, "no keys"),
         (lambda n, d: None if n == "pending_slot.npy" else d, "no pending_slot"),
+        (meta_without("streams"), "its meta record has no stream count"),
+        (replaced("keys", keys(b"a/b/\xff")), "its stream keys are not UTF-8 text"),
+        (replaced("keys", keys(b"a/b/c")), "1 stream keys where its meta record says 2"),
+        (replaced("pending_value", np.zeros(3)), "its pending readings do not line up"),
+        (replaced("pending_slot", np.zeros(1, np.float64)), "its pending readings do not line up"),
+        (modified("pending_slot", lambda a: a + 2), "a pending reading belongs to no stream"),
+        (modified("pending_slot", lambda a: a - 5), "a pending reading belongs to no stream"),
     ],
-)
+)  # fmt: skip
 def test_a_snapshot_with_a_damaged_member_is_one_error(tmp_path, change, problem):
     # still a valid zip, so only its members tell
     path = tmp_path / "s.snap"
-    engine = make_engine(window=60)
+    engine = make_engine(window=60, lateness=30)
     engine.process(readings("a/b/c", [(0, 1.0), (60, 2.0)]))
+    engine.process(readings("d/e/f", [(0, 5.0)]))  # two streams, one reading still pending
     engine.snapshot(path)
     rewritten(path, change)
     expected = f"snapshot {path} is damaged ({problem}); move it away to start cold"
@@ -238,6 +282,56 @@ def test_a_snapshot_with_a_damaged_member_is_one_error(tmp_path, change, problem
         with pytest.raises(SnapshotError) as caught:
             load(path)
         assert str(caught.value) == expected
+
+
+def test_a_meta_record_that_is_not_an_object_is_refused(tmp_path):
+    path = tmp_path / "s.snap"
+    make_engine().snapshot(path)
+    rewritten(path, replaced("meta", np.frombuffer(b"[1, 2]", np.uint8)))
+    for load in (make_engine().restore, inspect_snapshot):
+        with pytest.raises(SnapshotError, match="has no valid meta record; move it away"):
+            load(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda n, d: None if n == "col_last_value.npy" else d, "does not hold this table's"),
+        (replaced("col_last_value", np.zeros(2, np.float32)), "column last_value has shape (2,)"),
+        (replaced("col_last_value", np.zeros(3)), "column last_value has shape (3,)"),
+        (replaced("keys", keys(b"a/b/c\0a/b/c")), "does not hold this table's columns"),
+    ],
+)  # fmt: skip
+def test_a_snapshot_whose_columns_do_not_fit_the_table_is_refused_on_restore(
+    tmp_path, change, problem
+):
+    path = tmp_path / "s.snap"
+    engine = make_engine()
+    engine.process(readings("a/b/c", [(0, 1.0)]))
+    engine.process(readings("d/e/f", [(0, 1.0)]))
+    engine.snapshot(path)
+    rewritten(path, change)
+    fresh = make_engine()
+    with pytest.raises(SnapshotError, match=re.escape(problem)):
+        fresh.restore(path)
+    assert len(fresh.table) == 0
+
+
+def test_a_snapshot_beyond_max_streams_or_into_a_used_table_is_refused(tmp_path):
+    path = tmp_path / "s.snap"
+    engine = make_engine()
+    for key in ("a/b/c", "d/e/f", "g/h/i"):
+        engine.process(readings(key, [(0, 1.0)]))
+    engine.snapshot(path)
+    small = make_engine(max_streams=2)
+    with pytest.raises(SnapshotError, match="holds 3 streams, more than max_streams 2; raise"):
+        small.restore(path)
+    assert len(small.table) == 0
+    used = make_engine()
+    used.process(readings("x/y/z", [(0, 1.0)]))
+    with pytest.raises(SnapshotError, match="only restore a snapshot into an empty state table"):
+        used.restore(path)
+    assert list(used.table.index) == ["x/y/z"]
 
 
 def test_failed_write_leaves_the_old_snapshot_in_place(tmp_path):
