@@ -205,6 +205,7 @@ class Rig:
         """p50/p99 (ms) of publish -> received on ``subscribe`` at ``rate`` readings/s, by
         the bare paho subscriber (``count``) or the raw-socket probe (``probe``)."""
         seconds = self.size.latency_seconds
+        rate = round(rate, 1)  # as the pacer is told it: it sends int(rate * seconds)
         expect = int(rate * seconds)
         # a watcher stops at ``expect`` messages; the idle limit only ends a run that lost
         # some, and must outlast a stall of a busy machine rather than cut a run short
