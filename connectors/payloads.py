@@ -26,7 +26,7 @@ A payload is taken or rejected whole. Formats (``kind``):
     number under an empty name makes a stream key with an empty level, which the
     source rejects as ``bad_stream``); or an array of these (a batch).
     ``time_field`` holds epoch seconds, milliseconds, microseconds or
-    nanoseconds (told apart by size: above 1e11, 1e14 and 1e17), either as a
+    nanoseconds (told apart by size: from 1e11, 1e14 and 1e17 on), either as a
     number or as text, or ISO 8601 text (naive = UTC); null or absent means
     the receive time. Telegraf's JSON metrics are recognised by their keys
     (exactly ``fields``, ``name``, ``timestamp`` and optionally ``tags``), one
@@ -86,7 +86,8 @@ PAYLOAD_KINDS = ("auto", "number", "json", "senml", "influx")
 MAX_READINGS = 10_000  # values in one payload; more is TOO_LARGE
 NESTED_LEVELS = 4  # a JSON object's numbers are read this many objects deep
 _MAX_ELEMENTS = 20 * MAX_READINGS  # commas in a JSON payload, and lines of line protocol
-# Epoch numbers above these are in ms, µs, ns (1e11 s is the year 5138; 1e14 µs is 1973)
+# Epoch numbers from these on are in ms, µs, ns (1e11 s is the year 5138; 1e14 µs is 1973):
+# a count at a threshold is a valid time only in the finer unit
 EPOCH_UNITS = ((1e17, 1_000_000_000), (1e14, 1_000_000), (1e11, 1_000))
 SENML_RELATIVE = 2.0**28  # SenML times below this are relative to "now"
 _MAX_NUMBER_TEXT = 1_000  # characters: a longer string is not taken for a number
@@ -307,7 +308,7 @@ def _epoch(data: object, field: str) -> float:
 def _epoch_seconds(count: int | float) -> float:
     """An epoch count in s, ms, µs or ns (told apart by size) as seconds; an integer
     count is divided exactly, and one too large for a float is infinite."""
-    per_second = next((p for threshold, p in EPOCH_UNITS if abs(count) > threshold), 1)
+    per_second = next((p for threshold, p in EPOCH_UNITS if abs(count) >= threshold), 1)
     try:
         return count / per_second
     except OverflowError:

@@ -358,6 +358,19 @@ def test_telegraf_batch_and_timestamp_units() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("count", "seconds"),
+    [(10**11, 1e8), (10**14, 1e8), (10**17, 1e8), (-(10**17), -1e8), (10**11 - 1, None)],
+)
+def test_an_epoch_count_at_a_units_threshold_is_in_the_finer_unit(count, seconds) -> None:
+    # in the coarser unit each threshold is 1e11 s, the year 5138: never a valid time
+    payload = f'{{"value": 1, "ts": {count}}}'
+    if seconds is None:
+        assert rejected("json", payload).reason is Reason.BAD_TIMESTAMP  # still seconds
+    else:
+        assert decode("json", payload) == [Decoded(None, 1.0, seconds)]
+
+
 def test_an_object_with_more_than_telegrafs_keys_is_a_plain_object() -> None:
     payload = '{"fields": {"a": 1}, "name": "x", "timestamp": 1700000000, "temp": 4}'
     assert decode("json", payload) == [

@@ -66,7 +66,7 @@ def json_times(draw: st.DrawFn) -> tuple[object, float]:
     day = 86_400 * per_second
     count = draw(st.integers(int(MIN_TIME) * per_second + day, int(MAX_TIME) * per_second - day))
     threshold = next(t for t, p in EPOCH_UNITS if p == per_second)
-    if abs(count) <= threshold:  # that close to 1970, a number is taken for a coarser unit
+    if abs(count) < threshold:  # that close to 1970, a number is taken for a coarser unit
         count += int(2 * threshold)
     return (str(count) if as_text else count), count / per_second
 
