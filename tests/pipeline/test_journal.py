@@ -160,6 +160,18 @@ def test_a_journal_of_another_generation_is_stale_and_ignored(tmp_path):
     assert list(replay(tmp_path / "j", 4, "mqtt")) == []  # the snapshot already holds these
 
 
+def test_a_file_in_the_journals_place_that_is_no_journal_is_logged_and_ignored(tmp_path, caplog):
+    path = tmp_path / "j"
+    path.write_bytes(b"PK\x03\x04 not a journal")
+    with caplog.at_level("ERROR", logger="pipeline.journal"):
+        assert list(replay(path, 0, "mqtt")) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} is not a sensorcast journal; ignoring it"
+    ]
+    with pytest.raises(SnapshotError, match="is not a sensorcast journal"):
+        summarize(path)
+
+
 def test_a_torn_last_frame_is_ignored_and_cut_off_on_resume(tmp_path):
     path = tmp_path / "j"
     journal = Journal(path)
