@@ -277,6 +277,18 @@ def test_missing_and_unreadable_config_files(tmp_path: Path) -> None:
     assert error_of(tmp_path).startswith(f"config file {tmp_path} cannot be read (Is a directory)")
 
 
+def test_a_config_file_in_another_encoding_is_named_and_one_with_a_bom_is_read(
+    tmp_path: Path,
+) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[mqtt]\nclient_id = "sonde-été"\n'.encode("latin-1"))
+    assert error_of(latin) == f"config file {latin} is not UTF-8 text; save it as UTF-8"
+    notepad = tmp_path / "notepad.toml"
+    notepad.write_bytes('\ufeff[mqtt]\nclient_id = "sonde-été"\n'.encode())
+    settings = load_settings(notepad, {}, None)
+    assert settings.mqtt.client_id == "sonde-été"
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
