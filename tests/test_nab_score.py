@@ -304,6 +304,27 @@ def test_bad_input_exits_2_naming_the_file(scored, capsys, case, named):
     assert named in _error(capsys)
 
 
+@pytest.mark.parametrize(
+    ("labels", "says"),
+    [
+        (b'{"realA/x.csv": [', "cannot read it as JSON"),
+        (b"\xff\xfe not text", "cannot read it as JSON"),
+        (b'[["2014-01-01", "2014-01-02"]]', 'expected {"<category>/<file>.csv": [[start, end]'),
+        (b'{"realA/x.csv": [["2014-01-01"]]}', 'expected {"<category>/<file>.csv": [[start, end]'),
+        (b'{"realA/x.csv": [], "clean/z.csv": []}', "no entry for realB/y.csv (give it []"),
+    ],
+)
+def test_a_labels_file_that_cannot_be_used_names_itself_and_what_is_wrong(
+    scored, capsys, labels, says
+):
+    root, results = scored
+    path = root / "labels" / "combined_windows.json"
+    path.write_bytes(labels)
+    assert main(["nab-score", "--data", str(root), "--results", str(results)]) == 2
+    err = _error(capsys)
+    assert f"{path}: " in err and says in err, err
+
+
 def test_timestamps_in_another_iso_spelling_still_match(scored, capsys):
     root, results = scored
     y = results / "realB" / "sensorcast_y.csv"
