@@ -170,21 +170,23 @@ class Engine:
     ) -> VerdictBatch:
         """Add a row per dropped reading, in reading order (steps at their reading)."""
         dropped = np.flatnonzero(reasons)
-        keys = np.asarray(batch.streams, dtype=object)
-        stream_index = batch.stream_index[dropped]
-        rows = dataclasses.replace(
-            VerdictBatch.of_dropped(
-                keys[stream_index],
-                batch.timestamp[dropped],
-                batch.value[dropped],
-                reasons[dropped],
-                self.forecaster.name,
-            ),
-            coded=StreamCodes(stream_index.astype(np.int64), keys),
+        names = np.asarray(batch.streams, dtype=object)
+        rows = VerdictBatch.of_dropped(
+            names[batch.stream_index[dropped]],
+            batch.timestamp[dropped],
+            batch.value[dropped],
+            reasons[dropped],
+            self.forecaster.name,
         )
         if made_by is None:  # steps released from the lateness buffer: after the batch
-            made_by = np.full(len(verdicts), len(batch))
-        return verdicts.interleave(rows, np.concatenate([made_by, dropped]))
+            position = np.concatenate([np.full(len(verdicts), len(batch)), dropped])
+            return verdicts.interleave(rows, position)
+        # every row is a reading of this batch: its stream codes come for free, and a file
+        # sink need not hash every row's key again
+        position = np.concatenate([made_by, dropped])
+        codes = batch.stream_index[np.sort(position, kind="stable")].astype(np.int64)
+        merged = verdicts.interleave(rows, position)
+        return dataclasses.replace(merged, coded=StreamCodes(codes, names))
 
     def _release(self, force: np.ndarray | None = None) -> tuple[Steps, VerdictBatch]:
         """Held-back readings that are due, as steps; and rows for those dropped on the

@@ -418,8 +418,8 @@ class VerdictBatch:
     def interleave(self, other: VerdictBatch, position: np.ndarray) -> VerdictBatch:
         """``self``'s rows and ``other``'s in one batch, ordered by ``position``
         (len(self) + len(other),), ties in that order: what ``concat`` then ``take`` of
-        the sorted order gives, with one write per cell instead of two, and the stream
-        codes kept when both sides have them (a file sink then need not hash every key)."""
+        the sorted order gives, with one write per cell instead of two. The stream codes
+        are left to the caller, who may know them without hashing every key."""
         order = np.argsort(position, kind="stable")
         where = np.empty_like(order)
         where[order] = np.arange(len(order))  # the row each input row lands on
@@ -431,14 +431,7 @@ class VerdictBatch:
             merged[mine] = a
             merged[theirs] = b
             columns[name] = merged
-        coded = None
-        if self.coded is not None and other.coded is not None:
-            names, other_codes = _joined_names(self.coded.names, other.coded)
-            codes = np.empty(len(order), np.int64)
-            codes[mine] = self.coded.codes
-            codes[theirs] = other_codes
-            coded = StreamCodes(codes, names)
-        return VerdictBatch(**columns, model=self.model or other.model, coded=coded)
+        return VerdictBatch(**columns, model=self.model or other.model, coded=None)
 
     def take(self, index: np.ndarray) -> VerdictBatch:
         columns = {n: getattr(self, n)[index] for n in self.column_names()}
@@ -486,15 +479,3 @@ def _forecast(
     if math.isnan(mean[i]):
         return None
     return Forecast(float(t[i]), float(mean[i]), float(scale[i]), float(lo[i]), float(hi[i]))
-
-
-def _joined_names(names: np.ndarray, other: StreamCodes) -> tuple[np.ndarray, np.ndarray]:
-    """``names`` with ``other``'s names that it lacks appended (each key once), and
-    ``other``'s codes into the result."""
-    index = {str(name): i for i, name in enumerate(names.tolist())}
-    extra = list(dict.fromkeys(str(n) for n in other.names.tolist() if str(n) not in index))
-    for name in extra:
-        index[name] = len(index)
-    recode = np.array([index[str(name)] for name in other.names.tolist()], np.int64)
-    joined = np.concatenate([names, np.asarray(extra, object)]) if extra else names
-    return joined, recode[other.codes]
