@@ -418,20 +418,24 @@ class VerdictBatch:
     def interleave(self, other: VerdictBatch, position: np.ndarray) -> VerdictBatch:
         """``self``'s rows and ``other``'s in one batch, ordered by ``position``
         (len(self) + len(other),), ties in that order: what ``concat`` then ``take`` of
-        the sorted order gives, with one write per cell instead of two. The stream codes
-        are left to the caller, who may know them without hashing every key."""
+        the sorted order gives, with one write per cell instead of two. Stream codes
+        are kept when both sides index the same names (no key is hashed), else left to
+        whoever needs them."""
         order = np.argsort(position, kind="stable")
         where = np.empty_like(order)
         where[order] = np.arange(len(order))  # the row each input row lands on
         mine, theirs = where[: len(self)], where[len(self) :]
-        columns = {}
-        for name in self.column_names():
-            a, b = getattr(self, name), getattr(other, name)
-            merged = np.empty(len(order), np.result_type(a, b))
-            merged[mine] = a
-            merged[theirs] = b
-            columns[name] = merged
-        return VerdictBatch(**columns, model=self.model or other.model, coded=None)
+
+        def merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            out = np.empty(len(order), np.result_type(a, b))
+            out[mine], out[theirs] = a, b
+            return out
+
+        columns = {n: merged(getattr(self, n), getattr(other, n)) for n in self.column_names()}
+        coded = None
+        if self.coded and other.coded and self.coded.names is other.coded.names:
+            coded = StreamCodes(merged(self.coded.codes, other.coded.codes), self.coded.names)
+        return VerdictBatch(**columns, model=self.model or other.model, coded=coded)
 
     def take(self, index: np.ndarray) -> VerdictBatch:
         columns = {n: getattr(self, n)[index] for n in self.column_names()}
