@@ -13,8 +13,10 @@ and quoting:
   the shortest decimal that reads back as the same float64, as before:
   ``16.226``, ``0.1``, ``1e+22``. The compiled pass finds it wherever a decimal
   of up to 15 significant digits is exact (the usual case: readings logged as
-  short decimals); the rest (a window mean such as ``21.133333333333333``) take
-  their digits from Python's ``repr``, which is the same shortest decimal.
+  short decimals), and in integer arithmetic for 16 and 17 digits between 0.001
+  and 2**52 (a window mean such as ``21.133333333333333``, or a logged float
+  such as NAB's ``74.93588199999998``); the few left (other magnitudes, ties)
+  take their digits from Python's ``repr``, which is the same shortest decimal.
 * ``forecast``, ``lower``, ``upper``, ``anomaly_score`` and ``next_forecast``,
   ``next_lower``, ``next_upper`` are rounded to ``MODEL_DIGITS`` (12) significant
   digits, trailing zeros dropped: ``16.2259981341`` where the shortest float64
@@ -89,9 +91,9 @@ def _decimal_exponent(a):
 
 @numba.njit(cache=True, error_model="numpy")
 def _shortest(a):
-    """(digits, scale) with digits * 10**-scale == a exactly (as float64 division or
-    product), digits of at most 15 significant figures, the fewest that do; (0, HARD)
-    when there is none such, or it is out of the exact range."""
+    """(digits, scale) of a's shortest decimal: the fewest digits that read back as a.
+    Up to 15 digits a float64 division or product tells (digits * 10**-scale == a); 16
+    and 17 need ``_nearest_decimal``. (0, HARD) where neither can tell."""
     e = _decimal_exponent(a)
     for p in range(1, EXACT_DIGITS + 1):
         s = p - 1 - e
@@ -105,7 +107,66 @@ def _shortest(a):
             d = np.rint(a / _POW10[-s])
             if d < 9007199254740992.0 and d * _POW10[-s] == a:
                 return np.int64(d), np.int32(s)
+    for p in range(EXACT_DIGITS + 1, 18):  # 17 digits always suffice
+        d, s = _nearest_decimal(a, p - 1 - e)
+        if s != LONGER:
+            return d, s
     return 0, HARD
+
+
+LONGER = np.int32(HARD + 1)  # ``_nearest_decimal``: no decimal of this length reads back
+_LOW32 = np.uint64(0xFFFFFFFF)
+_U32, _U1 = np.uint64(32), np.uint64(1)
+_U10S = _P10.astype(np.uint64)
+_MANTISSA = 2.0**53
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _mul128(a, b):
+    """(high, low) 64-bit halves of the product of two uint64."""
+    a_lo, a_hi, b_lo, b_hi = a & _LOW32, a >> _U32, b & _LOW32, b >> _U32
+    low_low, low_high, high_low = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo
+    middle = (low_low >> _U32) + (low_high & _LOW32) + (high_low & _LOW32)
+    high = a_hi * b_hi + (low_high >> _U32) + (high_low >> _U32) + (middle >> _U32)
+    return high, (low_low & _LOW32) | (middle << _U32)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _nearest_decimal(a, s):
+    """(digits, s): the decimal with ``s`` places nearest to a, when it reads back as a;
+    (0, LONGER) when it does not; (0, HARD) when this cannot tell (a or s outside what
+    128 bits hold exactly, or two decimals as near that both read back).
+
+    Past 15 digits several decimals of one length can read back as a, and a float64
+    product no longer finds the nearest; so in integers: a = m * 2**-k exactly, and
+    a * 10**s = m * 10**s / 2**k, rounded to the nearest integer d. The decimal reads back
+    as a when it is within half of a's spacing 2**-k, that is when the remainder's
+    distance ``dist / 2**k`` times ``10**-s`` is under ``2**-k / 2``: 2 dist < 10**s (at
+    equality, a tie that reads back as the even neighbour)."""
+    if s < 0 or s > 18 or not (2.0**-10 <= a < 2.0**52):
+        return 0, HARD
+    fraction, exponent = math.frexp(a)  # a = fraction * 2**exponent, fraction in [0.5, 1)
+    m = np.uint64(fraction * _MANTISSA)  # exact: 53 bits
+    if m == np.uint64(2**52):  # a power of two: the neighbour below is nearer
+        return 0, HARD
+    k = np.uint64(53 - exponent)  # 1..63 in the range above
+    high, low = _mul128(m, _U10S[s])
+    if high >> k:  # d would not fit 64 bits
+        return 0, HARD
+    d = (high << (np.uint64(64) - k)) | (low >> k)
+    remainder = low & ((_U1 << k) - _U1)
+    half = _U1 << (k - _U1)
+    if remainder > half:
+        d += _U1
+        dist = (_U1 << k) - remainder
+    else:
+        dist = remainder
+    twice, ten_s = dist << _U1, _U10S[s]
+    if twice > ten_s or (twice == ten_s and m & _U1):
+        return 0, LONGER
+    if remainder == half:  # two decimals as near, both reading back: leave it to repr
+        return 0, HARD
+    return np.int64(d), np.int32(s)
 
 
 @numba.njit(cache=True, error_model="numpy")

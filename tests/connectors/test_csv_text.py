@@ -133,6 +133,26 @@ def test_only_text_cells_that_need_quotes_are_quoted():
     assert frame[0].tolist() == keys
 
 
+def test_16_and_17_digit_readings_get_reprs_digits_without_repr():
+    from connectors.csv_text import HARD, exact_digits, fill_hard
+
+    rng = np.random.default_rng(3)
+    short = np.round(rng.uniform(-1e4, 1e4, 200_000), 8)
+    noisy = short * (1 + rng.normal(0, 1e-15, len(short)))  # 74.93588199999998
+    means = rng.integers(1, 10**6, len(short)) / 3.0  # 21.133333333333333
+    x = np.concatenate([noisy, means, rng.uniform(1e-3, 2.0**52, len(short))])
+    x = x[np.abs(x) >= 1e-3]  # the integer search's range
+    digits, scale = np.empty(len(x), np.int64), np.empty(len(x), np.int32)
+    assert exact_digits(x, digits, scale) < len(x) // 10_000  # ties only: repr's
+    by_repr, by_repr_scale = digits.copy(), np.full(len(x), HARD, np.int32)
+    fill_hard(x, by_repr, by_repr_scale)
+    found = scale != HARD
+    # the same decimal; a whole number's repr ends in ".0", so it may hold zeros more
+    pairs = zip(digits[found].tolist(), scale[found].tolist(), by_repr[found].tolist(),
+                by_repr_scale[found].tolist(), strict=True)  # fmt: skip
+    assert all(r_scale >= s and d * 10 ** (r_scale - s) == r for d, s, r, r_scale in pairs)
+
+
 @given(st.floats(min_value=1e-30, max_value=1e30, allow_nan=False, allow_infinity=False))
 def test_a_numbers_power_of_ten_is_floor_log10(a):
     from decimal import Decimal
