@@ -1,8 +1,9 @@
 """Replay CSV sensor logs as ``ReadingBatch``es: the CSV implementation of ``Source``.
 
 Files are read with pandas in chunks of ``chunk_rows`` rows (memory stays flat on a
-multi-GB log) and replayed one after another; a directory stands for every ``*.csv``
-below it, sorted. Three formats are recognised from the header (``format=`` forces
+multi-GB log; a small plain file is read whole by Arrow, ``connectors.csv_whole``)
+and replayed one after another; a directory stands for every ``*.csv`` below it,
+sorted. Three formats are recognised from the header (``format=`` forces
 one), see ``connectors.csv_formats``:
 
 * ``nab``  -- ``timestamp,value``; the stream is the file's stem (or its path under
@@ -66,6 +67,7 @@ from connectors.csv_formats import (
     stream_problem,
     time_problem,
 )
+from connectors.csv_whole import whole_frame
 from connectors.records import iso_times
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import ConfigError
@@ -432,7 +434,13 @@ def _chunks(
 ) -> Generator[tuple[pd.DataFrame, dict[int, str]], None, None]:
     """The file's rows in chunks, each with the malformed lines (more fields than the
     header) pandas skipped while reading it, by line number; pandas' and the codec's
-    errors translated."""
+    errors translated. A small plain file is read whole by Arrow instead
+    (``connectors.csv_whole``): the same rows, no malformed lines."""
+    whole = whole_frame(layout)
+    if whole is not None:
+        for start in range(0, len(whole), chunk_rows):
+            yield whole.iloc[start : start + chunk_rows], {}
+        return
     options = {**layout.read_options(), "on_bad_lines": "warn"}
     head = dict(layout.head_malformed)  # a first row the layout skipped, reported here
     try:

@@ -1,0 +1,170 @@
+"""Arrow's whole-file read against pandas' chunked one: where a file is plain enough
+for Arrow, the source gives the same readings, line numbers and rejections either
+way; anything else is left to pandas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors import csv_source, csv_whole
+from connectors.csv_formats import inspect
+from connectors.csv_source import CsvSource
+from pipeline.types import ReadingBatch
+
+BUNDLED_NAB = Path(__file__).parents[2] / "data/nab/realKnownCause"
+NAB_FILE = BUNDLED_NAB / "machine_temperature_system_failure.csv"
+
+
+def everything(source: CsvSource, max_items: int = 1_000) -> list[tuple]:
+    """Every batch's readings, line numbers, rejections and missing count."""
+    out = []
+    while (batch := source.poll(max_items, 0.0)) is not None:
+        out.append(flat(batch))
+    source.close()
+    return out
+
+
+def flat(batch: ReadingBatch) -> tuple:
+    names = tuple(batch.streams[i] for i in batch.stream_index)
+    values = batch.value.view(np.int64).tolist()  # bit for bit: -0.0 is not 0.0
+    times = batch.timestamp.tolist()
+    return names, times, values, batch.seq.tolist(), batch.rejections, batch.missing
+
+
+def both_ways(monkeypatch: pytest.MonkeyPatch, path: Path, **options: object) -> list[tuple]:
+    """The source's output read by Arrow, asserted equal to pandas' (which it returns)."""
+    assert whole(path, **options) is not None, "the file should be read by Arrow"
+    by_arrow = everything(CsvSource([path], **options))  # type: ignore[arg-type]
+    with monkeypatch.context() as patched:
+        patched.setattr(csv_source, "whole_frame", lambda layout: None)
+        by_pandas = everything(CsvSource([path], **options))  # type: ignore[arg-type]
+    assert by_arrow == by_pandas
+    return by_pandas
+
+
+def whole(path: Path, **options: object) -> object:
+    fmt = str(options.get("format", "auto"))
+    return csv_whole.whole_frame(inspect(path, format=fmt))
+
+
+def write(folder: Path, text: str | bytes, name: str = "log.csv") -> Path:
+    path = folder / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def test_the_bundled_nab_file_reads_the_same(monkeypatch):
+    out = both_ways(monkeypatch, NAB_FILE)
+    assert sum(len(batch[0]) for batch in out) == 22_695
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 65_536])
+def test_chunks_and_a_seek_read_the_same(monkeypatch, tmp_path, chunk_rows):
+    rows = "".join(f"2020-01-01T00:{m:02d}:00Z,{m * 0.1!r}\n" for m in range(60))
+    path = write(tmp_path, "timestamp,value\n" + rows)
+    both_ways(monkeypatch, path, chunk_rows=chunk_rows)
+    with_seek = []
+    for reader in (lambda layout: csv_whole.whole_frame(layout), lambda layout: None):
+        monkeypatch.setattr(csv_source, "whole_frame", reader)
+        source = CsvSource([path], chunk_rows=chunk_rows)
+        source.seek({str(path): 20})
+        with_seek.append(everything(source, 11))
+    assert with_seek[0] == with_seek[1]
+    assert with_seek[0][0][3][0] == 21  # the first line after the one sought
+
+
+TEXTS = {
+    "iso with fractions and offsets": "time,value\n2020-01-01T00:00:00.5Z,1.5\n"
+    "2020-01-01T01:00:00+01:00,-0.0\n2020-01-01T00:00:01.25+00:00,1e-300\n",
+    "epoch seconds, integers": "ts,value\n1577836800,1\n1577836830,-7\n"
+    "1577836860,12345678901234567\n",
+    "epoch milliseconds": "ts,value\n1577836800000,2.5\n1577836830000,3.5\n",
+    "crlf": "timestamp,value\r\n2020-01-01T00:00:00Z,1\r\n2020-01-01T00:01:00Z,2\r\n",
+    "no final newline": "timestamp,value\n2020-01-01T00:00:00Z,1\n2020-01-01T00:01:00Z,2",
+    "wide without a key": "time,TEMP,PRES,DEWP\n2020-01-01 00:00,1.5,1013.25,-3\n"
+    "2020-01-01 01:00,1.25,1013.5,-3.5\n",
+    "semicolons": "time;TEMP;PRES\n2020-01-01 00:00;1.5;1013.25\n2020-01-01 01:00;1.25;1013.5\n",
+    "a bad and a repeated time": "timestamp,value\n2020-01-01T00:00:00Z,1\nnot a time,2\n"
+    "2020-01-01T00:00:00Z,3\n2020-13-01T00:00:00Z,4\n",
+    "spaced and signed values": "timestamp,value\n2020-01-01T00:00:00Z, 1.5\n"
+    "2020-01-01T00:01:00Z,+2.5\t\n2020-01-01T00:02:00Z,.5\n2020-01-01T00:03:00Z,1.\n",
+    "long decimals": "timestamp,value\n2020-01-01T00:00:00Z,74.93588199999998\n"
+    "2020-01-01T00:05:00Z,0.30000000000000004\n2020-01-01T00:10:00Z,1.7976931348623157e308\n",
+}
+
+
+@pytest.mark.parametrize("name", list(TEXTS))
+def test_plain_files_read_the_same(monkeypatch, tmp_path, name):
+    out = both_ways(monkeypatch, write(tmp_path, TEXTS[name]))
+    assert out and sum(len(batch[0]) for batch in out) >= 2
+
+
+def test_naive_times_in_a_zone_read_the_same(monkeypatch, tmp_path):
+    path = write(tmp_path, "timestamp,value\n2021-03-28 01:30:00,1\n2021-03-28 02:30:00,2\n")
+    out = both_ways(monkeypatch, path, timezone="Europe/Berlin")
+    (rejection,) = [r for batch in out for r in batch[4]]  # 02:30 does not exist that day
+    assert "Europe/Berlin" in rejection.detail
+
+
+FALLBACKS = {
+    "a quote": 'timestamp,value\n"2020-01-01T00:00:00Z",1\n',
+    "a blank line": "timestamp,value\n2020-01-01T00:00:00Z,1\n\n2020-01-01T00:01:00Z,2\n",
+    "a blank last line": "timestamp,value\n2020-01-01T00:00:00Z,1\n\n",
+    "lone carriage returns": "timestamp,value\r2020-01-01T00:00:00Z,1\r",
+    "a byte-order mark": "\ufefftimestamp,value\n2020-01-01T00:00:00Z,1\n",
+    "an empty value": "timestamp,value\n2020-01-01T00:00:00Z,\n2020-01-01T00:01:00Z,2\n",
+    "a nan value": "timestamp,value\n2020-01-01T00:00:00Z,nan\n",
+    "an inf value": "timestamp,value\n2020-01-01T00:00:00Z,inf\n",
+    "a text value": "timestamp,value\n2020-01-01T00:00:00Z,1\n2020-01-01T00:01:00Z,abc\n",
+    "a time pandas reads as missing": "timestamp,value\nNA,1\n2020-01-01T00:00:00Z,2\n",
+    "an empty time": "timestamp,value\n,1\n2020-01-01T00:00:00Z,2\n",
+    "an extra field": "timestamp,value\n2020-01-01T00:00:00Z,1,9\n2020-01-01T00:01:00Z,2\n",
+    "a missing field": "timestamp,value\n2020-01-01T00:00:00Z\n2020-01-01T00:01:00Z,2\n",
+    "a stream column": "timestamp,stream,value\n2020-01-01T00:00:00Z,a/b,1\n",
+    "an index column": "No,time,TEMP\n1,2020-01-01 00:00,1.5\n2,2020-01-01 01:00,1.25\n",
+}
+
+
+@pytest.mark.parametrize("name", list(FALLBACKS))
+def test_anything_else_is_left_to_pandas(tmp_path, name):
+    assert whole(write(tmp_path, FALLBACKS[name])) is None
+
+
+def test_text_that_is_not_utf8_is_left_to_pandas(tmp_path):
+    rows = "".join(f"2020-01-01T00:00:{s % 60:02d}Z,{s}\n" for s in range(2_000))
+    text = "timestamp,value\n" + rows + "2020-01-02T00:00:00Z\xe9,1\n"  # past the head
+    path = write(tmp_path, text.encode("latin-1"))
+    assert whole(path) is None
+
+
+def test_a_file_past_the_size_limit_is_left_to_pandas(monkeypatch, tmp_path):
+    path = write(tmp_path, TEXTS["crlf"])
+    assert whole(path) is not None
+    monkeypatch.setattr(csv_whole, "WHOLE_BYTES", path.stat().st_size - 1)
+    assert whole(path) is None
+
+
+def decimal_text(x: float, style: int) -> str:
+    return (repr(x), f"{x:.3f}", f"{x:.17g}", f"{x:e}")[style]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=40),
+    st.lists(st.integers(0, 10**6), min_size=1, max_size=40),
+    st.integers(0, 3),
+)
+def test_any_plain_nab_file_reads_the_same(tmp_path_factory, values, seconds, style):
+    folder = tmp_path_factory.mktemp("plain")
+    times = np.datetime_as_string(
+        np.datetime64("2020-01-01T00:00:00") + np.array(seconds, "timedelta64[s]")
+    )
+    rows = [f"{t},{decimal_text(v, style)}\n" for t, v in zip(times, values, strict=False)]
+    path = write(folder, "timestamp,value\n" + "".join(rows))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        both_ways(monkeypatch, path, chunk_rows=16)
