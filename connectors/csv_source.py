@@ -619,12 +619,16 @@ def _keys(layout: Layout, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """Each row's key (long: its stream; wide: its station) as a code into the key list."""
     if layout.key is None:
         return np.zeros(len(frame), np.int64), [""]
-    codes, uniques = pd.factorize(frame[layout.key])  # empty cells get -1
+    column = frame[layout.key]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # as read: the codes are there
+        codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
+    else:
+        codes, uniques = pd.factorize(column)  # empty cells get -1
     # strip the few distinct keys rather than every cell; " a" and "a" become one key
     stripped = pd.Series(uniques, dtype="str").str.strip()
     merged, keys = pd.factorize(stripped.mask(stripped == ""))
     mapped = np.append(merged, -1)[codes]  # code -1 picks the appended -1
-    return mapped.astype(np.int64), [str(key) for key in keys]
+    return mapped.astype(np.int64), keys.tolist()  # str, as the column was read as text
 
 
 def _valid_keys(streams: Sequence[str], keys: int) -> np.ndarray:
