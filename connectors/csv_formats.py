@@ -77,11 +77,12 @@ class Layout:
         """Arguments for ``pd.read_csv``; blank lines kept so row n is line first_line + n."""
         text = [*self.time.columns] if self.time.kind != "split" else []
         dtype = dict.fromkeys(text, "str")
-        # Repeated text read as categories: the parser hashes the raw cells instead of
-        # making a string per row, and each distinct key or time is parsed once. Keys
-        # repeat in every format; times in long files, where many streams share a step.
+        # A long file's time read as categories: the parser hashes the raw cells instead
+        # of making a string per row, and each distinct time is parsed once (many
+        # streams share a step). Not the key: pandas turns categories that all read as
+        # numbers into numbers, which would make keys "007" and "7" one stream "7".
         if self.key:
-            dtype[self.key] = "category"
+            dtype[self.key] = "str"
         if self.format == "long" and len(text) == 1:
             dtype[text[0]] = "category"
         return {

@@ -142,6 +142,17 @@ def test_long_format_takes_the_stream_from_a_column(tmp_path: Path, column: str)
     ]
 
 
+@pytest.mark.parametrize("keys", [["007", "7", "1e3"], ["true", "True"]])
+def test_keys_that_read_as_numbers_stay_as_written(tmp_path: Path, keys: list[str]) -> None:
+    # pandas reads a column of categories that all look like numbers (or booleans) as such
+    rows = [f"2020-01-01T00:00:00Z,{key},{i}\n" for i, key in enumerate(keys)]
+    out = replay(write(tmp_path, "long.csv", "timestamp,stream,value\n" + "".join(rows)))
+    assert [row[0] for row in out.rows] == keys
+    rows = [f"2020-01-01 00:00,{key},{i}\n" for i, key in enumerate(keys)]
+    out = replay(write(tmp_path, "wide.csv", "time,station,TEMP\n" + "".join(rows)))
+    assert [row[0] for row in out.rows] == [f"{key}/TEMP" for key in keys]
+
+
 def test_long_format_rejects_empty_and_malformed_stream_names(tmp_path: Path) -> None:
     text = (
         "timestamp,stream,value\n"
