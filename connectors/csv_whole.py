@@ -1,22 +1,27 @@
-"""A small, plain log read whole by Arrow's CSV parser: the frame pandas would read.
+"""A small, plain log read whole by Arrow's CSV parser: the rows pandas would read.
 
 pandas' chunked reader takes about 8 ms for a NAB file (22,695 rows), Arrow's
-parser 2.5 ms, its ISO times then parsing faster too; a replay of one such file
-spends about 15% less time (docs/benchmarks.md). Arrow is used only where it
-reads exactly what pandas would (``tests/connectors/test_csv_whole.py`` compares
-the two frames); anything else returns None and goes through pandas, which also
-says what is wrong with a file:
+parser 2.5 ms; a long log of 500,000 readings about 105 against 60 ms. Arrow is
+used only where it reads what pandas would (``tests/connectors/test_csv_whole.py``
+replays files both ways and compares every batch); anything else returns None
+and goes through pandas, which also says what is wrong with a file:
 
-* the layout: no key column, no columns but the time and the values, a time in
-  one column, a one-character separator, no malformed first row;
+* the layout: no columns but the time, the values and a key, a time in one
+  column, a one-character separator, no malformed first row;
 * the bytes: at most ``WHOLE_BYTES``; no quote (a quoted field may span lines),
   no blank line (Arrow refuses one among the data: a row of one field), no lone
   carriage return, no byte-order mark, UTF-8;
 * the cells: every row has every field, every value cell is a finite number
-  (an empty or ``nan`` cell, text, ``inf``: pandas), no time cell is one of
-  the texts pandas reads as missing.
+  (an empty or ``nan`` cell, text, ``inf``: pandas), no time or key cell is
+  one of the texts pandas reads as missing, and where pandas reads a time
+  column as categories (a long log), every distinct time is text pandas keeps
+  as written: an ISO date and time, or an integer it spells back the same way
+  (pandas turns categories that all read as numbers into numbers: 1.6e9 would
+  come back as 1600000000.0 in a rejection's text).
 
-Line n of the data is then row n - first_line, as in pandas' frame.
+The key is read as categories too (pandas reads it as text and this module's
+caller factorizes it: the same keys). Line n of the data is then row
+n - first_line, as in pandas' frame.
 """
 
 from __future__ import annotations
@@ -29,14 +34,19 @@ from pandas._libs.parsers import STR_NA_VALUES
 
 from connectors.csv_formats import Layout
 
-WHOLE_BYTES = 16 * 2**20  # past this, fixed costs are noise and pandas' chunks bound memory
+# past this, a file's fixed costs are noise and pandas' chunks bound memory (a whole
+# file's bytes, table and frame take about three times its size)
+WHOLE_BYTES = 32 * 2**20
 BOM = b"\xef\xbb\xbf"
 PANDAS_MISSING = pa.array(sorted(STR_NA_VALUES))  # the cells pandas reads as missing
+ISO_DATE = r"^\d{4}-\d\d-\d\d"  # never a number to pandas
+SAME_INTEGER = r"^(0|-?[1-9]\d{0,17})$"  # pandas reads an int64 and spells it back alike
+CATEGORIES = pa.dictionary(pa.int32(), pa.string())
 
 
 def whole_frame(layout: Layout) -> pd.DataFrame | None:
-    """The file's rows as ``pd.read_csv(..., **layout.read_options())`` reads them, or
-    None where Arrow might read them otherwise (then pandas reads the file)."""
+    """The file's rows as ``pd.read_csv(..., **layout.read_options())`` reads them (the
+    key as categories), or None where Arrow might read them otherwise."""
     if not _plain_layout(layout):
         return None
     try:
@@ -54,10 +64,10 @@ def whole_frame(layout: Layout) -> pd.DataFrame | None:
 
 
 def _plain_layout(layout: Layout) -> bool:
-    columns = {*layout.time.columns, *layout.values}
+    columns = {*layout.time.columns, *layout.values, *([layout.key] if layout.key else [])}
     return (
-        layout.key is None
-        and layout.time.kind in ("iso", "epoch")
+        layout.time.kind in ("iso", "epoch")
+        and len(layout.time.columns) == 1
         and set(layout.names) == columns
         and len(layout.names) == len(columns)
         and len(layout.sep) == 1
@@ -81,9 +91,20 @@ def _plain_bytes(data: bytes, skip: int) -> bool:
     )
 
 
+def _types(layout: Layout) -> dict[str, pa.DataType]:
+    """Each column's Arrow type: a value is a float, text as pandas reads it (text or
+    categories), the key as categories."""
+    as_read = layout.read_options()["dtype"]
+    types = {name: pa.float64() for name in layout.values}
+    for name, dtype in as_read.items():
+        types[name] = CATEGORIES if dtype == "category" else pa.string()
+    if layout.key:
+        types[layout.key] = CATEGORIES
+    return types
+
+
 def _parsed(layout: Layout, data: bytes) -> pa.Table | None:
     """Every cell typed, nothing read as missing; None where Arrow cannot."""
-    types = {name: pa.float64() if name in layout.values else pa.string() for name in layout.names}
     try:
         return arrow_csv.read_csv(
             pa.py_buffer(data),
@@ -92,7 +113,7 @@ def _parsed(layout: Layout, data: bytes) -> pa.Table | None:
             ),
             parse_options=arrow_csv.ParseOptions(delimiter=layout.sep, ignore_empty_lines=False),
             convert_options=arrow_csv.ConvertOptions(
-                column_types=types, null_values=[], strings_can_be_null=False
+                column_types=_types(layout), null_values=[], strings_can_be_null=False
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -100,7 +121,24 @@ def _parsed(layout: Layout, data: bytes) -> pa.Table | None:
 
 
 def _plain_cells(layout: Layout, table: pa.Table) -> bool:
-    finite = all(pc.all(pc.is_finite(table[name])).as_py() for name in layout.values)
-    missing = any(pc.any(pc.is_in(table[name], PANDAS_MISSING)).as_py()
-                  for name in layout.time.columns)  # fmt: skip
-    return finite and not missing
+    if not all(pc.all(pc.is_finite(table[name])).as_py() for name in layout.values):
+        return False
+    text = [*layout.time.columns, *([layout.key] if layout.key else [])]
+    if any(pc.any(pc.is_in(_distinct(table[name]), PANDAS_MISSING)).as_py() for name in text):
+        return False
+    time = table[layout.time.columns[0]]
+    if pa.types.is_dictionary(time.type):  # categories pandas might read as numbers
+        distinct = _distinct(time)
+        return any(
+            pc.all(pc.match_substring_regex(distinct, p)).as_py() for p in (ISO_DATE, SAME_INTEGER)
+        )
+    return True
+
+
+def _distinct(column: pa.ChunkedArray) -> pa.Array:
+    """A text column's cells, or a categories column's categories (of every chunk)."""
+    if not pa.types.is_dictionary(column.type):
+        return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return pa.concat_arrays(
+        [chunk.dictionary for chunk in column.chunks] or [pa.array([], pa.string())]
+    )

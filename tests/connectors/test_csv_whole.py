@@ -93,6 +93,15 @@ TEXTS = {
     "2020-01-01T00:00:00Z,3\n2020-13-01T00:00:00Z,4\n",
     "spaced and signed values": "timestamp,value\n2020-01-01T00:00:00Z, 1.5\n"
     "2020-01-01T00:01:00Z,+2.5\t\n2020-01-01T00:02:00Z,.5\n2020-01-01T00:03:00Z,1.\n",
+    "long, iso times": "timestamp,stream,value\n2020-01-01T00:00:00Z,a/x,1\n"
+    "2020-01-01T00:00:00Z,b/x,2\n2020-01-01T00:01:00Z,a/x,3\n2020-01-01T00:01:00Z,b/x,4\n",
+    "long, epoch times": "ts,sensor,value\n1600000000,a,1\n1600000000,b,2\n1600000060,a,3\n",
+    "long, keys like numbers": "timestamp,stream,value\n2020-01-01T00:00:00Z,007,1\n"
+    "2020-01-01T00:00:00Z,7,2\n2020-01-01T00:00:00Z,1e3,3\n",
+    "long, padded and bad keys": "timestamp,stream,value\n2020-01-01T00:00:00Z, a/b ,1\n"
+    "2020-01-01T00:00:00Z,a/b,2\n2020-01-01T00:00:00Z,a//b,3\n2020-13-01T00:00:00Z,c,4\n",
+    "wide with a station": "time,station,TEMP,PRES\n2020-01-01 00:00,044005,1.5,1013\n"
+    "2020-01-01 00:00,44005,2.5,1014\n2020-01-01 01:00,044005,1.25,1012\n",
     "long decimals": "timestamp,value\n2020-01-01T00:00:00Z,74.93588199999998\n"
     "2020-01-01T00:05:00Z,0.30000000000000004\n2020-01-01T00:10:00Z,1.7976931348623157e308\n",
 }
@@ -125,7 +134,10 @@ FALLBACKS = {
     "an empty time": "timestamp,value\n,1\n2020-01-01T00:00:00Z,2\n",
     "an extra field": "timestamp,value\n2020-01-01T00:00:00Z,1,9\n2020-01-01T00:01:00Z,2\n",
     "a missing field": "timestamp,value\n2020-01-01T00:00:00Z\n2020-01-01T00:01:00Z,2\n",
-    "a stream column": "timestamp,stream,value\n2020-01-01T00:00:00Z,a/b,1\n",
+    "an empty key": "timestamp,stream,value\n2020-01-01T00:00:00Z,,1\n2020-01-01T00:00:00Z,a,2\n",
+    "a key pandas reads as missing": "timestamp,stream,value\n2020-01-01T00:00:00Z,NA,1\n",
+    "long, times with fractions": "ts,stream,value\n1600000000.5,a,1\n1600000060,a,2\n",
+    "long, times pandas would respell": "ts,stream,value\n01600000000,a,1\n1600000060,a,2\n",
     "an index column": "No,time,TEMP\n1,2020-01-01 00:00,1.5\n2,2020-01-01 01:00,1.25\n",
 }
 
@@ -151,6 +163,27 @@ def test_a_file_past_the_size_limit_is_left_to_pandas(monkeypatch, tmp_path):
 
 def decimal_text(x: float, style: int) -> str:
     return (repr(x), f"{x:.3f}", f"{x:.17g}", f"{x:e}")[style]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 50), st.sampled_from(["a/x", "7", "007", " b ", "c//d"]),
+                  st.floats(-1e6, 1e6)),
+        min_size=1, max_size=60,
+    ),
+    st.booleans(),
+)  # fmt: skip
+def test_any_plain_long_file_reads_the_same(tmp_path_factory, rows, iso):
+    folder = tmp_path_factory.mktemp("long")
+    start = np.datetime64("2020-01-01T00:00:00")
+    lines = [
+        f"{start + np.timedelta64(60 * m, 's') if iso else 1_577_836_800 + 60 * m},{key},{v!r}\n"
+        for m, key, v in rows
+    ]
+    path = write(folder, "timestamp,stream,value\n" + "".join(lines))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        both_ways(monkeypatch, path, chunk_rows=16)
 
 
 @settings(max_examples=60, deadline=None)
