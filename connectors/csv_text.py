@@ -425,6 +425,16 @@ def _put_time(buf, pos, seconds, early):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _same_numbers(a, b):
+    """Whether the numbers are spelled alike: equal, and zeros of the same sign (NaN,
+    never equal, is spelled by nothing anyway)."""
+    for j in range(a.shape[0]):
+        if not (a[j] == b[j] and math.copysign(1.0, a[j]) == math.copysign(1.0, b[j])):
+            return False
+    return True
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_text(buf, pos, blob, offsets, k):
     for j in range(offsets[k], offsets[k + 1]):
         buf[pos] = blob[j]
@@ -470,8 +480,16 @@ def write_rows(
     with their ``exact_digits``; ``model`` is (7, n): forecast, lower, upper,
     anomaly_score, next_forecast, next_lower, next_upper."""
     pos = 0
+    # A step's forecast and interval are what its stream's previous row forecast as
+    # next: where the numbers are the same, their text is copied from that row (three
+    # of a row's seven model numbers, never spelled twice).
+    streams = key_offsets.shape[0] - 1
+    next_start = np.full(streams, -1, np.int64)  # a stream's last ",next_forecast,..."
+    next_end = np.zeros(streams, np.int64)
+    next_numbers = np.empty((streams, 3))
     for i in range(timestamp.shape[0]):
-        pos = _put_text(buf, pos, key_blob, key_offsets, key_code[i])
+        k = key_code[i]
+        pos = _put_text(buf, pos, key_blob, key_offsets, k)
         buf[pos] = 44
         pos = _put_time(buf, pos + 1, timestamp[i], early)
         # Each helper has as few call sites as the row allows: numba copies an inlined
@@ -484,14 +502,23 @@ def write_rows(
             pos = _put_exact(buf, pos + 1, exact[e, i], exact_d[e, i], exact_s[e, i])
             if e > 0:
                 continue
-            for c in range(7):  # forecast, lower, upper, anomaly_score; next_forecast, ...
+            first = 0
+            if next_start[k] >= 0 and _same_numbers(model[:3, i], next_numbers[k]):
+                for j in range(next_start[k], next_end[k]):
+                    buf[pos] = buf[j]
+                    pos += 1
+                first = 3
+            for c in range(first, 7):  # forecast, lower, upper, anomaly_score; next_forecast, ...
                 if c == 4:
                     buf[pos] = 44
                     buf[pos + 1] = 49 if flag[i] else 48
                     buf[pos + 2] = 44
                     pos = _put_time(buf, pos + 3, next_timestamp[i], early)
+                    next_start[k] = pos
                 buf[pos] = 44
                 pos = _put_model(buf, pos + 1, model[c, i])
+            next_end[k] = pos
+            next_numbers[k] = model[4:, i]
         buf[pos] = 44
         pos += 1
         for j in range(model_name.shape[0]):

@@ -165,3 +165,26 @@ def test_a_numbers_power_of_ten_is_floor_log10(a):
         assert _decimal_exponent(a) == exact
     else:  # a digit more or less, at worst
         assert abs(_decimal_exponent(a) - exact) <= 1
+
+
+def test_a_forecast_made_the_row_before_is_spelled_as_it_was_there():
+    # the writer copies a step's forecast and interval from its stream's previous
+    # row's next_* text when the numbers are the same: the text must not change
+    rng = np.random.default_rng(4)
+    streams, steps = 7, 40
+    n = streams * steps
+    batch = batch_of(awkward_floats(n, seed=4)[:n])
+    batch.stream[:] = np.array([f"s/{k}/t" for k in range(streams)], object)[np.arange(n) % streams]
+    nxt = np.stack([batch.next_forecast, batch.next_lower, batch.next_upper])
+    prev = np.arange(n) - streams  # time-major: a stream's previous row
+    chained = prev >= 0
+    chained[rng.random(n) < 0.2] = False  # some forecasts are not the last row's
+    for c, name in enumerate(("forecast", "lower", "upper")):
+        getattr(batch, name)[chained] = nxt[c, prev[chained]]
+    signed = np.flatnonzero(chained)[::3]  # 0.0 == -0.0, but "0" is not "-0"
+    batch.next_forecast[prev[signed]] = -0.0
+    batch.forecast[signed] = 0.0
+    rows = CsvRows()
+    together = bytes(rows.of(batch))
+    alone = b"".join(bytes(rows.of(batch.take(np.array([i])))) for i in range(n))
+    assert together == alone
