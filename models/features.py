@@ -145,12 +145,7 @@ def _features_kernel(
                 _learn_profile(s, timestamp[b, j], change / scale_c, typical)
             if math.isfinite(t):
                 clock = _clock(t, times, clocks)
-                x[b, j, 4], x[b, j, 5], x[b, j, 6], x[b, j, 7] = (
-                    clock[0],
-                    clock[1],
-                    clock[2],
-                    clock[3],
-                )
+                x[b, j, 4:8] = clock[:4]  # time of day and of week, sin and cos
                 x[b, j, 9] = _clip(s[PROFILE + int(clock[4])])
             anchor[b, j] = v
             unit[b, j] = scale_c
