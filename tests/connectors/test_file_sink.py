@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from helpers import make_engine
 
+from connectors import file_sink
 from connectors.file_sink import open_file_sink
 from connectors.records import CSV_COLUMNS
+from pipeline.errors import SinkError
 from pipeline.types import Reading, ReadingBatch, StreamKey, VerdictBatch
 
 KEYS = ["plain/dev/temp", 'odd,"key"/dev/temp']
@@ -101,3 +107,74 @@ def test_a_csv_without_rows_still_has_its_header(tmp_path):
     sink.add(VerdictBatch.empty())
     sink.close()
     assert path.read_text() == ",".join(CSV_COLUMNS) + "\n"
+
+
+# -- the early sync: a long output is put on disk while it is written ------------------------
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the sync thread never got there"
+        time.sleep(0.005)
+
+
+def _read_back(path, suffix):
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True)
+    return pd.read_parquet(path) if suffix == ".parquet" else pd.read_feather(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".arrow"])
+def test_a_long_output_is_synced_while_it_is_still_being_written(tmp_path, monkeypatch, suffix):
+    synced: list[int] = []
+    real_sync = getattr(os, "fdatasync", os.fsync)
+
+    def recording(fd: int) -> None:
+        synced.append(fd)
+        real_sync(fd)
+
+    monkeypatch.setattr(file_sink, "SYNC_EVERY", 1)  # a sync after every batch
+    monkeypatch.setattr(os, "fdatasync", recording, raising=False)
+    path = tmp_path / f"out{suffix}"
+    sink = open_file_sink(path)
+    batch = verdicts(KEYS)
+    sink.add(batch)
+    _wait_for(lambda: synced)  # synced by the thread, the file still open and unnamed
+    assert not path.exists()
+    sink.add(batch)
+    sink.close()
+    assert len(_read_back(path, suffix)) == 2 * len(batch)
+
+
+def test_a_failed_early_sync_fails_the_output_and_leaves_the_old_file(tmp_path, monkeypatch):
+    tried: list[int] = []
+
+    def failing(fd: int) -> None:
+        tried.append(fd)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(file_sink, "SYNC_EVERY", 1)
+    monkeypatch.setattr(os, "fdatasync", failing, raising=False)
+    path = tmp_path / "out.csv"
+    path.write_text("an earlier run's rows\n")
+    sink = open_file_sink(path)
+    sink.add(verdicts(KEYS))
+    _wait_for(lambda: tried)
+    with pytest.raises(SinkError, match=r"out\.csv: Input/output error"):
+        sink.close()
+    sink.discard()  # what a failed run does with its sinks
+    assert path.read_text() == "an earlier run's rows\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temporary left
+
+
+def test_a_discarded_output_stops_its_sync_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(file_sink, "SYNC_EVERY", 1)
+    sink = open_file_sink(tmp_path / "out.parquet")
+    sink.add(verdicts(KEYS))
+    sink.add(verdicts(KEYS))
+    sink.discard()
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name == "sink-sync"]
