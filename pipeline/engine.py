@@ -135,6 +135,10 @@ class Engine:
             self._reject(rejection)
         if not len(batch):
             return VerdictBatch.empty(self.forecaster.name)
+        # a reading of -0.0 is zero: logs spell it "-0" or "-0.0", and parsers differ on
+        # the sign (pandas drops it in a column of integers, Arrow keeps it), so the same
+        # log would replay differently by its size or how it was cut into chunks
+        batch = dataclasses.replace(batch, value=batch.value + 0.0)
         slots = self.table.slots_for(batch.streams, self.clock.now())[batch.stream_index]
         reasons = screen(slots, batch.timestamp, batch.value, self.config)
         ok = reasons == 0

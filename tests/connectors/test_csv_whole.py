@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_engine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -201,3 +202,22 @@ def test_any_plain_nab_file_reads_the_same(tmp_path_factory, values, seconds, st
     path = write(folder, "timestamp,value\n" + "".join(rows))
     with pytest.MonkeyPatch.context() as monkeypatch:
         both_ways(monkeypatch, path, chunk_rows=16)
+
+
+def test_a_zero_written_with_a_minus_replays_alike_however_it_is_read(monkeypatch, tmp_path):
+    """pandas reads "-0" as 0 in a chunk of integers and as -0.0 beside a decimal, Arrow
+    always as -0.0: the engine takes every zero as 0.0, so the replay is the same."""
+    rows = ["2020-01-01T00:00:00Z,-0", "2020-01-01T00:01:00Z,1.5", "2020-01-01T00:02:00Z,-0.0"]
+    path = write(tmp_path, "timestamp,value\n" + "\n".join(rows) + "\n")
+    replays = []
+    for reader in (csv_whole.whole_frame, lambda layout: None):
+        for chunk_rows in (1, 65_536):
+            monkeypatch.setattr(csv_source, "whole_frame", reader)
+            source, engine, out = CsvSource([path], chunk_rows=chunk_rows), make_engine(), []
+            while (batch := source.poll(1_000, 0.0)) is not None:
+                verdicts = engine.process(batch)
+                out.append(np.stack([verdicts.value, verdicts.min, verdicts.max]))  # (3, n)
+            replays.append(np.hstack(out).view(np.int64).tolist())  # bit for bit
+    assert all(replay == replays[0] for replay in replays)
+    read = np.array(replays[0], np.int64).view(np.float64).ravel()
+    assert sorted(set(read.tolist())) == [0.0, 1.5] and not np.signbit(read).any()
