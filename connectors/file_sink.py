@@ -74,6 +74,14 @@ def _discard(file: IO[Any], tmp: Path) -> None:
         tmp.unlink()
 
 
+def _remove(file: IO[Any], tmp: Path) -> None:
+    """A temporary file that failed to become the output: closed if still open, removed."""
+    with contextlib.suppress(OSError):
+        file.close()
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
 def _stop_quietly(sync: _SyncBehind) -> None:
     """The sync thread ended for a file about to be removed: its errors no longer matter."""
     with contextlib.suppress(OSError):
@@ -176,13 +184,16 @@ class _FileSink:
         if self._file is sys.stdout:
             self.flush()
         elif not self._file.closed:
-            self.flush()
-            with self._writing():
-                self._sync.stop()
-                os.fsync(self._file.fileno())
-            self._file.close()
-            with self._writing():
-                os.replace(self._tmp, self._final)
+            try:
+                with self._writing():
+                    self._file.flush()
+                    self._sync.stop()
+                    os.fsync(self._file.fileno())
+                    self._file.close()
+                    os.replace(self._tmp, self._final)
+            except SinkError:
+                _remove(self._file, self._tmp)  # what could not be made durable is dropped
+                raise
 
     def discard(self) -> None:
         """The rows are dropped and ``path`` is left as it was."""
@@ -307,6 +318,7 @@ class _TableFileSink:
             self._file.close()
             os.replace(self._tmp, self._final)
         except OSError as exc:
+            _remove(self._file, self._tmp)  # what could not be made durable is dropped
             msg = f"cannot write {self.path}: {exc.strerror or exc}"
             raise SinkError(msg) from exc
 

@@ -149,7 +149,10 @@ def test_a_long_output_is_synced_while_it_is_still_being_written(tmp_path, monke
     assert len(_read_back(path, suffix)) == 2 * len(batch)
 
 
-def test_a_failed_early_sync_fails_the_output_and_leaves_the_old_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".arrow"])
+def test_a_failed_early_sync_fails_the_output_and_leaves_the_old_file(
+    tmp_path, monkeypatch, suffix
+):
     tried: list[int] = []
 
     def failing(fd: int) -> None:
@@ -158,16 +161,16 @@ def test_a_failed_early_sync_fails_the_output_and_leaves_the_old_file(tmp_path, 
 
     monkeypatch.setattr(file_sink, "SYNC_EVERY", 1)
     monkeypatch.setattr(os, "fdatasync", failing, raising=False)
-    path = tmp_path / "out.csv"
+    path = tmp_path / f"out{suffix}"
     path.write_text("an earlier run's rows\n")
     sink = open_file_sink(path)
     sink.add(verdicts(KEYS))
     _wait_for(lambda: tried)
-    with pytest.raises(SinkError, match=r"out\.csv: Input/output error"):
+    with pytest.raises(SinkError, match=rf"out\{suffix}: Input/output error"):
         sink.close()
-    sink.discard()  # what a failed run does with its sinks
     assert path.read_text() == "an earlier run's rows\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temporary left
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+    sink.discard()  # what a failed run does with its sinks next: nothing left to do
 
 
 def test_a_discarded_output_stops_its_sync_and_leaves_nothing(tmp_path, monkeypatch):
