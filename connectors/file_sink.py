@@ -66,16 +66,12 @@ def _beside(path: str) -> tuple[Path, Path]:
 
 def _discard(file: IO[Any], tmp: Path) -> None:
     """A sink's temporary file closed and removed (once), its output left as it was."""
-    if file.closed:
-        return
-    with contextlib.suppress(OSError):
-        file.close()
-    with contextlib.suppress(OSError):
-        tmp.unlink()
+    if not file.closed:
+        _remove(file, tmp)
 
 
 def _remove(file: IO[Any], tmp: Path) -> None:
-    """A temporary file that failed to become the output: closed if still open, removed."""
+    """A temporary file closed, if it is not yet, and removed."""
     with contextlib.suppress(OSError):
         file.close()
     with contextlib.suppress(OSError):
