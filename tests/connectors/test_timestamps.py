@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import numpy as np
 import pandas as pd
@@ -114,3 +115,14 @@ def test_a_zone_in_the_text_wins_over_the_timezone_given(cell: str, utc: str) ->
     frame = pd.DataFrame({"time": pd.Series([cell, None], dtype=object)})
     got = timestamps.parse(frame, ISO, "Europe/London")
     assert got[0] == pd.Timestamp(utc, tz="UTC").timestamp()
+
+
+def test_a_number_with_a_plus_reads_as_float_does_beside_a_cell_arrow_refuses() -> None:
+    # Arrow refuses the whole column over "abc"; pandas' to_numeric, which then reads
+    # it, rounds "+..." with more than 17 digits by another parser (an ulp off)
+    long = "+73042220338117781919669.22"
+    cells = pd.Series([long, " +.300311323704758968700002", "abc", "-1.5", None, 10**400])
+    read = timestamps.numbers(cells).tolist()
+    assert read[:2] == [float(long), float("0.300311323704758968700002")]
+    assert read[3] == -1.5 and read[5] == math.inf
+    assert all(math.isnan(x) for x in (read[2], read[4]))
