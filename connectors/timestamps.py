@@ -91,7 +91,10 @@ def _unplussed(cells: pd.Series) -> pd.Series:
     a less exact parser, an ulp off for a quarter of numbers written with 17 or more
     digits, where Arrow, pandas' CSV reader and ``float`` agree. Cells that are not
     text (a Python int pandas made of a long integer) are left as they are."""
-    stripped = cells.str.replace(_PLUS, r"\1", regex=True)
+    try:
+        stripped = cells.str.replace(_PLUS, r"\1", regex=True)
+    except AttributeError:  # not one text cell (only long integers): nothing to strip
+        return cells
     return stripped.where(stripped.notna(), cells)
 
 

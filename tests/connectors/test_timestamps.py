@@ -126,3 +126,9 @@ def test_a_number_with_a_plus_reads_as_float_does_beside_a_cell_arrow_refuses() 
     assert read[:2] == [float(long), float("0.300311323704758968700002")]
     assert read[3] == -1.5 and read[5] == math.inf
     assert all(math.isnan(x) for x in (read[2], read[4]))
+
+
+def test_a_column_of_long_integers_alone_reads_as_infinities() -> None:
+    # pandas makes Python ints of them: no text cell for the '+' to be stripped from
+    cells = pd.Series([10**400, -(10**400)], dtype=object)
+    assert timestamps.numbers(cells).tolist() == [math.inf, -math.inf]
