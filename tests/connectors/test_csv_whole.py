@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import make_engine
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from connectors import csv_source, csv_whole
 from connectors.csv_formats import inspect
 from connectors.csv_source import CsvSource
+from pipeline.errors import InputFileError
 from pipeline.types import ReadingBatch
 
 BUNDLED_NAB = Path(__file__).parents[2] / "data/nab/realKnownCause"
@@ -221,3 +222,59 @@ def test_a_zero_written_with_a_minus_replays_alike_however_it_is_read(monkeypatc
     assert all(replay == replays[0] for replay in replays)
     read = np.array(replays[0], np.int64).view(np.float64).ravel()
     assert sorted(set(read.tolist())) == [0.0, 1.5] and not np.signbit(read).any()
+
+
+ODD_TIMES = [
+    "2020-01-01T00:00:00Z", "2020-01-01 00:00:00", "2020-01-01T00:00", "2020-01-01",
+    "2020-01-01T00:00:00.123456789Z", "2020-01-01T00:00:00+05:30", "2020-1-1 00:00:00",
+    "20200101", "1600000000", "1600000000.0", "1600000000000", " 2020-01-01T00:00:00Z",
+    "2020-01-01T24:00:00Z", "2020-02-30T00:00:00Z", "0001-01-01T00:00:00Z",
+    "2020-01-01T00:00:00z", "2020-06-01T12:00:00+1400", "2020-W01", "-1", "1e9",
+]  # fmt: skip
+ODD_VALUES = [
+    "1", "-0", "+1.5", "1E5", ".5", "5.", " 3 ", "1e400", "-1e400", "4.9e-324", "1e-400",
+    "00012", "-.5e-3", "1.7976931348623157e308", "123456789012345678901234567890", "3\t",
+]  # fmt: skip
+ODD_KEYS = ["a/x", "é/ü", "a b/c", "7", "007", "a/x ", "1e3", "True"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    st.sampled_from(["nab", "long", "wide", "station"]),
+    st.lists(
+        st.tuples(st.sampled_from(ODD_TIMES), st.sampled_from(ODD_KEYS),
+                  st.sampled_from(ODD_VALUES), st.sampled_from(ODD_VALUES)),
+        min_size=1, max_size=30,
+    ),
+    st.sampled_from([",", "\t", ";"]),
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from([1, 5, 65_536]),
+)  # fmt: skip
+def test_odd_cells_read_alike_by_arrow_and_pandas(tmp_path_factory, kind, rows, sep, end, chunk):
+    """Logs of odd but plain cells: wherever Arrow reads one whole, its readings (zeros
+    taken as 0.0, as the engine takes them), lines and rejections are pandas'."""
+    header = {"nab": "timestamp,value", "long": "timestamp,stream,value",
+              "wide": "time,TEMP,PRES", "station": "time,station,TEMP,PRES"}[kind]  # fmt: skip
+    cells = {
+        "nab": lambda t, k, a, b: (t, a),
+        "long": lambda t, k, a, b: (t, k, a),
+        "wide": lambda t, k, a, b: (t, a, b),
+        "station": lambda t, k, a, b: (t, k, a, b),
+    }
+    lines = [header.replace(",", sep)] + [sep.join(cells[kind](*row)) for row in rows]
+    path = write(tmp_path_factory.mktemp("odd"), end.join(lines) + end)
+    try:
+        readable = whole(path) is not None
+    except InputFileError:
+        readable = False  # no usable time column at all: an error either way
+    assume(readable)
+    read = []
+    for reader in (csv_whole.whole_frame, lambda layout: None):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(csv_source, "whole_frame", reader)
+            batches = everything(CsvSource([path], chunk_rows=chunk))
+        read.append([(*b[:2], np.array(b[2]).view(np.float64) + 0.0, *b[3:]) for b in batches])
+    assert len(read[0]) == len(read[1])
+    for by_arrow, by_pandas in zip(*read, strict=True):
+        assert by_arrow[:2] == by_pandas[:2] and by_arrow[3:] == by_pandas[3:]
+        assert by_arrow[2].view(np.int64).tolist() == by_pandas[2].view(np.int64).tolist()
