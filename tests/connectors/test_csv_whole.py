@@ -22,29 +22,34 @@ BUNDLED_NAB = Path(__file__).parents[2] / "data/nab/realKnownCause"
 NAB_FILE = BUNDLED_NAB / "machine_temperature_system_failure.csv"
 
 
-def everything(source: CsvSource, max_items: int = 1_000) -> list[tuple]:
+def everything(source: CsvSource, max_items: int = 1_000, signed_zeros: bool = True) -> list[tuple]:
     """Every batch's readings, line numbers, rejections and missing count."""
     out = []
     while (batch := source.poll(max_items, 0.0)) is not None:
-        out.append(flat(batch))
+        out.append(flat(batch, signed_zeros))
     source.close()
     return out
 
 
-def flat(batch: ReadingBatch) -> tuple:
+def flat(batch: ReadingBatch, signed_zeros: bool = True) -> tuple:
+    """A batch as plain values; ``signed_zeros=False`` takes -0.0 as 0.0, as the engine
+    does (parsers differ on the sign: see the test of a zero written with a minus)."""
     names = tuple(batch.streams[i] for i in batch.stream_index)
-    values = batch.value.view(np.int64).tolist()  # bit for bit: -0.0 is not 0.0
+    value = batch.value if signed_zeros else batch.value + 0.0
+    values = value.view(np.int64).tolist()  # bit for bit: -0.0 is not 0.0
     times = batch.timestamp.tolist()
     return names, times, values, batch.seq.tolist(), batch.rejections, batch.missing
 
 
-def both_ways(monkeypatch: pytest.MonkeyPatch, path: Path, **options: object) -> list[tuple]:
+def both_ways(
+    monkeypatch: pytest.MonkeyPatch, path: Path, signed_zeros: bool = True, **options: object
+) -> list[tuple]:
     """The source's output read by Arrow, asserted equal to pandas' (which it returns)."""
     assert whole(path, **options) is not None, "the file should be read by Arrow"
-    by_arrow = everything(CsvSource([path], **options))  # type: ignore[arg-type]
+    by_arrow = everything(CsvSource([path], **options), signed_zeros=signed_zeros)  # type: ignore[arg-type]
     with monkeypatch.context() as patched:
         patched.setattr(csv_source, "whole_frame", lambda layout: None)
-        by_pandas = everything(CsvSource([path], **options))  # type: ignore[arg-type]
+        by_pandas = everything(CsvSource([path], **options), signed_zeros=signed_zeros)  # type: ignore[arg-type]
     assert by_arrow == by_pandas
     return by_pandas
 
@@ -268,13 +273,5 @@ def test_odd_cells_read_alike_by_arrow_and_pandas(tmp_path_factory, kind, rows, 
     except InputFileError:
         readable = False  # no usable time column at all: an error either way
     assume(readable)
-    read = []
-    for reader in (csv_whole.whole_frame, lambda layout: None):
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            monkeypatch.setattr(csv_source, "whole_frame", reader)
-            batches = everything(CsvSource([path], chunk_rows=chunk))
-        read.append([(*b[:2], np.array(b[2]).view(np.float64) + 0.0, *b[3:]) for b in batches])
-    assert len(read[0]) == len(read[1])
-    for by_arrow, by_pandas in zip(*read, strict=True):
-        assert by_arrow[:2] == by_pandas[:2] and by_arrow[3:] == by_pandas[3:]
-        assert by_arrow[2].view(np.int64).tolist() == by_pandas[2].view(np.int64).tolist()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        both_ways(monkeypatch, path, signed_zeros=False, chunk_rows=chunk)
