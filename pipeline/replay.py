@@ -326,7 +326,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
         sinks.append(open_file_sink(args.out))
     scoreboard = Scoreboard()
-    sinks.append(scoreboard)
+    if args.scores:  # it costs a pass over every verdict; only --scores reads it
+        sinks.append(scoreboard)
 
     def check() -> None:
         dropped = sum(engine.stats.dropped.values())

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from pipeline.engine import EngineStats
 from pipeline.types import VerdictBatch
@@ -28,27 +27,31 @@ class Scoreboard:
     """A sink that keeps per-stream error and interval coverage of the forecasts."""
 
     def __init__(self) -> None:
-        self._sums: dict[str, np.ndarray] = {}
+        self._rows: dict[str, int] = {}  # stream -> its row of _sums, in order of arrival
+        self._sums = np.zeros((0, len(_SUMS)))  # (streams, len(_SUMS))
 
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
+        codes, names = verdicts.stream_codes()  # names[codes] is the stream column
         judged = np.isfinite(verdicts.lower)
         error = np.where(judged, np.abs(verdicts.value - verdicts.forecast), 0.0)
         inside = judged & (verdicts.value >= verdicts.lower) & (verdicts.value <= verdicts.upper)
-        frame = pd.DataFrame(
-            {
-                "stream": verdicts.stream,
-                "steps": (verdicts.dropped == 0).astype(np.int64),
-                "forecasts": judged.astype(np.int64),
-                "abs_error": error,
-                "covered": inside.astype(np.int64),
-                "anomalies": verdicts.is_anomaly.astype(np.int64),
-            }
-        )
-        for stream, sums in frame.groupby("stream", sort=False).sum().iterrows():
-            key = str(stream)
-            self._sums[key] = self._sums.get(key, 0.0) + sums.to_numpy(np.float64)
+        columns = (verdicts.dropped == 0, judged, error, inside, verdicts.is_anomaly)
+        k = len(names)
+        per_name = np.stack(
+            [np.bincount(codes, weights=column, minlength=k) for column in columns], axis=1
+        )  # (k, len(_SUMS)): the batch's sums by stream
+        present = np.flatnonzero(np.bincount(codes, minlength=k))  # names may list others
+        rows = np.fromiter((self._row(str(names[i])) for i in present), np.int64, len(present))
+        if len(self._rows) > len(self._sums):
+            grown = np.zeros((2 * len(self._rows), len(_SUMS)))
+            grown[: len(self._sums)] = self._sums
+            self._sums = grown
+        self._sums[rows] += per_name[present]  # each name once in ``names``: rows distinct
+
+    def _row(self, stream: str) -> int:
+        return self._rows.setdefault(stream, len(self._rows))
 
     def flush(self) -> None:
         """Nothing to deliver: the scores live in memory."""
@@ -57,11 +60,10 @@ class Scoreboard:
         """Nothing to release."""
 
     def scores(self) -> list[StreamScore]:
-        return [_score(stream, sums) for stream, sums in sorted(self._sums.items())]
+        return [_score(stream, self._sums[row]) for stream, row in sorted(self._rows.items())]
 
     def total(self) -> StreamScore:
-        sums = sum(self._sums.values(), np.zeros(len(_SUMS)))
-        return _score("all streams", sums)
+        return _score("all streams", self._sums[: len(self._rows)].sum(axis=0))
 
 
 def _score(stream: str, sums: np.ndarray) -> StreamScore:
