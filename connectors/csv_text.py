@@ -425,6 +425,24 @@ def _put_time(buf, pos, seconds, early):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _put_time_again(buf, pos, seconds, early, seen, seen_at, column):
+    """``_put_time``, or a copy of the text already written for the same time: the last
+    time of either time column (``seen``, (2,); its text ``buf[seen_at[c, 0]:seen_at[c,
+    1]]``). Streams that share a clock repeat their times row after row, and a regular
+    stream's time is its previous row's next time: most times are copied, not spelled."""
+    for c in range(2):
+        if seen[c] == seconds:  # NaN, spelled by nothing, is never equal
+            n = seen_at[c, 1] - seen_at[c, 0]
+            buf[pos : pos + n] = buf[seen_at[c, 0] : seen_at[c, 1]]  # earlier: no overlap
+            return pos + n
+    end = _put_time(buf, pos, seconds, early)
+    seen[column] = seconds
+    seen_at[column, 0] = pos
+    seen_at[column, 1] = end
+    return end
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _same_numbers(a, b):
     """Whether the numbers are spelled alike: equal, and zeros of the same sign (NaN,
     never equal, is spelled by nothing anyway)."""
@@ -487,11 +505,13 @@ def write_rows(
     next_start = np.full(streams, -1, np.int64)  # a stream's last ",next_forecast,..."
     next_end = np.zeros(streams, np.int64)
     next_numbers = np.empty((streams, 3))
+    seen = np.full(2, np.nan)  # the last time spelled in each time column
+    seen_at = np.zeros((2, 2), np.int64)  # where its text is in ``buf``: [start, end)
     for i in range(timestamp.shape[0]):
         k = key_code[i]
         pos = _put_text(buf, pos, key_blob, key_offsets, k)
         buf[pos] = 44
-        pos = _put_time(buf, pos + 1, timestamp[i], early)
+        pos = _put_time_again(buf, pos + 1, timestamp[i], early, seen, seen_at, 0)
         # Each helper has as few call sites as the row allows: numba copies an inlined
         # helper, with the helpers it inlines, into every site (compile time, not speed).
         for e in range(3):  # value; then min and max
@@ -513,7 +533,7 @@ def write_rows(
                     buf[pos] = 44
                     buf[pos + 1] = 49 if flag[i] else 48
                     buf[pos + 2] = 44
-                    pos = _put_time(buf, pos + 3, next_timestamp[i], early)
+                    pos = _put_time_again(buf, pos + 3, next_timestamp[i], early, seen, seen_at, 1)
                     next_start[k] = pos
                 buf[pos] = 44
                 pos = _put_model(buf, pos + 1, model[c, i])

@@ -188,3 +188,18 @@ def test_a_forecast_made_the_row_before_is_spelled_as_it_was_there():
     together = bytes(rows.of(batch))
     alone = b"".join(bytes(rows.of(batch.take(np.array([i])))) for i in range(n))
     assert together == alone
+
+
+def test_a_time_spelled_before_is_copied_as_it_was_spelled():
+    # the writer copies a time's text from the last row that spelled the same time in
+    # either time column: draw both columns from a few times so that most repeat
+    rng = np.random.default_rng(5)
+    pool = np.array([1.6e9, 1.6e9 + 60, 1.6e9 + 0.0005, -0.0, 0.0, np.nan, np.inf,
+                     -62167219200.5, -7e10, LAST_ISO_SECOND])  # fmt: skip
+    n = 600
+    batch = batch_of(np.zeros(n), pool[rng.integers(0, len(pool), n)])
+    batch.next_timestamp[:] = pool[rng.integers(0, len(pool), n)]
+    batch.next_timestamp[1::2] = batch.timestamp[::2][: n // 2] + 60  # a stream's next time
+    frame = cells(batch)
+    assert frame["timestamp"].tolist() == iso_times(batch.timestamp).tolist()
+    assert frame["next_timestamp"].tolist() == iso_times(batch.next_timestamp).tolist()
