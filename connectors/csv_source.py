@@ -71,7 +71,13 @@ from connectors.csv_whole import whole_frame
 from connectors.records import iso_times
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import ConfigError
-from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
+from pipeline.types import (
+    ReadingBatch,
+    Reason,
+    Rejection,
+    all_stream_keys_valid,
+    stream_key_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -527,7 +533,7 @@ class Chunk:
         index, codes = pd.factorize(self.code[lo:hi])
         missing = np.searchsorted(self.missing_row, [start, stop])
         return ReadingBatch(
-            streams=tuple(self.streams[int(c)] for c in codes),
+            streams=tuple(map(self.streams.__getitem__, codes.tolist())),
             stream_index=index.astype(np.int32),
             timestamp=self.timestamp[lo:hi].copy(),
             value=self.value[lo:hi].copy(),
@@ -634,6 +640,8 @@ def _keys(layout: Layout, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
 def _valid_keys(streams: Sequence[str], keys: int) -> np.ndarray:
     """(K,) bool: whether every stream name of key k is a valid stream key."""
     width = len(streams) // max(keys, 1)
+    if all_stream_keys_valid(streams):
+        return np.ones(keys, dtype=bool)
     bad = {i // width for i, name in enumerate(streams) if stream_key_problem(name)}
     return np.array([k not in bad for k in range(keys)], dtype=bool)
 

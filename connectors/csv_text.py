@@ -36,6 +36,7 @@ itself (Arrow's writer quoted every text cell of a batch that had one such).
 from __future__ import annotations
 
 import math
+import re
 
 import numba
 import numpy as np
@@ -48,6 +49,7 @@ EXACT_DIGITS = 15  # the compiled search's longest exact decimal
 FIRST_YEAR_ONE = -62_135_596_800.0  # 0001-01-01T00:00:00Z
 DAY_SECONDS = 86_400
 NEEDS_QUOTES = (",", '"', "\n", "\r")  # what RFC 4180 quotes (and Arrow would not write bare)
+_QUOTE_MARK = re.compile(f"[{re.escape(''.join(NEEDS_QUOTES))}]")  # one scan, not four
 
 _POW10 = np.array([10.0**k for k in range(23)])  # exact in float64
 _P10 = np.array([10**k for k in range(19)], np.int64)
@@ -65,7 +67,7 @@ def quoted(text: str) -> str:
     >>> quoted("site/dev/temp"), quoted("a,b"), quoted('a"b')
     ('site/dev/temp', '"a,b"', '"a""b"')
     """
-    if any(mark in text for mark in NEEDS_QUOTES):
+    if _QUOTE_MARK.search(text):
         return '"' + text.replace('"', '""') + '"'
     return text
 
@@ -580,6 +582,18 @@ def text_table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(encoded), np.uint8), offsets
 
 
+def key_table(keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``text_table`` of the keys as written (``quoted``). Keys that are plain ASCII
+    with nothing to quote (the rule) are encoded as one string, not one by one: a
+    batch of a log of 10^5 devices holds as many keys as rows."""
+    joined = "".join(keys)
+    if not joined.isascii() or any(mark in joined for mark in NEEDS_QUOTES):  # a scan each
+        return text_table([quoted(key) for key in keys])
+    offsets = np.zeros(len(keys) + 1, np.int64)
+    offsets[1:] = np.cumsum(np.fromiter(map(len, keys), np.int64, len(keys)))
+    return np.frombuffer(joined.encode(), np.uint8), offsets
+
+
 def _early(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The times before the year 1 (a dropped reading's, as a rule none): sorted, and
     their ``iso_times`` text."""
@@ -603,7 +617,7 @@ class CsvRows:
     def of(self, verdicts: VerdictBatch) -> memoryview:
         """The rows' UTF-8, valid until the next call."""
         codes, keys = verdicts.stream_codes()
-        key_blob, key_offsets = text_table([quoted(str(key)) for key in keys])
+        key_blob, key_offsets = key_table(keys.tolist())
         label_blob, label_offsets = _LABEL_TABLE
         model_name = np.frombuffer(quoted(verdicts.model).encode(), np.uint8)
         exact = np.stack([verdicts.value, verdicts.min, verdicts.max]).astype(np.float64)

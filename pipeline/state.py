@@ -146,15 +146,18 @@ class StateTable:
 
     def slots_for(self, keys: Sequence[str], now: float) -> np.ndarray:
         """Slot of every key, allocating new streams; -1 where max_streams is reached."""
-        out = np.empty(len(keys), np.int64)
+        found: list[int | None] = list(map(self.index.get, keys))  # at C speed: most are known
         new: list[int] = []
-        for i, key in enumerate(keys):
-            slot = self.index.get(key)
-            if slot is None:
-                slot = self._allocate(key)
-                if slot >= 0:
-                    new.append(slot)
-            out[i] = slot
+        if None in found:
+            for i, slot in enumerate(found):
+                if slot is None:  # looked up again: a new key may come twice
+                    known = self.index.get(keys[i])
+                    if known is None:
+                        known = self._allocate(keys[i])
+                        if known >= 0:
+                            new.append(known)
+                    found[i] = known
+        out = np.array(found, np.int64)  # (len(keys),)
         if new:
             self._reset(np.asarray(new, np.int64))
         seen = out[out >= 0]

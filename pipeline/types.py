@@ -86,9 +86,28 @@ def stream_key_problem(text: str) -> str | None:
         return f"stream key {text!r} contains NUL"
     if not text.isascii() and _not_utf8(text):
         return f"stream key {text!r} is not valid UTF-8 (a lone surrogate, from a JSON escape)"
-    if "" in text.split("/"):
+    if text[0] == "/" or text[-1] == "/" or "//" in text:  # an empty level; no list built
         return f"stream key {text!r} has an empty level"
     return None
+
+
+def all_stream_keys_valid(texts: Sequence[str]) -> bool:
+    """True when ``stream_key_problem`` finds nothing in any of ``texts``; False when
+    it might (then ask it of each). One pass over their join instead of a call per key:
+    a log of 10^5 devices brings 10^5 keys in every chunk. Every mark of a problem in a
+    key is in the join too ("/" at a key's edge shows beside a separating newline), so
+    a join without one has no bad key.
+
+    >>> all_stream_keys_valid(["a/b", "c"]), all_stream_keys_valid(["a/b", "c/"])
+    (True, False)
+    """
+    if not texts:
+        return True
+    if not all(texts) or max(map(len, texts)) > MAX_STREAM_KEY_LENGTH:
+        return False
+    joined = "\n".join(texts)
+    edges = joined[0] == "/" or joined[-1] == "/" or "\n/" in joined or "/\n" in joined
+    return joined.isascii() and "\x00" not in joined and not edges and "//" not in joined
 
 
 def _not_utf8(text: str) -> bool:

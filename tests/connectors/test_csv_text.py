@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.csv_text import MODEL_DIGITS, CsvRows
+from connectors.csv_text import MODEL_DIGITS, CsvRows, key_table, quoted, text_table
 from connectors.records import CSV_COLUMNS, LAST_ISO_SECOND, iso_times
 from pipeline.types import VerdictBatch
 
@@ -203,3 +203,11 @@ def test_a_time_spelled_before_is_copied_as_it_was_spelled():
     frame = cells(batch)
     assert frame["timestamp"].tolist() == iso_times(batch.timestamp).tolist()
     assert frame["next_timestamp"].tolist() == iso_times(batch.next_timestamp).tolist()
+
+
+@given(st.lists(st.text(alphabet='ab/,"\r\n\u00e9', max_size=6), max_size=8))
+def test_keys_are_encoded_together_as_each_would_be_alone(keys):
+    blob, offsets = key_table(keys)
+    one_by_one, each_offsets = text_table([quoted(key) for key in keys])
+    assert bytes(blob) == bytes(one_by_one)
+    assert offsets.tolist() == each_offsets.tolist()

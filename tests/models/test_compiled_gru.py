@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.compiled_gru import ROW_BY_ROW, CompiledGRU, GruWeights, _exp
+from models.compiled_gru import BATCH_ROWS, ROW_BY_ROW, CompiledGRU, GruWeights, _exp
 from models.features import N_FEATURES
 from models.gru import GaussianGRU
 
@@ -62,3 +62,20 @@ def test_a_stream_cut_into_chunks_gets_the_same_outputs_bit_for_bit(rows):
     rest, h_rest = compiled.forward(x[:, 7:], h_first, np.full(rows, 33))
     np.testing.assert_array_equal(np.concatenate([first, rest], axis=1), whole)
     np.testing.assert_array_equal(h_rest, h_whole)
+
+
+def test_many_rows_run_in_pieces_that_each_take_the_batched_loop():
+    # over BATCH_ROWS rows the batched loop runs piece by piece (its gate arrays then
+    # stay in cache): the same numbers as one batched pass, every piece batched
+    torch.manual_seed(2)
+    compiled = CompiledGRU.of(GruWeights.of(GaussianGRU(N_FEATURES, 8, 2)))
+    rng = np.random.default_rng(2)
+    rows = 2 * BATCH_ROWS + 1  # three pieces of 683: none small enough for row by row
+    x = rng.standard_normal((rows, 3, N_FEATURES)).astype(np.float32)  # (B, T, F)
+    h = rng.uniform(-0.9, 0.9, (2, rows, 8)).astype(np.float32)  # (L, B, H)
+    length = rng.integers(0, 4, rows)
+    y, h_out = compiled.forward(x, h, length)
+    y_one, h_one = compiled._forward_batched(x, h, length)
+    np.testing.assert_allclose(y, y_one, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(h_out, h_one, rtol=0, atol=2e-6)
+    assert y.shape == (rows, 3, 2) and h_out.shape == (2, rows, 8)

@@ -336,3 +336,37 @@ def test_runs_of_a_sorted_array_are_what_unique_finds(values):
     expected = np.unique(ordered, return_index=True, return_counts=True)
     for got, want in zip(_runs(ordered), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_chunk_of_many_streams_is_stepped_in_blocks_with_the_same_verdicts(monkeypatch):
+    # the default model and detector over 150 streams, one engine in one block, one in
+    # blocks of 60, 60 and 30 rows (each big enough for the GRU's batched loop)
+    from models import load_forecaster
+    from pipeline import engine as engine_module
+    from pipeline.detect import default_detector
+
+    def run() -> tuple[list[VerdictBatch], Engine]:
+        engine = Engine(load_forecaster("default"), default_detector(), clock=FakeClock())
+        rng = np.random.default_rng(3)
+        outs = []
+        for tick in range(4):  # ticks of 1 and of 30 steps a stream
+            steps = 1 if tick % 2 else 30
+            items = [
+                Reading(StreamKey(f"s/{s}/t"), 60.0 * (tick * 40 + i), float(rng.normal(s, 1)))
+                for i in range(steps)
+                for s in range(150)
+            ]
+            outs.append(engine.process(ReadingBatch.from_readings(items)))
+        return outs, engine
+
+    whole, engine_whole = run()
+    monkeypatch.setattr(engine_module, "MODEL_ROWS", 60)
+    blocked, engine_blocked = run()
+    for a, b in zip(whole, blocked, strict=True):
+        assert list(a.stream) == list(b.stream)
+        for column in ("forecast", "scale", "anomaly_score", "next_forecast", "next_scale"):
+            np.testing.assert_allclose(getattr(b, column), getattr(a, column), rtol=1e-6)
+        assert (a.is_anomaly == b.is_anomaly).all()
+    # each block's new state was kept: the later ticks' verdicts above depend on it
+    np.testing.assert_array_equal(engine_blocked.table.pred_t, engine_whole.table.pred_t)
+    assert engine_blocked.stats.steps == engine_whole.stats.steps == 2 * 150 * 31

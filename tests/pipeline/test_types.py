@@ -1,4 +1,5 @@
-"""Verdict batches: interleaving the rows of dropped readings with the steps."""
+"""Stream keys checked in bulk; verdict batches: interleaving the rows of dropped readings
+with the steps."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ import dataclasses
 import numpy as np
 import pytest
 from helpers import make_engine
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pipeline.types import Reading, ReadingBatch, StreamCodes, StreamKey, VerdictBatch
+from pipeline.types import (
+    MAX_STREAM_KEY_LENGTH,
+    Reading,
+    ReadingBatch,
+    StreamCodes,
+    StreamKey,
+    VerdictBatch,
+    all_stream_keys_valid,
+    stream_key_problem,
+)
 
 
 def coded_rows(codes: list[int], names: list[str], start: float) -> VerdictBatch:
@@ -88,3 +98,28 @@ def test_a_batch_with_dropped_readings_keeps_its_rows_in_reading_order_with_thei
     assert names[codes].tolist() == verdicts.stream.tolist()
     assert len(set(names.tolist())) == len(names)
     assert (verdicts.coded is not None) == ("lateness" not in config)  # known, not hashed
+
+
+# keys made of the characters that matter: separators, NUL, newlines, a non-ASCII letter
+# and a lone surrogate (from a JSON escape)
+KEYS = st.lists(
+    st.text(alphabet="ab/\x00\n\u00e9\ud800", max_size=8)
+    | st.just("a" * MAX_STREAM_KEY_LENGTH)
+    | st.just("a" * (MAX_STREAM_KEY_LENGTH + 1)),
+    max_size=6,
+)
+
+
+@given(KEYS)
+@example(["a/", "b"])  # an empty level at a key's edge, beside a separator
+@example(["a", "/b"])
+@example(["a", "b//c"])
+@example(["a", "", "b"])
+@example(["a\x00"])
+@example(["a" * (MAX_STREAM_KEY_LENGTH + 1)])
+def test_keys_checked_in_bulk_pass_only_when_each_key_passes(keys):
+    each_ok = all(stream_key_problem(key) is None for key in keys)
+    if all_stream_keys_valid(keys):
+        assert each_ok
+    elif each_ok:  # a refusal may only send good keys to the check one by one
+        assert any("\n" in key or not key.isascii() for key in keys)
