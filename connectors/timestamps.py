@@ -167,10 +167,26 @@ def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> n
         return seconds
     # pandas reads "now" and "today" as the wall clock: never an event time
     wall_clock = text.isin(("now", "today"))  # exactly these, pandas strips nothing
-    times = pd.to_datetime(text.mask(wall_clock), utc=True, format="ISO8601", errors="coerce")
+    cells = text.mask(wall_clock)
+    seconds = _iso_seconds(cells, timezone)
+    # pandas gives a column one unit: nanoseconds where one cell has nine decimals, and
+    # then a year outside 1677-2262 in the same column is no time, alone it is one. So
+    # cells it could not read are read again on their own, and a time does not depend
+    # on which others share its chunk.
+    again = np.flatnonzero(np.isnan(seconds) & cells.notna().to_numpy(bool))
+    if 0 < len(again) < len(cells):
+        seconds = seconds.copy()  # pandas' own array may be read-only
+        seconds[again] = _iso_seconds(cells.iloc[again], timezone)
+    return seconds
+
+
+def _iso_seconds(cells: pd.Series, timezone: str | None) -> np.ndarray:
+    """``parse``'s seconds of ISO 8601 text by pandas: a zone in the text wins, naive
+    times are in ``timezone`` (UTC when None)."""
+    times = pd.to_datetime(cells, utc=True, format="ISO8601", errors="coerce")
     if timezone is None:
         return _seconds(times)
-    naive = ~text.astype("str").str.contains(_OFFSET, regex=True, na=False).to_numpy(bool)
+    naive = ~cells.astype("str").str.contains(_OFFSET, regex=True, na=False).to_numpy(bool)
     return np.where(naive, _seconds(_in_zone(times, timezone)), _seconds(times))
 
 

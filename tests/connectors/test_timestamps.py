@@ -132,3 +132,16 @@ def test_a_column_of_long_integers_alone_reads_as_infinities() -> None:
     # pandas makes Python ints of them: no text cell for the '+' to be stripped from
     cells = pd.Series([10**400, -(10**400)], dtype=object)
     assert timestamps.numbers(cells).tolist() == [math.inf, -math.inf]
+
+
+@pytest.mark.parametrize("timezone", [None, "Europe/London"])
+@pytest.mark.parametrize("far", ["0001-01-01T00:00:00", "2300-06-01 12:00:00", "9999-12-31"])
+def test_a_time_reads_the_same_whatever_shares_its_column(far: str, timezone: str | None) -> None:
+    # pandas gives a column nanoseconds when one cell has nine decimals, and a year out
+    # of their range is then no time; alone it is one. A replay's chunks would decide.
+    nano = "2020-01-01T00:00:00.123456789"
+    frame = pd.DataFrame({"time": pd.Series([nano, far, "not a time", None], dtype=object)})
+    together = timestamps.parse(frame, ISO, timezone)
+    alone = [timestamps.parse(frame.iloc[[i]], ISO, timezone)[0] for i in range(4)]
+    np.testing.assert_array_equal(together, alone)
+    assert np.isfinite(together[:2]).all() and np.isnan(together[2:]).all()
