@@ -263,8 +263,13 @@ def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), FILE_ERRORS)
-def test_file_errors_name_key_file_value_and_fix(tmp_path: Path, text: str, expected: str) -> None:
-    path = tmp_path / "sensorcast.toml"
+def test_file_errors_name_key_file_value_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
+    # a short relative path: a value over SHOWN_CHARACTERS is cut short in the message,
+    # and the temporary folder's name alone can be that long
+    monkeypatch.chdir(tmp_path)
+    path = Path("sensorcast.toml")
     path.write_text(text.replace("'F'", repr(str(path))))
     message = error_of(path)
     assert message.startswith(expected.replace("(F)", f"({path})").replace("F:", f"{path}:")
