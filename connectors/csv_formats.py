@@ -77,14 +77,12 @@ class Layout:
         """Arguments for ``pd.read_csv``; blank lines kept so row n is line first_line + n."""
         text = [*self.time.columns] if self.time.kind != "split" else []
         dtype = dict.fromkeys(text, "str")
-        # A long file's time read as categories: the parser hashes the raw cells instead
-        # of making a string per row, and each distinct time is parsed once (many
-        # streams share a step). Not the key: pandas turns categories that all read as
-        # numbers into numbers, which would make keys "007" and "7" one stream "7".
+        # Text, never categories: pandas turns categories that all read as numbers into
+        # numbers, by chunk (keys "007" and "7" would be one stream "7", and a chunk
+        # whose times all look like numbers would read them unlike the next chunk).
+        # ``timestamps.parse`` still parses each distinct time once.
         if self.key:
             dtype[self.key] = "str"
-        if self.format == "long" and len(text) == 1:
-            dtype[text[0]] = "category"
         return {
             "sep": self.sep,
             "header": None,

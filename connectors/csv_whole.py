@@ -13,14 +13,11 @@ and goes through pandas, which also says what is wrong with a file:
   carriage return, no byte-order mark, UTF-8;
 * the cells: every row has every field, every value cell is a finite number
   (an empty or ``nan`` cell, text, ``inf``: pandas), no time or key cell is
-  one of the texts pandas reads as missing, and where pandas reads a time
-  column as categories (a long log), every distinct time is text pandas keeps
-  as written: an ISO date and time, or an integer it spells back the same way
-  (pandas turns categories that all read as numbers into numbers: 1.6e9 would
-  come back as 1600000000.0 in a rejection's text).
+  one of the texts pandas reads as missing.
 
-The key is read as categories too (pandas reads it as text and this module's
-caller factorizes it: the same keys). Line n of the data is then row
+The key, and a long log's time, are read as categories (pandas reads them as
+text; this module's caller factorizes the key, and ``timestamps.parse`` parses
+each distinct time once: the same keys and times). Line n of the data is then row
 n - first_line, as in pandas' frame.
 """
 
@@ -39,8 +36,6 @@ from connectors.csv_formats import Layout
 WHOLE_BYTES = 32 * 2**20
 BOM = b"\xef\xbb\xbf"
 PANDAS_MISSING = pa.array(sorted(STR_NA_VALUES))  # the cells pandas reads as missing
-ISO_DATE = r"^\d{4}-\d\d-\d\d"  # never a number to pandas
-SAME_INTEGER = r"^(0|-?[1-9]\d{0,17})$"  # pandas reads an int64 and spells it back alike
 CATEGORIES = pa.dictionary(pa.int32(), pa.string())
 
 
@@ -96,10 +91,13 @@ def _types(layout: Layout) -> dict[str, pa.DataType]:
     categories), the key as categories."""
     as_read = layout.read_options()["dtype"]
     types = {name: pa.float64() for name in layout.values}
-    for name, dtype in as_read.items():
-        types[name] = CATEGORIES if dtype == "category" else pa.string()
+    for name in as_read:
+        types[name] = pa.string()
     if layout.key:
         types[layout.key] = CATEGORIES
+    if layout.format == "long" and layout.time.kind in ("iso", "epoch"):
+        # many streams share a step: each distinct time is parsed once, and kept once
+        types[layout.time.columns[0]] = CATEGORIES
     return types
 
 
@@ -126,12 +124,6 @@ def _plain_cells(layout: Layout, table: pa.Table) -> bool:
     text = [*layout.time.columns, *([layout.key] if layout.key else [])]
     if any(pc.any(pc.is_in(_distinct(table[name]), PANDAS_MISSING)).as_py() for name in text):
         return False
-    time = table[layout.time.columns[0]]
-    if pa.types.is_dictionary(time.type):  # categories pandas might read as numbers
-        distinct = _distinct(time)
-        return any(
-            pc.all(pc.match_substring_regex(distinct, p)).as_py() for p in (ISO_DATE, SAME_INTEGER)
-        )
     return True
 
 
