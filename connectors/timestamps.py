@@ -153,28 +153,31 @@ def _basic_dates(cells: pd.Series) -> bool:
 DISTINCT_PROBE = 256  # rows of a text time column that tell whether its times repeat
 
 
-def _repeats(column: pd.Series) -> bool:
-    """Whether the column's first rows repeat their times (a long log's streams sharing
-    each step) often enough to parse each distinct time once: finding them costs about
-    as much as parsing a column of times that never repeat."""
+def _distinct(column: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
+    """(codes, distinct texts) of a time column whose times repeat (a long log's streams
+    sharing each step), so that each is parsed once; None where they do not. Categories
+    come with theirs; a text column is factorized only when its first rows repeat their
+    times, as finding them costs about as much as parsing times that never repeat."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), pd.Series(column.cat.categories.astype("str"))
     if len(column) < DISTINCT_PROBE or pd.api.types.is_float_dtype(column.dtype):
-        return False
-    return 2 * column.iloc[:DISTINCT_PROBE].nunique(dropna=False) <= DISTINCT_PROBE
+        return None
+    if 2 * column.iloc[:DISTINCT_PROBE].nunique(dropna=False) > DISTINCT_PROBE:
+        return None
+    codes, uniques = pd.factorize(column)
+    if 2 * len(uniques) > len(column):
+        return None
+    return codes, pd.Series(uniques, dtype=column.dtype)
 
 
 def parse(frame: pd.DataFrame, spec: TimeSpec, timezone: str | None = None) -> np.ndarray:
     """Seconds since the epoch, UTC, for every row: (n,) float64, NaN where unreadable."""
     column = frame[spec.columns[0]]
-    if len(spec.columns) == 1 and isinstance(column.dtype, pd.CategoricalDtype):
+    if len(spec.columns) == 1 and (found := _distinct(column)) is not None:
         # each distinct text parsed once; code -1 (an empty cell) picks the appended NaN
-        distinct = pd.DataFrame({spec.columns[0]: column.cat.categories.astype("str")})
-        return np.append(parse(distinct, spec, timezone), np.nan)[column.cat.codes.to_numpy()]
-    if len(spec.columns) == 1 and _repeats(column):
-        # a long log's chunk: many streams share each time, parsed once as above
-        codes, uniques = pd.factorize(column)
-        if 2 * len(uniques) <= len(column):
-            distinct = pd.DataFrame({spec.columns[0]: pd.Series(uniques, dtype=column.dtype)})
-            return np.append(parse(distinct, spec, timezone), np.nan)[codes]
+        codes, uniques = found
+        distinct = pd.DataFrame({spec.columns[0]: uniques})
+        return np.append(parse(distinct, spec, timezone), np.nan)[codes]
     if spec.kind == "epoch":
         return _epoch(column)
     if spec.kind == "split":

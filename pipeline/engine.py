@@ -458,17 +458,8 @@ def _rows(chunk: StepChunk, start: int, stop: int) -> StepChunk:
     """Rows [start, stop) of ``chunk`` (views), padded to the chunk's width."""
     if start == 0 and stop >= len(chunk.slots):
         return chunk
-    part = slice(start, stop)
-    return StepChunk(
-        slots=chunk.slots[part],
-        timestamp=chunk.timestamp[part],
-        value=chunk.value[part],
-        dt=chunk.dt[part],
-        missing=chunk.missing[part],
-        next_timestamp=chunk.next_timestamp[part],
-        mask=chunk.mask[part],
-        length=chunk.length[part],
-    )
+    part = slice(start, stop)  # every field is (B,) or (B, T): rows come first
+    return StepChunk(**{f.name: getattr(chunk, f.name)[part] for f in dataclasses.fields(chunk)})
 
 
 def _joined(blocks: list[_Stepped]) -> _Stepped:

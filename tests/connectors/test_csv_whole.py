@@ -244,6 +244,19 @@ ODD_VALUES = [
 ODD_KEYS = ["a/x", "é/ü", "a b/c", "7", "007", "a/x ", "1e3", "True"]
 
 
+ODD_HEADERS = {"nab": "timestamp,value", "long": "timestamp,stream,value",
+               "wide": "time,TEMP,PRES", "station": "time,station,TEMP,PRES"}  # fmt: skip
+# the fields of a (time, key, value, value) row each layout writes
+ODD_FIELDS = {"nab": (0, 2), "long": (0, 1, 2), "wide": (0, 2, 3), "station": (0, 1, 2, 3)}
+
+
+def odd_log(kind: str, rows: list[tuple[str, ...]], sep: str = ",", end: str = "\n") -> str:
+    """A log of ``kind`` from (time, key, value, value) rows, each layout's fields."""
+    lines = [ODD_HEADERS[kind].replace(",", sep)]
+    lines += [sep.join(row[i] for i in ODD_FIELDS[kind]) for row in rows]
+    return end.join(lines) + end
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(
     st.sampled_from(["nab", "long", "wide", "station"]),
@@ -259,16 +272,7 @@ ODD_KEYS = ["a/x", "é/ü", "a b/c", "7", "007", "a/x ", "1e3", "True"]
 def test_odd_cells_read_alike_by_arrow_and_pandas(tmp_path_factory, kind, rows, sep, end, chunk):
     """Logs of odd but plain cells: wherever Arrow reads one whole, its readings (zeros
     taken as 0.0, as the engine takes them), lines and rejections are pandas'."""
-    header = {"nab": "timestamp,value", "long": "timestamp,stream,value",
-              "wide": "time,TEMP,PRES", "station": "time,station,TEMP,PRES"}[kind]  # fmt: skip
-    cells = {
-        "nab": lambda t, k, a, b: (t, a),
-        "long": lambda t, k, a, b: (t, k, a),
-        "wide": lambda t, k, a, b: (t, a, b),
-        "station": lambda t, k, a, b: (t, k, a, b),
-    }
-    lines = [header.replace(",", sep)] + [sep.join(cells[kind](*row)) for row in rows]
-    path = write(tmp_path_factory.mktemp("odd"), end.join(lines) + end)
+    path = write(tmp_path_factory.mktemp("odd"), odd_log(kind, rows, sep, end))
     try:
         readable = whole(path) is not None
     except InputFileError:
@@ -304,11 +308,7 @@ def test_odd_cells_read_alike_in_chunks_of_any_size(tmp_path_factory, kind, rows
     decimals gives a column nanoseconds, and a far year in it was then no time): a
     reading must not depend on them (nor, in a long log, on whether all of a chunk's
     times look like numbers). Zeros taken as 0.0, as the engine takes them."""
-    header = {"nab": "timestamp,value", "long": "timestamp,stream,value",
-              "wide": "time,TEMP,PRES", "station": "time,station,TEMP,PRES"}[kind]  # fmt: skip
-    picks = {"nab": (0, 2), "long": (0, 1, 2), "wide": (0, 2, 3), "station": (0, 1, 2, 3)}
-    lines = [header] + [",".join(row[i] for i in picks[kind]) for row in rows]
-    path = write(tmp_path_factory.mktemp("odd"), "\n".join(lines) + "\n")
+    path = write(tmp_path_factory.mktemp("odd"), odd_log(kind, rows))
     try:
         inspect(path)
     except InputFileError:
