@@ -129,16 +129,22 @@ def _split_columns(names: Sequence[str]) -> TimeSpec | None:
 
 def settle(spec: TimeSpec, sample: pd.DataFrame) -> TimeSpec:
     """Decide ISO text or epoch numbers for a single column, by what most sample cells are."""
+    return settled(spec, sample)[0]
+
+
+def settled(spec: TimeSpec, sample: pd.DataFrame) -> tuple[TimeSpec, bool]:
+    """``settle``, and whether every sample cell was read as a time on the way (then
+    some sample row has a time, and checking it again would parse the sample twice)."""
     if spec.kind != "text":
-        return spec
+        return spec, False
     cells = sample[spec.columns[0]].dropna()
     if len(cells) and _iso_by_arrow(cells) is not None:
-        return replace(spec, kind="iso")  # every cell is an ISO time, so none a number
+        return replace(spec, kind="iso"), True  # every cell an ISO time, so none a number
     numeric = numbers(cells).notna()
     if len(cells) and numeric.mean() >= 0.5 and _basic_dates(cells):
-        return replace(spec, kind="iso")
+        return replace(spec, kind="iso"), False
     kind = "epoch" if len(cells) and numeric.mean() >= 0.5 else "iso"
-    return replace(spec, kind=kind)
+    return replace(spec, kind=kind), False
 
 
 def _basic_dates(cells: pd.Series) -> bool:
