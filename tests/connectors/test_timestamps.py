@@ -84,6 +84,25 @@ def test_iso_samples_settle_as_iso_and_numbers_as_epoch() -> None:
     assert timestamps.settle(timestamps.TimeSpec("text", ("time",)), epoch).kind == "epoch"
 
 
+CELLS = st.one_of(
+    st.none(),
+    TIMES.map(lambda t: t.strftime(STYLES[0])),
+    st.sampled_from(["", " ", "now", "24:00", "2014-13-01", "1396310400", "x", "2014-04-01"]),
+)
+
+
+@given(st.lists(CELLS, min_size=1, max_size=8))
+def test_a_sample_settled_by_reading_its_times_has_a_time(cells: list[str | None]) -> None:
+    """Opening a log skips its "no sample row has a time" check where ``settled`` says it
+    read every sample time: that must mean the check would have passed."""
+    sample = pd.DataFrame({"time": pd.Series(cells, dtype=object)})
+    spec, read = timestamps.settled(timestamps.TimeSpec("text", ("time",)), sample)
+    assert spec == timestamps.settle(timestamps.TimeSpec("text", ("time",)), sample)
+    if read:
+        assert spec.kind == "iso"
+        assert not np.isnan(timestamps.parse(sample, spec)).all()
+
+
 def test_a_date_alone_among_times_is_its_midnight_either_way() -> None:
     cells: list[str | None] = ["2014-04-01 00:05:00", "2014-04-02"]
     assert timestamps._iso_by_arrow(pd.Series(cells, dtype=object)) is not None
