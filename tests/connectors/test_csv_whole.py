@@ -257,14 +257,17 @@ def odd_log(kind: str, rows: list[tuple[str, ...]], sep: str = ",", end: str = "
     return end.join(lines) + end
 
 
+def odd_rows(max_size: int) -> st.SearchStrategy[list[tuple[str, ...]]]:
+    """1 to ``max_size`` (time, key, value, value) rows of odd but plain cells."""
+    row = st.tuples(st.sampled_from(ODD_TIMES), st.sampled_from(ODD_KEYS),
+                    st.sampled_from(ODD_VALUES), st.sampled_from(ODD_VALUES))  # fmt: skip
+    return st.lists(row, min_size=1, max_size=max_size)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(
     st.sampled_from(["nab", "long", "wide", "station"]),
-    st.lists(
-        st.tuples(st.sampled_from(ODD_TIMES), st.sampled_from(ODD_KEYS),
-                  st.sampled_from(ODD_VALUES), st.sampled_from(ODD_VALUES)),
-        min_size=1, max_size=30,
-    ),
+    odd_rows(30),
     st.sampled_from([",", "\t", ";"]),
     st.sampled_from(["\n", "\r\n"]),
     st.sampled_from([1, 5, 65_536]),
@@ -295,14 +298,7 @@ def joined(batches: list[tuple]) -> tuple:
 
 
 @settings(max_examples=120, deadline=None)
-@given(
-    st.sampled_from(["nab", "long", "wide", "station"]),
-    st.lists(
-        st.tuples(st.sampled_from(ODD_TIMES), st.sampled_from(ODD_KEYS),
-                  st.sampled_from(ODD_VALUES), st.sampled_from(ODD_VALUES)),
-        min_size=1, max_size=40,
-    ),
-)  # fmt: skip
+@given(st.sampled_from(["nab", "long", "wide", "station"]), odd_rows(40))
 def test_odd_cells_read_alike_in_chunks_of_any_size(tmp_path_factory, kind, rows):
     """pandas' chunks decide what a cell shares its column with (a time with nine
     decimals gives a column nanoseconds, and a far year in it was then no time): a
