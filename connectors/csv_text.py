@@ -587,7 +587,7 @@ def key_table(keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
     with nothing to quote (the rule) are encoded as one string, not one by one: a
     batch of a log of 10^5 devices holds as many keys as rows."""
     joined = "".join(keys)
-    if not joined.isascii() or any(mark in joined for mark in NEEDS_QUOTES):  # a scan each
+    if not joined.isascii() or _QUOTE_MARK.search(joined):
         return text_table([quoted(key) for key in keys])
     offsets = np.zeros(len(keys) + 1, np.int64)
     offsets[1:] = np.cumsum(np.fromiter(map(len, keys), np.int64, len(keys)))
