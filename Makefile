@@ -1,9 +1,12 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
 # Both set up .venv/ first. torch==2.13.0 is installed before the project:
 # on these machines that pins the CPU build on disk; letting the project's
-# range pick a torch would pull a multi-GB CUDA build.
+# range pick a torch would pull a multi-GB CUDA build. Where pip finds no CPU
+# build by itself, name PyTorch's CPU index:
+#   make TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu' test
 
 PYTHON ?= python3
+TORCH_PIP_ARGS ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -30,7 +33,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/sensorcast precompile  # the kernels now, so a first demo or replay does not wait
 	touch $(STAMP)

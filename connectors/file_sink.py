@@ -370,7 +370,7 @@ def open_file_sink(path: str | Path) -> CsvFileSink | JsonlFileSink | _TableFile
         return CsvFileSink(path)
     sink = _SINKS.get(Path(str(path)).suffix.lower())
     if sink is None:
-        msg = f"--out: {path} must end in .csv, .jsonl, .parquet or .arrow (or be - for CSV "
-        msg += "on stdout)"
+        msg = f"--out: {path} must end in .csv, .jsonl, .parquet, .arrow or .feather (or be - "
+        msg += "for CSV on stdout)"
         raise ConfigError(msg)
     return sink(path)

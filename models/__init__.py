@@ -14,7 +14,8 @@ from pathlib import Path
 from pipeline.errors import ModelLoadError
 from pipeline.protocols import Forecaster
 
-BUILTIN = ("default", "persistence", "river-holtwinters", "river-snarimax")
+RIVER = ("river-holtwinters", "river-snarimax")  # state in Python objects: no snapshots
+BUILTIN = ("default", "persistence", *RIVER)
 CHECKPOINT_SUFFIXES = (".json", ".safetensors")
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.json"
 
@@ -30,7 +31,7 @@ def load_forecaster(spec: str, coverage: float = 0.9, names: Sequence[str] = BUI
 
     if spec == "persistence":
         return PersistenceForecaster()
-    if spec in ("river-holtwinters", "river-snarimax"):
+    if spec in RIVER:
         from models.river_baselines import RiverForecaster  # River is slow to import
 
         return RiverForecaster(spec.removeprefix("river-"))

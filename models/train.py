@@ -7,9 +7,10 @@ time over random windows of many streams, a negative log-likelihood of the
 next step's change (half Gaussian, half Laplace by default: see ``nll``),
 validation on the last 20% of every stream (never trained on), the learning
 rate halved on a plateau, early stopping on the validation loss.
-The same seed gives the same weights. A loss that stops being finite ends the
-run with a ConfigError naming ``--lr`` (the cause, in practice), not a checkpoint
-of NaN weights.
+The same seed gives the same weights. A loss that stops being finite, or a run
+in which no epoch does better on validation than the untrained network, ends
+with a ConfigError naming ``--lr`` (the cause, in practice), not a checkpoint of
+NaN weights or of a network worse than none.
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ def train(
     network = GaussianGRU(N_FEATURES, config.hidden, config.layers)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     history, best = History(), network.state_dict()
+    # the untrained head forecasts persistence with a unit scale: a run that never
+    # beats it learned nothing (gradient clipping keeps a far too large --lr finite)
+    untrained_nll, _ = validate(network, corpus, config.laplace_weight)
     for epoch in range(config.epochs):
         started = time.perf_counter()
         train_nll = _epoch(network, optimizer, corpus, config, rng)
@@ -208,6 +212,10 @@ def train(
         elif epoch + 1 - history.best_epoch >= 2:  # a plateau: smaller steps
             for group in optimizer.param_groups:
                 group["lr"] *= 0.5
+    if not history.best_val_nll < untrained_nll:
+        what = "no epoch beat the untrained network on validation: best loss "
+        what += f"{history.best_val_nll:.4g} against {untrained_nll:.4g}"
+        raise _diverged(config, what)
     network.load_state_dict(best)
     return network.eval(), history
 

@@ -71,7 +71,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of a pipeline run (with add_pipeline_arguments): --to reads none of them."""
     parser.add_argument(
         "--out",
-        help="write steps to FILE.csv, FILE.jsonl, FILE.parquet, FILE.arrow or - (CSV on stdout)",
+        help="write steps to FILE.csv, FILE.jsonl, FILE.parquet, FILE.arrow (or .feather) or - "
+        "(CSV on stdout)",
     )
     parser.add_argument(
         "--state",
@@ -299,6 +300,17 @@ class Progress:
             self._bar.close()
 
 
+def _refuse_unsnapshotted(args: argparse.Namespace) -> None:
+    """A River baseline's snapshot could never be resumed (its models are Python objects,
+    and its fingerprint a token of this process): refused before the replay, not after."""
+    from models import RIVER
+
+    if args.state and args.model in RIVER:
+        msg = f"--state: {args.model} keeps its models in Python objects, which a snapshot "
+        msg += "cannot hold; drop --state, or use --model default, persistence or a checkpoint"
+        raise ConfigError(msg)
+
+
 def run_replay(args: argparse.Namespace) -> int:
     _refuse_empty(args)
     if not args.to and (given := [f for f in TLS_FLAGS if getattr(args, _dest(f))]):
@@ -308,6 +320,7 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.to:
         _refuse_run_flags(args)
         return publish_replay(args)
+    _refuse_unsnapshotted(args)
     engine = build_engine(args)
     source = csv_source(args, args.paths)
     state = writable_file(args.state, "--state") if args.state else None  # now, not at the end

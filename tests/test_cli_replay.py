@@ -125,7 +125,7 @@ def write(path: Path, text: str) -> Path:
         (lambda d: MACHINE, ["--model", "gpt"], "--model: unknown model 'gpt'"),
         (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.csv"))], "cannot write"),
         (lambda d: MACHINE, ["--out", str(Path("/nonexistent/dir/o.parquet"))], "cannot write"),
-        (lambda d: MACHINE, ["--out", "o.txt"], "must end in .csv, .jsonl, .parquet or .arrow"),
+        (lambda d: MACHINE, ["--out", "o.txt"], ".parquet, .arrow or .feather (or be -"),
         (lambda d: MACHINE, ["--state", "/dev/null"], "/dev/null is not a sensorcast snapshot"),
         (lambda d: MACHINE, ["--state", "/dev/null/s"], "--state: /dev/null is a file"),
     ],
@@ -225,6 +225,17 @@ def test_out_and_state_must_be_two_files(tmp_path, capsys):
     same = tmp_path / "same.csv"
     assert main(["replay", str(MACHINE), "--out", str(same), "--state", str(same)]) == 2
     assert "--state: " in capsys.readouterr().err and not same.exists()
+
+
+@pytest.mark.parametrize("model", ["river-holtwinters", "river-snarimax"])
+def test_state_with_a_river_baseline_is_refused_before_the_replay(tmp_path, capsys, model):
+    """Its snapshot could never be resumed: River's models are Python objects."""
+    out, state = tmp_path / "o.csv", tmp_path / "s.snap"
+    args = ["replay", str(MACHINE), "--model", model, "--out", str(out), "--state", str(state)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"sensorcast: error: --state: {model} ")
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("url", ["mqtt://127.0.0.1:notaport", "mqtt://127.0.0.1:99999"])

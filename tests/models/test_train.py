@@ -70,3 +70,10 @@ def test_the_loss_is_least_at_the_mean_gaussian_or_the_median_laplace(laplace_we
     means = torch.linspace(-1.0, 4.0, 501)
     losses = [float(nll(torch.tensor([[m, 1.0]] * 4), target, mask, laplace_weight)) for m in means]
     assert float(means[int(np.argmin(losses))]) == pytest.approx(best, abs=0.011)
+
+
+def test_a_run_that_never_beats_the_untrained_network_is_refused():
+    """Gradient clipping keeps the loss finite however large the rate: a run whose
+    every epoch is worse on validation than where it started names --lr too."""
+    with pytest.raises(ConfigError, match=r"^--lr 1e\+09: training diverged \(no epoch beat"):
+        train(corpus_of([wave(1000)]), dataclasses.replace(FAST, lr=1e9))
