@@ -153,9 +153,30 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]
     if not isinstance(meta, dict):
         msg = f"snapshot {path} has no valid meta record; move it away to start cold"
         raise SnapshotError(msg)
+    _check_meta(path, meta)
     keys = _stream_keys(path, arrays, meta)
     _check_pending(path, arrays, keys)
     return arrays, meta, keys
+
+
+def _is_text(x: object) -> bool:
+    return isinstance(x, str)
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """The meta record's fields have the types the writer gives them: a damaged or
+    hand-edited one is refused whole, like any other damage, not found mid-restore."""
+
+    def whole(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    fingerprints, positions = meta.get("fingerprints", {}), meta.get("positions", {})
+    if not (isinstance(fingerprints, dict) and all(map(_is_text, fingerprints.values()))):
+        raise _damaged(path, "its meta record's fingerprints are not texts")
+    if not (isinstance(positions, dict) and all(whole(v) for v in positions.values())):
+        raise _damaged(path, "its meta record's positions are not whole numbers")
+    if not whole(meta.get("generation", 0)):
+        raise _damaged(path, "its meta record's generation is not a whole number")
 
 
 def _damaged(path: Path, why: str) -> SnapshotError:
@@ -239,8 +260,8 @@ def _fill(
     for name, column in columns.items():
         table.columns[name][slots] = column
     table.restored_at = now  # last_seen stays the arrival it was (a metric of its own)
-    table.positions = {str(k): int(v) for k, v in meta.get("positions", {}).items()}
-    table.generation = int(meta.get("generation", 0))
+    table.positions = {str(k): v for k, v in meta.get("positions", {}).items()}
+    table.generation = meta.get("generation", 0)
     pending_slot = arrays["pending_slot"]
     table.pending = PendingReadings(
         slots[pending_slot], arrays["pending_timestamp"], arrays["pending_value"]

@@ -241,17 +241,28 @@ def modified(member: str, change_array):
     return lambda n, d: npy(change_array(np.load(io.BytesIO(d)))) if n == f"{member}.npy" else d
 
 
-def meta_without(key: str):
-    """A ``rewritten`` change that drops ``key`` from the meta record."""
+def meta_changed(key: str, value: object = None, drop: bool = False):
+    """A ``rewritten`` change that sets ``key`` of the meta record to ``value``, or drops it."""
 
     def change(name: str, data: bytes) -> bytes:
         if name != "meta.npy":
             return data
         meta = json.loads(np.load(io.BytesIO(data)).tobytes())
-        del meta[key]
+        if drop:
+            del meta[key]
+        else:
+            meta[key] = value
         return npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))
 
     return change
+
+
+def meta_without(key: str):
+    """A ``rewritten`` change that drops ``key`` from the meta record."""
+    return meta_changed(key, drop=True)
+
+
+NOT_TEXTS, NOT_WHOLE = "its meta record's fingerprints are not texts", "are not whole numbers"
 
 
 @pytest.mark.parametrize(
@@ -267,6 +278,13 @@ def meta_without(key: str):
         (replaced("pending_slot", np.zeros(1, np.float64)), "its pending readings do not line up"),
         (modified("pending_slot", lambda a: a + 2), "a pending reading belongs to no stream"),
         (modified("pending_slot", lambda a: a - 5), "a pending reading belongs to no stream"),
+        (meta_changed("fingerprints", None), NOT_TEXTS),
+        (meta_changed("fingerprints", {"model": 3}), NOT_TEXTS),
+        (meta_changed("positions", "x"), f"its meta record's positions {NOT_WHOLE}"),
+        (meta_changed("positions", {"f": "abc"}), f"its meta record's positions {NOT_WHOLE}"),
+        (meta_changed("positions", {"f": -1}), f"its meta record's positions {NOT_WHOLE}"),
+        (meta_changed("generation", "x"), "its meta record's generation is not a whole number"),
+        (meta_changed("generation", 1.5), "its meta record's generation is not a whole number"),
     ],
 )  # fmt: skip
 def test_a_snapshot_with_a_damaged_member_is_one_error(tmp_path, change, problem):
