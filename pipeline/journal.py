@@ -240,6 +240,24 @@ def encode_receipts(receipts: Iterable[Receipt]) -> bytes:
 
 
 def decode(payload: bytes, partition: str) -> ReadingBatch | Event | Receipts:
+    """A frame's payload as written by ``encode``; SnapshotError when its checksum holds
+    but its content does not add up (no writer of this journal makes one)."""
+    try:
+        item = _decode(payload, partition)
+    except (ValueError, struct.error) as exc:  # UnicodeDecodeError is a ValueError
+        msg = f"a frame does not add up ({exc})"
+        raise SnapshotError(msg) from exc
+    if (
+        isinstance(item, ReadingBatch)
+        and len(item)
+        and not (0 <= item.stream_index.min() and item.stream_index.max() < len(item.streams))
+    ):
+        msg = "a frame's readings belong to no stream in it"
+        raise SnapshotError(msg)
+    return item
+
+
+def _decode(payload: bytes, partition: str) -> ReadingBatch | Event | Receipts:
     n, key_bytes = _COUNTS.unpack_from(payload)
     at = _COUNTS.size
     streams = tuple(payload[at : at + key_bytes].decode().split("\0")) if key_bytes else ()
@@ -299,7 +317,12 @@ def replay(
                  path, theirs, generation)  # fmt: skip
         return
     for frame in _frames(Path(path)):
-        yield decode(frame[_FRAME.size :], partition)
+        try:
+            item = decode(frame[_FRAME.size :], partition)
+        except SnapshotError as exc:  # as a torn tail: what follows it is not applied
+            log.error("journal %s: %s; ignoring it and every frame after it", path, exc)
+            return
+        yield item
 
 
 def reapply(engine: Engine, item: ReadingBatch | Event | Receipts) -> VerdictBatch:
@@ -340,7 +363,11 @@ def summarize(path: str | Path) -> dict[str, object]:
     streams: set[str] = set()
     first, last = np.inf, -np.inf
     for frame in _frames(path):
-        batch = decode(frame[_FRAME.size :], "")
+        try:
+            batch = decode(frame[_FRAME.size :], "")
+        except SnapshotError as exc:
+            msg = f"journal {path}: {exc} (at byte {_HEADER.size + whole})"
+            raise SnapshotError(msg) from exc
         frames, whole = frames + 1, whole + len(frame)
         if isinstance(batch, Event):
             events += 1

@@ -187,6 +187,44 @@ def test_a_torn_last_frame_is_ignored_and_cut_off_on_resume(tmp_path):
     assert [len(b) for b in replay(path, 1, "mqtt")] == [5, 5]
 
 
+def framed(payload: bytes) -> bytes:
+    """``payload`` as a frame whose checksum holds."""
+    import struct
+    import zlib
+
+    return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xe8\x03\x00\x00\x01\x00\x00\x00a",  # 1,000 readings said, none there
+        b"\x00\x00\x00\x00\x02\x00\x00\x00\xff\xfe\x01",  # keys that are not UTF-8
+        # one reading of stream 5 where the frame names one stream
+        b"\x01\x00\x00\x00\x01\x00\x00\x00a" + np.array([5], "<i4").tobytes()
+        + np.zeros(3).tobytes(),
+    ],
+)  # fmt: skip
+def test_a_frame_whose_checksum_holds_but_content_does_not_ends_the_replay(
+    tmp_path, caplog, capsys, payload
+):
+    """No writer of the journal makes one; read back, it is treated as a torn tail (the
+    frames before it are applied), and `state inspect` says where it is in one line."""
+    path = tmp_path / "j"
+    journal = Journal(path)
+    journal.restart(1)
+    journal.append(ReadingBatch.from_readings(all_readings(1)))
+    journal.close()
+    with open(path, "ab") as f:
+        f.write(framed(payload))
+    with caplog.at_level("ERROR", logger="pipeline.journal"):
+        assert [len(b) for b in replay(path, 1, "mqtt")] == [5]
+    assert "a frame does not add up" in caplog.text or "belong to no stream" in caplog.text
+    assert main(["state", "inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"sensorcast: error: journal {path}: a frame")
+
+
 def with_receipts(readings: list[Reading], *receipts: tuple[int, int, float]) -> ReadingBatch:
     return dataclasses.replace(ReadingBatch.from_readings(readings, "mqtt"), receipts=receipts)
 
