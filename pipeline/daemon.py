@@ -79,7 +79,12 @@ def lock_state_dir(directory: Path | None) -> int | None:
     daemon holds it."""
     if directory is None:
         return None
-    lock = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a folder or a dangling link in its place, a read-only folder
+        msg = f"state.dir (--state-dir): cannot open the lock file {directory / LOCK_FILE} "
+        msg += f"({exc.strerror}); remove whatever is in its place, or give another folder"
+        raise ConfigError(msg) from exc
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

@@ -33,7 +33,7 @@ from daemons import (
 
 from connectors.records import verdict_records
 from models import load_forecaster
-from pipeline.daemon import JOURNAL_FILE, SNAPSHOT_FILE, Daemon, mqtt_source
+from pipeline.daemon import JOURNAL_FILE, SNAPSHOT_FILE, Daemon, lock_state_dir, mqtt_source
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError
@@ -252,6 +252,18 @@ def test_two_daemons_never_share_a_state_directory(mosquitto, tmp_path):
     # the first one stopped: the directory is free again
     with running(settings_for(mosquitto.url, state__dir=str(state))):
         pass
+
+
+@pytest.mark.parametrize("in_place", ["folder", "dangling link"])
+def test_a_lock_file_that_cannot_be_opened_is_one_error_naming_state_dir(tmp_path, in_place):
+    lock = tmp_path / "lock"
+    if in_place == "folder":
+        lock.mkdir()
+    else:
+        lock.symlink_to(tmp_path / "gone" / "x")
+    with pytest.raises(ConfigError, match=rf"^state.dir \(--state-dir\): cannot open the lock "
+                       rf"file {lock} \(.+\); remove whatever is in its place"):  # fmt: skip
+        lock_state_dir(tmp_path)
 
 
 @pytest.fixture
