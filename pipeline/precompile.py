@@ -66,6 +66,8 @@ def run_precompile(args: argparse.Namespace) -> int:
     if args.portable and not folder:
         msg = "--portable: set NUMBA_CACHE_DIR to the cache folder the installed code will use"
         raise ConfigError(msg)
+    if folder:
+        _check_cache_folder(folder)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sensorcast-precompile-") as tmp:
         warm_daemon_paths()
@@ -81,6 +83,19 @@ def run_precompile(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     print(f"precompile: kernels in numba's cache ({where}), {builds}, in {seconds:.1f} s")
     return 0
+
+
+def _check_cache_folder(folder: str) -> None:
+    """NUMBA_CACHE_DIR must be a folder this process can write (made if missing): found
+    out now, not after a minute of compiling."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        msg = f"NUMBA_CACHE_DIR: {folder} is not a folder this process can write "
+        msg += f"({exc.strerror}); point it at one, or unset it to cache beside the code"
+        raise ConfigError(msg) from exc
 
 
 def compile_portable() -> None:

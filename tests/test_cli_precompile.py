@@ -100,3 +100,20 @@ def test_portable_without_a_cache_folder_is_one_line_and_compiles_nothing(monkey
         "sensorcast: error: --portable: set NUMBA_CACHE_DIR to the cache folder the "
         "installed code will use\n"
     )
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line_before_compiling(
+    tmp_path, monkeypatch, capsys
+):
+    """A file where the folder should be: said at once, not after a minute of compiling
+    (the check runs before any kernel is loaded; nothing is written)."""
+    from pipeline.cli import main
+
+    taken = tmp_path / "afile"
+    taken.write_text("x")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(taken))
+    assert main(["precompile"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"sensorcast: error: NUMBA_CACHE_DIR: {taken} is not a folder this ")
+    assert taken.read_text() == "x"
