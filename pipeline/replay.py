@@ -27,7 +27,7 @@ from pipeline.protocols import Sink
 from pipeline.runner import Runner, Schedule
 from pipeline.summary import Scoreboard, run_summary, score_table
 from pipeline.types import VerdictBatch
-from pipeline.writable import not_an_input, writable_file
+from pipeline.writable import beside, not_a_folder, not_an_input, writable_file
 
 if TYPE_CHECKING:
     from connectors.mqtt_client import TlsFiles
@@ -327,6 +327,7 @@ def run_replay(args: argparse.Namespace) -> int:
     for path, flag in ((args.out, "--out"), (args.state, "--state")):
         if path and path != "-":
             not_an_input(path, source.files, flag)
+            not_a_folder(Path(path), flag)
     if args.out and args.state and Path(args.out).resolve() == Path(args.state).resolve():
         msg = f"--state: {args.state} is also the --out file; give two different files"
         raise ConfigError(msg)
@@ -342,20 +343,31 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.scores:  # it costs a pass over every verdict; only --scores reads it
         sinks.append(scoreboard)
 
+    # the snapshot is written before --out is committed and renamed into place after it:
+    # a snapshot that cannot be written (a full disk) leaves --out as it was
+    pending = beside(state, "pending") if state is not None else None
+
     def check() -> None:
         dropped = sum(engine.stats.dropped.values())
         if not (engine.stats.readings or dropped) and (
             empty := empty_range(", ".join(args.paths), args)
         ):
             raise empty  # nothing in range: an error, as in evaluate and train
+        if pending is not None:
+            from connectors.csv_source import file_positions
 
-    seconds = run_to_end(engine, source, sinks, args.progress, state is None, check)
-    if state is not None:
-        from connectors.csv_source import file_positions
+            # by resolved path: the next run may name the logs from elsewhere (./a.csv)
+            engine.table.positions = file_positions(engine.table.positions)
+            engine.snapshot(pending)
 
-        # by resolved path: the next run may name the logs from elsewhere (./a.csv, res/a.csv)
-        engine.table.positions = file_positions(engine.table.positions)
-        engine.snapshot(state)
+    try:
+        seconds = run_to_end(engine, source, sinks, args.progress, state is None, check)
+    except BaseException:
+        if pending is not None:
+            pending.unlink(missing_ok=True)
+        raise
+    if state is not None and pending is not None:
+        os.replace(pending, state)
     report = sys.stderr if args.out == "-" else sys.stdout
     if args.scores:
         print(score_table(scoreboard.scores(), engine.config.interval), file=report)

@@ -167,16 +167,16 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     """The meta record's fields have the types the writer gives them: a damaged or
     hand-edited one is refused whole, like any other damage, not found mid-restore."""
 
-    def whole(x: object) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    def whole(x: object) -> bool:  # a position may be -1: nothing read yet
+        return isinstance(x, int) and not isinstance(x, bool)
 
     fingerprints, positions = meta.get("fingerprints", {}), meta.get("positions", {})
     if not (isinstance(fingerprints, dict) and all(map(_is_text, fingerprints.values()))):
         raise _damaged(path, "its meta record's fingerprints are not texts")
     if not (isinstance(positions, dict) and all(whole(v) for v in positions.values())):
-        raise _damaged(path, "its meta record's positions are not whole numbers")
+        raise _damaged(path, "its meta record's positions are not integers")
     if not whole(meta.get("generation", 0)):
-        raise _damaged(path, "its meta record's generation is not a whole number")
+        raise _damaged(path, "its meta record's generation is not an integer")
 
 
 def _damaged(path: Path, why: str) -> SnapshotError:

@@ -51,17 +51,17 @@ def probe_folder(folder: str | Path, what: str) -> None:
 def writable_file(path: str | Path, what: str) -> Path:
     """``path``, whose folder is ``writable_folder``; ConfigError if ``path`` is a folder."""
     writable_folder(Path(path).parent, what)
-    return _not_a_folder(Path(path), what)
+    return not_a_folder(Path(path), what)
 
 
 def probe_file(path: str | Path, what: str) -> Path:
     """``writable_file``'s check, leaving no folder behind: for an output written
     only at the end of a run that may still fail (``evaluate --report``)."""
     probe_folder(Path(path).parent, what)
-    return _not_a_folder(Path(path), what)
+    return not_a_folder(Path(path), what)
 
 
-def _not_a_folder(path: Path, what: str) -> Path:
+def not_a_folder(path: Path, what: str) -> Path:
     if path.is_dir():
         msg = f"{what}: {path} is a folder; give a file name"
         raise ConfigError(msg)

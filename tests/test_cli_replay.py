@@ -227,6 +227,16 @@ def test_out_and_state_must_be_two_files(tmp_path, capsys):
     assert "--state: " in capsys.readouterr().err and not same.exists()
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl", ".arrow", ".snap"])
+def test_an_output_that_is_a_folder_is_refused_before_the_replay(tmp_path, capsys, suffix):
+    folder = tmp_path / f"out{suffix}"
+    folder.mkdir()
+    flag = "--state" if suffix == ".snap" else "--out"
+    assert main(["replay", str(MACHINE), flag, str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sensorcast: error: {flag}: {folder} is a folder; give a file name\n"
+
+
 @pytest.mark.parametrize("model", ["river-holtwinters", "river-snarimax"])
 def test_state_with_a_river_baseline_is_refused_before_the_replay(tmp_path, capsys, model):
     """Its snapshot could never be resumed: River's models are Python objects."""

@@ -284,6 +284,23 @@ def full_disk(tmp_path: Path) -> Any:
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+def test_a_replay_whose_snapshot_finds_the_disk_full_leaves_its_out_file_as_it_was(
+    full_disk, tmp_path, capsys
+):
+    from pipeline.cli import main
+
+    log = tmp_path / "log.csv"
+    log.write_text("timestamp,value\n" + "".join(f"{60 * i},{i % 7}\n" for i in range(400)))
+    out = tmp_path / "out.csv"
+    out.write_text("earlier results\n")
+    assert main(["replay", str(log), "--state", str(full_disk / "s.snap"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert out.read_text() == "earlier results\n"
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "log.csv", "out.csv"]
+
+
 def test_a_full_disk_under_the_state_directory_is_an_error_and_a_metric_not_an_outage(
     mosquitto, full_disk, caplog
 ):

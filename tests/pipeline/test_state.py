@@ -262,7 +262,7 @@ def meta_without(key: str):
     return meta_changed(key, drop=True)
 
 
-NOT_TEXTS, NOT_WHOLE = "its meta record's fingerprints are not texts", "are not whole numbers"
+NOT_TEXTS, NOT_INTEGERS = "its meta record's fingerprints are not texts", "are not integers"
 
 
 @pytest.mark.parametrize(
@@ -280,11 +280,11 @@ NOT_TEXTS, NOT_WHOLE = "its meta record's fingerprints are not texts", "are not 
         (modified("pending_slot", lambda a: a - 5), "a pending reading belongs to no stream"),
         (meta_changed("fingerprints", None), NOT_TEXTS),
         (meta_changed("fingerprints", {"model": 3}), NOT_TEXTS),
-        (meta_changed("positions", "x"), f"its meta record's positions {NOT_WHOLE}"),
-        (meta_changed("positions", {"f": "abc"}), f"its meta record's positions {NOT_WHOLE}"),
-        (meta_changed("positions", {"f": -1}), f"its meta record's positions {NOT_WHOLE}"),
-        (meta_changed("generation", "x"), "its meta record's generation is not a whole number"),
-        (meta_changed("generation", 1.5), "its meta record's generation is not a whole number"),
+        (meta_changed("positions", "x"), f"its meta record's positions {NOT_INTEGERS}"),
+        (meta_changed("positions", {"f": "abc"}), f"its meta record's positions {NOT_INTEGERS}"),
+        (meta_changed("positions", {"f": True}), f"its meta record's positions {NOT_INTEGERS}"),
+        (meta_changed("generation", "x"), "its meta record's generation is not an integer"),
+        (meta_changed("generation", 1.5), "its meta record's generation is not an integer"),
     ],
 )  # fmt: skip
 def test_a_snapshot_with_a_damaged_member_is_one_error(tmp_path, change, problem):
