@@ -287,6 +287,42 @@ def check_prefix(prefix: str) -> str | None:
     return f"{prefix[:60]!r}: {problem}" if problem else None
 
 
+OUTPUT_KINDS = ("forecast", "anomaly", "dropped")  # {prefix}/{kind}/{stream levels...}
+DEADLETTER = "deadletter"  # {prefix}/deadletter
+
+
+def reads_own_output(topic_filter: str, prefix: str) -> bool:
+    """Whether ``topic_filter`` matches a topic the daemon publishes under ``prefix``:
+    subscribed to, every output would come back as input (a dead letter of a dead
+    letter, without end).
+
+    >>> reads_own_output("#", "sensorcast"), reads_own_output("sensors/#", "sensorcast")
+    (True, False)
+    >>> reads_own_output("loop/#", "loop/out"), reads_own_output("+/forecast/+", "sensorcast")
+    (True, True)
+    """
+    levels = topic_filter.split("/")
+    if levels[0] == "$share":  # $share/GROUP/FILTER: the filter is what matches
+        levels = levels[2:]
+    head = prefix.split("/")
+    for index, level in enumerate(levels):
+        if level == "#":
+            return True
+        if index < len(head):
+            if level not in ("+", head[index]):
+                return False
+        elif index == len(head):
+            if level not in ("+", *OUTPUT_KINDS, DEADLETTER):
+                return False
+            if len(levels) == index + 1:  # {prefix}/deadletter, or a kind with no stream
+                return level in ("+", DEADLETTER)
+            if level == DEADLETTER:
+                return False
+        else:  # stream levels: a stream key may have any number, of any text
+            return True
+    return False
+
+
 def _text_problem(text: str) -> str | None:
     unsafe = _UNSAFE.search(text)
     if unsafe:

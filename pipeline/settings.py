@@ -26,11 +26,12 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from connectors import topics
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.protocols import Forecaster
@@ -410,7 +411,18 @@ def _mqtt(values: Mapping[str, Any], given: Mapping[str, Given]) -> MqttSettings
             msg = f"{given[f'mqtt.{need}'].label}: {fields[need]!r} needs mqtt.{missing} "
             msg += f"too; set it ({KEY[f'mqtt.{missing}'].env}) or remove {need}"
             raise ConfigError(msg)
+    _check_no_loop(fields["subscribe"], fields["prefix"], given)
     return MqttSettings(**fields)
+
+
+def _check_no_loop(filters: Sequence[str], prefix: str, given: Mapping[str, Given]) -> None:
+    """Output topics inside a subscription would come back as input, without end."""
+    for topic_filter in filters:
+        if topics.reads_own_output(topic_filter, prefix):
+            msg = f"{given['mqtt.prefix'].label}: {prefix!r} is inside the subscription "
+            msg += f"{topic_filter!r} (mqtt.subscribe): the daemon would read its own output "
+            msg += "back as input; give a prefix or subscriptions that do not overlap"
+            raise ConfigError(msg)
 
 
 def _username(values: Mapping[str, Any], given: Mapping[str, Given]) -> str:

@@ -252,3 +252,27 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
         err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "inside"),
+    [
+        ('subscribe = ["loop/#"]\nprefix = "loop/out"', "loop/#"),
+        ('subscribe = ["#"]\nprefix = "loop2"', "#"),
+        ('subscribe = ["sensors/#", "$share/g/sensorcast/+/+"]', "$share/g/sensorcast/+/+"),
+        ('subscribe = ["+/deadletter"]', "+/deadletter"),
+    ],
+)
+def test_a_prefix_inside_a_subscription_is_refused(capsys, tmp_path, mqtt, inside):
+    """The daemon would read its own forecasts and dead letters back, without end."""
+    message = refused(capsys, tmp_path, f"[mqtt]\n{mqtt}\n")
+    assert message.startswith("mqtt.prefix: ")
+    assert f"is inside the subscription {inside!r}" in message
+
+
+@pytest.mark.parametrize(
+    "subscribe", ['["sensors/#"]', '["sensorcast/deadletter/+"]', '["+/forecast"]', '["a/+/+"]']
+)
+def test_subscriptions_beside_the_prefix_pass(capsys, tmp_path, subscribe):
+    code, _, err = check_config(capsys, tmp_path, f"[mqtt]\nsubscribe = {subscribe}\n")
+    assert code == 0, err
