@@ -196,10 +196,21 @@ def dead_letter_record(rejection: Rejection) -> dict[str, Any]:
     return record
 
 
+def _utf8_head(head: bytes, cut: bool) -> str:
+    """``head`` as UTF-8 text; where ``cut`` ends it inside a character, without that
+    character (valid UTF-8 is not base64 because the cut split an 'é')."""
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if cut and exc.reason == "unexpected end of data":
+            return head[: exc.start].decode("utf-8")
+        raise
+
+
 def _payload_fields(raw: bytes) -> dict[str, Any]:
     head = raw[:DEADLETTER_PAYLOAD_BYTES]
     try:
-        text, encoding = head.decode("utf-8"), "utf-8"
+        text, encoding = _utf8_head(head, len(raw) > len(head)), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(head).decode("ascii"), "base64"
     return {

@@ -397,15 +397,16 @@ def _numeric_fields(
     data: dict[str, object],
     prefix: str,
     when: float | None,
-    skip: str,
+    skip: str | None,
     out: list[Decoded],
     levels: int,
 ) -> None:
     """Every number of ``data``, named ``prefix + field``; an object inside is read the same
     way, its fields named ``field/inner`` (Tasmota's ``{"ENERGY": {"Power": 45}}``), down to
     ``levels`` levels. Booleans, strings, nulls and arrays are skipped, and so is the time
-    field ``skip`` at the top. A number with an empty name is kept: its stream key has an
-    empty level, which the source refuses (counted, dead-lettered), never loses quietly."""
+    field ``skip`` at the top (None: none is). A number with an empty name is kept: its
+    stream key has an empty level, which the source refuses (counted, dead-lettered),
+    never loses quietly."""
     for name, value in data.items():
         kind = type(value)  # exactly: bool is an int subclass, and is skipped here
         if not prefix and name == skip:
@@ -464,7 +465,7 @@ def _telegraf(metric: dict[str, object]) -> list[Decoded]:
     assert isinstance(measurement, str) and isinstance(fields, dict)  # by _is_telegraf
     when = _epoch(metric["timestamp"], "timestamp")
     values: list[Decoded] = []
-    _numeric_fields(fields, "", when, "", values, 1)
+    _numeric_fields(fields, "", when, None, values, 1)  # the time is not among the fields
     if not values:
         raise PayloadError(Reason.DECODE_ERROR, "no numeric fields in the Telegraf metric")
     return [Decoded(_field_name(measurement, d.name or ""), d.value, when) for d in values]

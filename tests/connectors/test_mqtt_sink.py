@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 
+import pytest
 from daemons import Collector
 from helpers import make_engine
 
 from connectors.mqtt_client import Connection
-from connectors.mqtt_sink import MqttSink
-from pipeline.types import Reading, ReadingBatch, StreamKey
+from connectors.mqtt_sink import MqttSink, dead_letter_record
+from pipeline.types import Reading, ReadingBatch, Reason, Rejection, StreamKey
 
 
 def test_a_batch_over_the_backlog_limit_is_delivered_whole_and_in_order(mosquitto):
@@ -75,3 +77,27 @@ def test_a_poll_takes_up_to_max_items_readings_however_many_a_message_holds():
         sizes.append(len(batch))
     assert sizes == [8, 8, 4]  # whole messages, until at least max_items readings
     assert (source.counters.messages, source.counters.accepted, source.depth) == (5, 5, 0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "encoding", "kept"),
+    [
+        ('{"value": "' + "é" * 600 + '"}', "utf-8", 1023),  # the cut splits an é: left out
+        ("x" * 1023 + "ü", "utf-8", 1023),
+        ("ü" * 700, "utf-8", 1024),  # the cut falls between characters
+        ("x" * 1023, "utf-8", 1023),  # whole
+    ],
+)
+def test_a_dead_letter_cut_inside_a_character_is_still_utf8(payload, encoding, kept):
+    raw = payload.encode()
+    record = dead_letter_record(Rejection(Reason.DECODE_ERROR, "x", raw=raw, topic="s/a/b"))
+    assert record["payload_encoding"] == encoding
+    assert record["payload"].encode() == raw[:kept]
+    assert record["payload_truncated"] == (len(raw) > 1024)
+
+
+def test_a_dead_letter_of_bytes_that_are_not_utf8_is_base64():
+    raw = b"\xff\xfe" + b"x" * 2000
+    record = dead_letter_record(Rejection(Reason.DECODE_ERROR, "x", raw=raw, topic="s/a/b"))
+    assert record["payload_encoding"] == "base64"
+    assert base64.b64decode(record["payload"]) == raw[:1024]

@@ -346,6 +346,16 @@ def test_a_telegraf_name_is_kept_as_it_is() -> None:
     ]
 
 
+def test_a_telegraf_field_with_an_empty_name_is_kept_for_the_source_to_refuse() -> None:
+    """Its stream key ends in an empty level, which the source counts and dead-letters
+    (bad_stream), as it does for a plain object's ``{"": 5}``: never lost quietly."""
+    payload = '{"fields": {"": 5, "x": 1}, "name": "cpu", "tags": {}, "timestamp": 1700000000}'
+    assert decode("json", payload) == [
+        Decoded("cpu/", 5.0, 1_700_000_000.0),
+        Decoded("cpu/x", 1.0, 1_700_000_000.0),
+    ]
+
+
 def test_telegraf_batch_and_timestamp_units() -> None:
     ms, ns = (
         '{"fields": {"value": 3}, "name": "disk", "timestamp": ' + stamp + "}"
