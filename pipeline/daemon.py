@@ -99,6 +99,13 @@ def lock_state_dir(directory: Path | None) -> int | None:
     return lock
 
 
+def eviction_interval(stream_ttl: float) -> float:
+    """How often (wall seconds) to look for streams silent for ``stream_ttl``: a minute,
+    or a quarter of a short TTL, so a silent stream's slot is free by 1.25 TTL (a full
+    table refuses new streams until then)."""
+    return min(Schedule().eviction, max(stream_ttl / 4, 1.0))
+
+
 class Daemon:
     """The wired pipeline. ``run`` blocks until ``request_stop``.
 
@@ -188,7 +195,11 @@ class Daemon:
         # No periodic sink flush: waiting for the broker's acks would stall the loop under
         # load, and paho re-sends unacknowledged publishes itself (max_pending bounds them).
         # The sink is flushed on the way out.
-        schedule = Schedule(snapshot=self.settings.state.snapshot_interval, sink_flush=0)
+        schedule = Schedule(
+            eviction=eviction_interval(self.engine.config.stream_ttl),
+            snapshot=self.settings.state.snapshot_interval,
+            sink_flush=0,
+        )
         return Runner(
             self.engine, self.source, [self.sink], schedule=schedule,
             snapshot_path=self.snapshot_path, journal=self.journal, stop=self.stop,

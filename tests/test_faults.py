@@ -243,6 +243,29 @@ def test_a_snapshot_it_cannot_use_is_refused_whole_and_the_daemon_starts_cold(
     assert (state / SNAPSHOT_FILE).read_bytes() != kept.read_bytes()
 
 
+def test_a_full_table_takes_new_streams_soon_after_old_ones_outlive_a_short_ttl(mosquitto):
+    """Eviction runs every quarter TTL (at most every minute): with a 2 s TTL, two silent
+    streams free their slots within seconds, not after the daemon's first minute."""
+    forecasts = Collector(mosquitto.port, "sensorcast/forecast/#")
+    publisher = client(mosquitto.port)
+    settings = settings_for(mosquitto.url, pipeline__max_streams=2, pipeline__stream_ttl="2s")
+    try:
+        with running(settings) as daemon:
+            for name in ("a", "b"):
+                payload = json.dumps({"value": 20, "ts": T0})
+                publisher.publish(f"sensors/{name}/x/temp", payload, qos=1).wait_for_publish(5)
+            assert len(forecasts.wait_for(2, 10)) == 2
+            time.sleep(3.0)  # both silent past their TTL
+            payload = json.dumps({"value": 21, "ts": T0})
+            publisher.publish("sensors/c/x/temp", payload, qos=1).wait_for_publish(5)
+            topics = [topic for topic, _ in forecasts.wait_for(3, 10)]
+            evicted = daemon.engine.stats.evicted
+    finally:
+        forecasts.close()
+        publisher.disconnect()
+    assert topics[-1] == "sensorcast/forecast/c/x/temp" and evicted == 2
+
+
 def test_two_daemons_never_share_a_state_directory(mosquitto, tmp_path):
     state = tmp_path / "state"
     with running(settings_for(mosquitto.url, state__dir=str(state))):
