@@ -363,6 +363,7 @@ class MqttSource:
         except PayloadError as exc:
             return reject(exc.reason, exc.detail)
         stamped = False
+        untimed: dict[str, int] = {}  # readings of a key that took the receive time
         for reading in readings:
             # a field named "" makes an empty level (refused below), not the topic's stream
             key = "/".join(parts if reading.name is None else (*parts, reading.name))
@@ -379,8 +380,19 @@ class MqttSource:
                 reject(Reason.BAD_TIMESTAMP, f"timestamp {ahead:.1f} days ahead of its arrival; "
                        "check the device's clock")  # fmt: skip
                 continue
+            if reading.timestamp is None:
+                untimed[key] = untimed.get(key, 0) + 1
+                if untimed[key] > 1:  # the same time again: a duplicate, whatever its value
+                    continue
             out.add(key, when, reading.value, seq, received)
             stamped = stamped or reading.timestamp is None
+        for key, n in untimed.items():
+            if n > 1:  # one dead letter for the lot, not a dropped row per reading
+                detail = f"{n} readings of one stream without times in one message; the "
+                detail += "first is used: give each its own time (ts) to send a batch"
+                out.rejections.append(Rejection(Reason.BAD_TIMESTAMP, detail, PARTITION, seq,
+                                                stream=key, count=n - 1, raw=payload,
+                                                topic=topic))  # fmt: skip
         return stamped
 
     def commit(self) -> None:

@@ -384,3 +384,37 @@ def test_untimed_bursts_and_times_far_ahead(mosquitto):
     ]
     assert all("days ahead of its arrival; check the device's clock" in m["detail"]
                for _, m in letters)  # fmt: skip
+
+
+def test_a_batch_of_one_streams_readings_without_times_is_one_dead_letter(mosquitto):
+    """Its readings would share the receive time: the first is used and the rest are
+    refused in one dead letter (bad_timestamp, their count), not published one dropped
+    row each, so a small payload of many untimed readings costs one message out."""
+    dead = Collector(mosquitto.port, "sensorcast/deadletter")
+    dropped = Collector(mosquitto.port, "sensorcast/dropped/#")
+    sent = {
+        "sensors/batch/a/t": b"[20.1, 20.2, 20.3]",
+        "sensors/batch/a/u": b'[{"value": 1}, {"value": 2}]',
+        "sensors/lp/a/t": b"m v=1\nm v=2\nm v=3\nm w=4",  # m/v three times, m/w once
+        "sensors/big/a/t": b"[" + b",".join([b"1"] * 5_000) + b"]",
+    }
+    with running(settings_for(mosquitto.url)) as daemon:
+        pub = client(mosquitto.port)
+        for topic, payload in sent.items():
+            pub.publish(topic, payload, qos=1).wait_for_publish(5)
+        letters = dead.wait_for(4)
+        assert wait_until(lambda: daemon.engine.stats.steps >= 5, 10)
+        stats = daemon.engine.stats
+    pub.disconnect()
+    dead.close()
+    dropped.close()
+    assert stats.steps == 5 and dict(stats.dropped) == {"bad_timestamp": 2 + 1 + 2 + 4_999}
+    assert sorted((m["topic"], m["stream"], m["count"]) for _, m in letters) == [
+        ("sensors/batch/a/t", "batch/a/t", 2),
+        ("sensors/batch/a/u", "batch/a/u", 1),
+        ("sensors/big/a/t", "big/a/t", 4_999),
+        ("sensors/lp/a/t", "lp/a/t/m/v", 2),
+    ]
+    assert all("without times in one message; the first is used" in m["detail"]
+               for _, m in letters)  # fmt: skip
+    assert dropped.messages == []
