@@ -236,6 +236,8 @@ def _number_text(text: str) -> float | None:
 
 def _plain_number(text: str) -> float:
     value = _number_text(text)
+    if value is None and text.strip() in ("true", "false", "null"):  # JSON, just not a number
+        raise PayloadError(Reason.BAD_VALUE, f"payload {_quote(text)} is not a number")
     if value is None:
         raise PayloadError(Reason.DECODE_ERROR, f"payload {_quote(text)} is not a number")
     if not math.isfinite(value):

@@ -629,7 +629,10 @@ def test_auto(payload: str, expected: list[Decoded]) -> None:
         ("-inf", Reason.NON_FINITE),
         ("NaN", Reason.NON_FINITE),  # JSON's literal, read as a plain number
         ("-Infinity", Reason.NON_FINITE),
-        ("true", Reason.DECODE_ERROR),  # neither JSON-looking nor a number nor influx
+        ("true", Reason.BAD_VALUE),  # JSON's literals, as the json decoder says of them
+        ("false", Reason.BAD_VALUE),
+        ("null", Reason.BAD_VALUE),
+        ("truth", Reason.DECODE_ERROR),  # neither JSON-looking nor a number nor influx
         ("hello", Reason.DECODE_ERROR),
         ("hello world", Reason.DECODE_ERROR),  # line protocol without fields
         ("1.2.3", Reason.DECODE_ERROR),
