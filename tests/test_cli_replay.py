@@ -237,6 +237,19 @@ def test_an_output_that_is_a_folder_is_refused_before_the_replay(tmp_path, capsy
     assert err == f"sensorcast: error: {flag}: {folder} is a folder; give a file name\n"
 
 
+@pytest.mark.parametrize("command", ["replay", "evaluate", "train"])
+@pytest.mark.parametrize("pick", [["--columns", "TEMP,PRES,TEMP"], [":TEMP,PRES,TEMP"]])
+def test_a_column_picked_twice_in_one_pick_is_refused(tmp_path, capsys, command, pick):
+    log = tmp_path / "wide.csv"
+    log.write_text("time,TEMP,PRES\n" + "".join(f"{60 * i},{i},{i}\n" for i in range(5)))
+    spec = [str(log) + pick[0]] if pick[0].startswith(":") else [str(log), *pick]
+    extra = ["--out", str(tmp_path / "m")] if command == "train" else []
+    assert main([command, *spec, *extra]) == 2
+    who = spec[0] if len(spec) == 1 else "--columns TEMP,PRES,TEMP"
+    err = capsys.readouterr().err
+    assert err == f"sensorcast: error: {who}: picks TEMP twice; name each column of a log once\n"
+
+
 @pytest.mark.parametrize("model", ["river-holtwinters", "river-snarimax"])
 def test_state_with_a_river_baseline_is_refused_before_the_replay(tmp_path, capsys, model):
     """Its snapshot could never be resumed: River's models are Python objects."""
