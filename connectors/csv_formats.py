@@ -247,10 +247,21 @@ def _head(path: Path, count: int = 3) -> list[str]:
             lines = [line.rstrip("\r\n") for _, line in zip(range(count), file, strict=False)]
     except (UnicodeDecodeError, OSError) as exc:
         raise read_error(path, exc) from exc
-    if not lines or not lines[0].strip():
+    if not lines or not lines[0].strip() and _only_white_space(path):
         msg = f"{path}: file is empty; expected a header line and data rows"
         raise InputFileError(msg)
+    if not lines[0].strip():
+        msg = f"{path}: line 1 is blank; the header must be the first line "
+        msg += "(remove the blank lines before it)"
+        raise InputFileError(msg)
     return lines
+
+
+def _only_white_space(path: Path) -> bool:
+    """Whether ``path`` holds nothing but white space (read only when its first line is
+    blank, to tell an empty file from a header after blank lines)."""
+    with path.open(encoding="utf-8-sig", errors="replace") as file:
+        return not any(line.strip() for line in file)
 
 
 def _fields(line: str, sep: str) -> list[str]:

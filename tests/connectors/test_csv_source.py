@@ -442,6 +442,13 @@ def test_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
     ("name", "text", "options", "message"),
     [
         ("empty.csv", "", {}, "file is empty"),
+        ("blank.csv", "\n \n\t\n\n", {}, "file is empty"),
+        (
+            "lead.csv",
+            "\n\ntimestamp,value\n2020-01-01T00:00:00Z,1\n",
+            {},
+            "line 1 is blank; the header must be the first line",
+        ),
         ("head.csv", "timestamp,value\n", {}, "has no data rows"),
         ("head.csv", "timestamp,value\n\n\n", {}, "has no data rows"),
         ("x.csv", "a,b\n1,2\n", {}, "no time column (columns found: a, b)"),
