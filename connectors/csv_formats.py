@@ -210,6 +210,10 @@ def _listed(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
             files += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in found]
         elif path.is_file():
             files.append((path, path.stem))
+        elif path.exists():  # a pipe (<(...)), a device: read once, not as a log is
+            msg = f"{path}: not a regular file (a pipe or a device); a log is read twice "
+            msg += "(its head tells its format), so save it to a file and give that"
+            raise InputFileError(msg)
         else:
             msg = f"{path}: no such file or directory; check the path"
             raise InputFileError(msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,6 +437,22 @@ def test_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
 
 
 # -- file-level errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_pipe_or_a_device_is_refused_as_not_a_regular_file(tmp_path, kind):
+    """A log is read twice (its head, then all of it): a pipe, as ``<(zcat log.gz)``
+    gives, cannot be; it is not missing either."""
+    path = Path("/dev/null")
+    if kind == "fifo":
+        path = tmp_path / "p.csv"
+        os.mkfifo(path)
+    with pytest.raises(InputFileError) as caught:
+        CsvSource([path])
+    assert str(caught.value) == (
+        f"{path}: not a regular file (a pipe or a device); a log is read twice (its head "
+        "tells its format), so save it to a file and give that"
+    )
 
 
 @pytest.mark.parametrize(
