@@ -569,6 +569,10 @@ def convert(key: Key, given: Given) -> Any:
     except ValueError as exc:
         msg = f"{given.label}: {_shown(key, given.raw)} {exc}"
         raise ConfigError(msg) from None
+    texts = value if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(text, str) and "\0" in text for text in texts):  # no path, URL or
+        msg = f"{given.label}: holds a NUL character (\\u0000); remove it"  # name has one
+        raise ConfigError(msg)
     problem = key.check(value) if key.check else None
     if problem:
         msg = f"{given.label}: {_shown(key, given.raw)} {problem}"

@@ -276,3 +276,23 @@ def test_a_prefix_inside_a_subscription_is_refused(capsys, tmp_path, mqtt, insid
 def test_subscriptions_beside_the_prefix_pass(capsys, tmp_path, subscribe):
     code, _, err = check_config(capsys, tmp_path, f"[mqtt]\nsubscribe = {subscribe}\n")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[state]\ndir = "a\\u0000b"',
+        '[mqtt]\npassword_file = "p\\u0000w"',
+        '[mqtt]\ntls_ca = "c\\u0000a"',
+        '[mqtt]\nbroker = "mqtt://a\\u0000b:1883"',
+        '[mqtt]\nsubscribe = ["sensors/#", "a\\u0000b"]',
+    ],
+)
+def test_a_nul_character_in_any_text_is_one_line(capsys, tmp_path, text):
+    """No path, URL, topic or name holds one: refused before it reaches the OS (which
+    raised ValueError: embedded null byte) or a broker (which was retried forever)."""
+    key = text.split("\n")[0].strip("[]") + "." + text.split("\n")[1].split(" ")[0]
+    assert (
+        refused(capsys, tmp_path, text + "\n")
+        == f"{key}: holds a NUL character (\\u0000); remove it"
+    )
