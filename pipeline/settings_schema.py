@@ -570,11 +570,17 @@ def convert(key: Key, given: Given) -> Any:
         msg = f"{given.label}: {_shown(key, given.raw)} {exc}"
         raise ConfigError(msg) from None
     texts = value if isinstance(value, (list, tuple)) else [value]
-    if any(isinstance(text, str) and "\0" in text for text in texts):  # no path, URL or
-        msg = f"{given.label}: holds a NUL character (\\u0000); remove it"  # name has one
-        raise ConfigError(msg)
-    problem = key.check(value) if key.check else None
+    has_nul = any(isinstance(text, str) and "\0" in text for text in texts)
+    try:
+        problem = key.check(value) if key.check else None
+    except ValueError:  # a check that opens a path: the OS refuses one with a NUL in it
+        if not has_nul:
+            raise
+        problem = None
     if problem:
         msg = f"{given.label}: {_shown(key, given.raw)} {problem}"
+        raise ConfigError(msg)
+    if has_nul:  # no path, URL or name holds one
+        msg = f"{given.label}: holds a NUL character (\\u0000); remove it"
         raise ConfigError(msg)
     return value
