@@ -578,8 +578,24 @@ def _set_tls(client: mqtt.Client, c: Connection, names: TlsNames = TlsNames()) -
             keyfile_password="",  # never OpenSSL's prompt on the terminal (settings check it)
         )
     except (OSError, ssl.SSLError) as exc:
-        msg = f"{names.files}: cannot load the TLS files ({exc}); check the paths and formats"
+        msg = f"{_failing_tls_files(c, names)}: cannot load ({exc}); check the path and format"
         raise ConfigError(msg) from exc
+
+
+def _failing_tls_files(c: Connection, names: TlsNames) -> str:
+    """Which setting (and file) paho could not load: each is loaded alone to tell."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if c.tls_ca:
+        try:
+            context.load_verify_locations(cafile=c.tls_ca)
+        except (OSError, ssl.SSLError):
+            return f"{names.ca} ({c.tls_ca})"
+    if c.tls_cert:
+        try:
+            context.load_cert_chain(c.tls_cert, c.tls_key or None, password="")
+        except (OSError, ssl.SSLError):
+            return f"{names.cert} and {names.key} ({c.tls_cert}, {c.tls_key})"
+    return names.files
 
 
 def _connect_options(c: Connection) -> dict[str, Any]:

@@ -145,6 +145,24 @@ def test_an_unrelated_ca_is_a_config_error_naming_tls_ca(tls_broker, certs):
     assert "TLS" in line and "mqtt.tls_ca" in line and url in line
 
 
+@pytest.mark.parametrize("wrong", ["ca", "cert"])
+def test_a_tls_file_that_does_not_load_is_named_alone(certs, wrong):
+    """A key given as the CA, or a CA as the client certificate: the one setting (and
+    file) that did not load is named, not all three."""
+    flags = {
+        "ca": ["--tls-ca", certs.client_key],
+        "cert": ["--tls-ca", certs.ca, "--tls-cert", certs.ca, "--tls-key", certs.client_key],
+    }
+    line = the_error_line(run_cli("--broker", "mqtts://127.0.0.1:1", *flags[wrong]))
+    if wrong == "ca":
+        assert line.startswith(f"sensorcast: error: mqtt.tls_ca ({certs.client_key}): cannot load")
+    else:
+        assert line.startswith(
+            f"sensorcast: error: mqtt.tls_cert and mqtt.tls_key ({certs.ca}, {certs.client_key}): "
+            "cannot load"
+        )  # fmt: skip
+
+
 def test_a_missing_client_certificate_is_a_config_error(tls_broker, certs):
     url = f"mqtts://127.0.0.1:{tls_broker.port}"
     # The refusal comes within milliseconds of the handshake, but a retrying daemon would
