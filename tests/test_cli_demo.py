@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,26 @@ def test_demo_without_its_logs_says_where_it_looked(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is missing; pass --data with the folder holding the bundled logs" in err
     assert str(tmp_path) in err
+
+
+def test_a_bundled_log_that_cannot_be_read_is_one_line_before_anything_starts(tmp_path, capsys):
+    import shutil
+
+    from pipeline.demo import DEMO_LOGS
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    for log in DEMO_LOGS:
+        (tmp_path / log.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data / log.path, tmp_path / log.path)
+    emptied = tmp_path / DEMO_LOGS[0].path
+    emptied.write_text("")
+    assert main(["demo", "--no-live", "--duration", "5", "--data", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert (
+        out == ""
+        and err
+        == f"sensorcast: error: {emptied}: file is empty; expected a header line and data rows\n"
+    )
 
 
 def anomalies_reported_as_flagged(out):
