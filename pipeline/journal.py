@@ -196,15 +196,17 @@ class Journal:
             pass  # the reader stops at the torn frame; the next restart truncates
 
     def _truncate_torn_tail(self) -> None:
-        """Cut a torn last frame off, and take up the receipts of the whole ones."""
+        """Cut a torn last frame off (or one that does not add up, and what follows it:
+        ``replay`` stops there too), and take up the receipts of the whole ones."""
         assert self._file is not None
         good = _HEADER.size
         for frame in _frames(self.path):
+            try:
+                item = decode(frame[_FRAME.size :], "")
+            except SnapshotError:
+                break  # frames appended from here on are read back after a restart
             good += len(frame)
-            payload = frame[_FRAME.size :]
-            if _COUNTS.unpack_from(payload)[0] == 0 and isinstance(
-                item := decode(payload, ""), Receipts
-            ):  # (only frames without readings are decoded: a large journal's resume)
+            if isinstance(item, Receipts):
                 self._recent.extend(item.items)
         if good < self.size:
             os.ftruncate(self._file, good)

@@ -223,6 +223,10 @@ def test_a_frame_whose_checksum_holds_but_content_does_not_ends_the_replay(
     assert main(["state", "inspect", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"sensorcast: error: journal {path}: a frame")
+    journal.resume(1)  # cut off there, so what is appended next is read back
+    journal.append(ReadingBatch.from_readings(all_readings(1)))
+    journal.close()
+    assert [len(b) for b in replay(path, 1, "mqtt")] == [5, 5]
 
 
 def with_receipts(readings: list[Reading], *receipts: tuple[int, int, float]) -> ReadingBatch:
