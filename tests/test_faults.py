@@ -258,7 +258,8 @@ def test_a_full_table_takes_new_streams_soon_after_old_ones_outlive_a_short_ttl(
                 payload = json.dumps({"value": 20, "ts": T0})
                 publisher.publish(f"sensors/{name}/x/temp", payload, qos=1).wait_for_publish(5)
             assert len(forecasts.wait_for(2, 10)) == 2
-            time.sleep(3.0)  # both silent past their TTL
+            # both silent past their TTL: evicted within seconds, not after a minute
+            assert wait_until(lambda: daemon.engine.stats.evicted == 2, 15)
             payload = json.dumps({"value": 21, "ts": T0})
             publisher.publish("sensors/c/x/temp", payload, qos=1).wait_for_publish(5)
             wait_until(lambda: "sensorcast/forecast/c/x/temp" in topics_of(forecasts), 10)
