@@ -363,6 +363,7 @@ class MqttSource:
         except PayloadError as exc:
             return reject(exc.reason, exc.detail)
         stamped = False
+        several = len(readings) > 1  # only then can two readings share the receive time
         untimed: dict[str, int] = {}  # readings of a key that took the receive time
         for reading in readings:
             # a field named "" makes an empty level (refused below), not the topic's stream
@@ -380,7 +381,7 @@ class MqttSource:
                 reject(Reason.BAD_TIMESTAMP, f"timestamp {ahead:.1f} days ahead of its arrival; "
                        "check the device's clock")  # fmt: skip
                 continue
-            if reading.timestamp is None:
+            if several and reading.timestamp is None:
                 untimed[key] = untimed.get(key, 0) + 1
                 if untimed[key] > 1:  # the same time again: a duplicate, whatever its value
                     continue

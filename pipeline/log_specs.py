@@ -44,17 +44,17 @@ def check_columns(args: argparse.Namespace, paths: Sequence[str | Path]) -> None
     if args.columns is not None and not column_list(args.columns):
         msg = f"--columns {args.columns!r} names no column; give COL,COL, or drop --columns"
         raise ConfigError(msg)
-    refuse_repeats(args.columns, paths)
+    _refuse_repeats([(f"--columns {args.columns}", column_list(args.columns)),
+                     *((spec, columns) for spec, _, columns in specs)])  # fmt: skip
     for spec, path, columns in specs:
         if columns or args.columns:
             _only_wide(spec, path, columns or [], args)
 
 
-def refuse_repeats(columns: str | None, paths: Sequence[str | Path]) -> None:
+def _refuse_repeats(picks: Sequence[tuple[str, list[str] | None]]) -> None:
     """ConfigError for a column named twice in one pick (``--columns TEMP,TEMP`` or
     ``LOG:TEMP,TEMP``): its readings would all be dropped as late the second time."""
-    picks = [(spec, split_spec(str(spec))[1]) for spec in paths]
-    for who, names in [(f"--columns {columns}", column_list(columns)), *picks]:
+    for who, names in picks:
         seen: set[str] = set()
         for name in names or []:
             if name in seen:

@@ -327,7 +327,8 @@ def run_replay(args: argparse.Namespace) -> int:
     for path, flag in ((args.out, "--out"), (args.state, "--state")):
         if path and path != "-":
             not_an_input(path, source.files, flag)
-            not_a_folder(Path(path), flag)
+    if args.out and args.out != "-":
+        not_a_folder(Path(args.out), "--out")  # --state: writable_file checked it
     if args.out and args.state and Path(args.out).resolve() == Path(args.state).resolve():
         msg = f"--state: {args.state} is also the --out file; give two different files"
         raise ConfigError(msg)

@@ -163,19 +163,19 @@ def _is_text(x: object) -> bool:
     return isinstance(x, str)
 
 
+def _is_integer(x: object) -> bool:  # a position may be -1: nothing read yet
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     """The meta record's fields have the types the writer gives them: a damaged or
     hand-edited one is refused whole, like any other damage, not found mid-restore."""
-
-    def whole(x: object) -> bool:  # a position may be -1: nothing read yet
-        return isinstance(x, int) and not isinstance(x, bool)
-
     fingerprints, positions = meta.get("fingerprints", {}), meta.get("positions", {})
     if not (isinstance(fingerprints, dict) and all(map(_is_text, fingerprints.values()))):
         raise _damaged(path, "its meta record's fingerprints are not texts")
-    if not (isinstance(positions, dict) and all(whole(v) for v in positions.values())):
+    if not (isinstance(positions, dict) and all(map(_is_integer, positions.values()))):
         raise _damaged(path, "its meta record's positions are not integers")
-    if not whole(meta.get("generation", 0)):
+    if not _is_integer(meta.get("generation", 0)):
         raise _damaged(path, "its meta record's generation is not an integer")
 
 
