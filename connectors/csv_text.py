@@ -41,6 +41,7 @@ import re
 import numba
 import numpy as np
 
+from connectors.byte_copy import copy_bytes, eight_digits, store8
 from connectors.records import LAST_ISO_SECOND, iso_times
 from pipeline.types import Reason, VerdictBatch
 
@@ -53,7 +54,7 @@ _QUOTE_MARK = re.compile(f"[{re.escape(''.join(NEEDS_QUOTES))}]")  # one scan, n
 
 _POW10 = np.array([10.0**k for k in range(23)])  # exact in float64
 _P10 = np.array([10**k for k in range(19)], np.int64)
-_U10, _U100 = np.uint64(10), np.uint64(100)
+_U10, _U100, _U10_8 = np.uint64(10), np.uint64(100), np.uint64(10**8)
 _PAIRS = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), np.uint8).copy()
 _MAX_NUMBER = 24  # "-1.7976931348623157e+308"
 _MAX_TIME = 25  # "-1234-12-31T23:59:59.999Z" (a year past -999 takes one more)
@@ -358,12 +359,44 @@ def _put_exact(buf, pos, x, d, s):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _put12(buf, pos, d):
+    """0 <= d < 10**12 as twelve digits, leading zeros kept, in two stores of eight
+    bytes (the second overwrites the first's four zeros)."""
+    m = np.uint64(d)
+    high = m // _U10_8
+    store8(buf, pos, eight_digits(high) >> np.uint64(32))  # its last four digits
+    store8(buf, pos + 4, eight_digits(m - high * _U10_8))
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_model(buf, pos, x):
+    """x to ``MODEL_DIGITS`` significant digits, laid out as ``_put_digits`` lays them
+    out. A model's numbers sit between 1e-5 and 1e10 as a rule: there the twelve
+    digits are written in one go and the point put in, without counting digits."""
     end = _put_special(buf, pos, x)
     if end >= 0:
         return end
     d, s = _rounded(abs(x), MODEL_DIGITS)
-    return _put_digits(buf, pos, d, s, x < 0)
+    point = MODEL_DIGITS - s  # digits before the decimal point
+    if d < _P10[MODEL_DIGITS - 1] or not (-5 <= point <= 10):
+        return _put_digits(buf, pos, d, s, x < 0)  # a log10 estimate off by one; far out
+    if x < 0:
+        buf[pos] = 45
+        pos += 1
+    if point <= 0:  # 0.000ddd
+        buf[pos] = 48
+        buf[pos + 1] = 46
+        pos += 2
+        for _ in range(-point):
+            buf[pos] = 48
+            pos += 1
+        _put12(buf, pos, d)
+        return _trim(buf, pos + MODEL_DIGITS)
+    _put12(buf, pos + 1, d)
+    for j in range(point):  # the whole part one to the left, for the point
+        buf[pos + j] = buf[pos + 1 + j]
+    buf[pos + point] = 46
+    return _trim(buf, pos + MODEL_DIGITS + 1)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -434,9 +467,7 @@ def _put_time_again(buf, pos, seconds, early, seen, seen_at, column):
     stream's time is its previous row's next time: most times are copied, not spelled."""
     for c in range(2):
         if seen[c] == seconds:  # NaN, spelled by nothing, is never equal
-            n = seen_at[c, 1] - seen_at[c, 0]
-            buf[pos : pos + n] = buf[seen_at[c, 0] : seen_at[c, 1]]  # earlier: no overlap
-            return pos + n
+            return copy_bytes(buf, pos, buf, seen_at[c, 0], seen_at[c, 1])  # earlier: apart
     end = _put_time(buf, pos, seconds, early)
     seen[column] = seconds
     seen_at[column, 0] = pos
@@ -445,21 +476,24 @@ def _put_time_again(buf, pos, seconds, early, seen, seen_at, column):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _same_numbers(a, b):
-    """Whether the numbers are spelled alike: equal, and zeros of the same sign (NaN,
+def _same_number(a, b):
+    """Whether two numbers are spelled alike: equal, and zeros of the same sign (NaN,
     never equal, is spelled by nothing anyway)."""
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _same_numbers(a, b):
+    """Whether the numbers are spelled alike, one by one."""
     for j in range(a.shape[0]):
-        if not (a[j] == b[j] and math.copysign(1.0, a[j]) == math.copysign(1.0, b[j])):
+        if not _same_number(a[j], b[j]):
             return False
     return True
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_text(buf, pos, blob, offsets, k):
-    for j in range(offsets[k], offsets[k + 1]):
-        buf[pos] = blob[j]
-        pos += 1
-    return pos
+    return copy_bytes(buf, pos, blob, offsets[k], offsets[k + 1])
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -516,19 +550,22 @@ def write_rows(
         pos = _put_time_again(buf, pos + 1, timestamp[i], early, seen, seen_at, 0)
         # Each helper has as few call sites as the row allows: numba copies an inlined
         # helper, with the helpers it inlines, into every site (compile time, not speed).
+        value_at = value_end = pos + 1  # the value's text: a min or max equal to it copies it
         for e in range(3):  # value; then min and max
             if e == 1:
                 buf[pos] = 44
                 pos = _put_int(buf, pos + 1, count[i])
             buf[pos] = 44
+            if e > 0 and _same_number(exact[e, i], exact[0, i]):
+                pos = copy_bytes(buf, pos + 1, buf, value_at, value_end)
+                continue
             pos = _put_exact(buf, pos + 1, exact[e, i], exact_d[e, i], exact_s[e, i])
             if e > 0:
                 continue
+            value_end = pos
             first = 0
             if next_start[k] >= 0 and _same_numbers(model[:3, i], next_numbers[k]):
-                for j in range(next_start[k], next_end[k]):
-                    buf[pos] = buf[j]
-                    pos += 1
+                pos = copy_bytes(buf, pos, buf, next_start[k], next_end[k])
                 first = 3
             for c in range(first, 7):  # forecast, lower, upper, anomaly_score; next_forecast, ...
                 if c == 4:
