@@ -142,7 +142,9 @@ def _features_kernel(
             x[b, j, 8] = _clip(math.log(scale_c / scale_l))
             # a time's hour indexes the profile: an infinite time (no hour) must not
             if change == change and typical > 0 and math.isfinite(timestamp[b, j]):
-                _learn_profile(s, timestamp[b, j], change / scale_c, typical)
+                # the step's time was the step before's next: its hour is in the cache
+                hour = _clock(timestamp[b, j], times, clocks)[4]
+                _learn_profile(s, hour, change / scale_c, typical)
             if math.isfinite(t):
                 clock = _clock(t, times, clocks)
                 x[b, j, 4:8] = clock[:4]  # time of day and of week, sin and cos
@@ -180,12 +182,12 @@ def _observe(s, v, after_gap):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _learn_profile(s, t, change, typical):
-    """Move the mean change of ``t``'s hour of day towards this step's change."""
+def _learn_profile(s, hour, change, typical):
+    """Move the mean change of the ``hour`` of day (0..23) towards this step's change."""
     steps_per_hour = max(3600.0 / typical, 1.0)
     alpha = PROFILE_ALPHA / steps_per_hour
-    hour = PROFILE + int((t % DAY) // 3600.0)
-    s[hour] += alpha * (min(max(change, -FEATURE_LIMIT), FEATURE_LIMIT) - s[hour])
+    k = PROFILE + int(hour)
+    s[k] += alpha * (min(max(change, -FEATURE_LIMIT), FEATURE_LIMIT) - s[k])
 
 
 @numba.njit(cache=True, error_model="numpy")
