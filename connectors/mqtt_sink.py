@@ -9,7 +9,8 @@ writes (what arrived, ``dropped`` = the reason, no forecast); it has a topic of 
 own because a QoS 1 re-delivery is dropped as a ``duplicate`` of a step already
 forecast, and on the forecast topic its empty forecast would replace that one for a
 consumer that keeps the latest message.
-``add`` hands messages to paho; ``flush`` waits until the broker has
+``add`` hands a batch's messages to paho at once (``connectors.mqtt_publish``), at
+most ``max_pending`` unconfirmed; ``flush`` waits until the broker has
 acknowledged every one of them (QoS 1) and raises ``SinkError`` on timeout.
 """
 
@@ -27,6 +28,7 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from connectors.mqtt_client import Connection, Session
+from connectors.mqtt_publish import publish_many
 from connectors.records import verdict_records
 from connectors.topics import stream_topic
 from pipeline.errors import SinkError
@@ -82,19 +84,32 @@ class MqttSink:
         self.session.start(cancel=cancel)
 
     def add(self, verdicts: VerdictBatch) -> None:
-        with self.session.client.batch():
-            for record in verdict_records(verdicts):
-                if record["dropped"] is not None:
-                    self._publish(self.topic("dropped", record["stream"]), orjson.dumps(record))
-                    self.counters.dropped_readings += 1
-                    continue
-                del record["dropped"]  # a step's message, as documented
-                payload = orjson.dumps(record)  # bytes, as paho sends them
-                self._publish(self.topic("forecast", record["stream"]), payload)
-                self.counters.forecasts += 1
-                if record["is_anomaly"]:
-                    self._publish(self.topic("anomaly", record["stream"]), payload)
-                    self.counters.anomalies += 1
+        messages = self._messages(verdicts)
+        client = self.session.client
+        with client.batch():
+            start = 0
+            while start < len(messages):
+                part = messages[start : start + self._room()]
+                self._track(publish_many(client, part, self.qos))
+                start += len(part)
+
+    def _messages(self, verdicts: VerdictBatch) -> list[tuple[str, bytes]]:
+        """Each verdict's ``(topic, payload)``: a forecast, and an anomaly event with the
+        same payload; or a dropped reading's row."""
+        messages = []
+        for record in verdict_records(verdicts):
+            if record["dropped"] is not None:
+                messages.append((self.topic("dropped", record["stream"]), orjson.dumps(record)))
+                self.counters.dropped_readings += 1
+                continue
+            del record["dropped"]  # a step's message, as documented
+            payload = orjson.dumps(record)  # bytes, as paho sends them
+            messages.append((self.topic("forecast", record["stream"]), payload))
+            self.counters.forecasts += 1
+            if record["is_anomaly"]:
+                messages.append((self.topic("anomaly", record["stream"]), payload))
+                self.counters.anomalies += 1
+        return messages
 
     def topic(self, kind: str, stream: str) -> str:
         """``stream_topic`` of the sink's prefix, remembered for the last ~TOPIC_CACHE
@@ -114,28 +129,33 @@ class MqttSink:
 
     def _publish(self, topic: str, payload: str | bytes) -> None:
         # While the broker is away paho keeps QoS 1 messages and sends them on reconnect.
-        self._wait_for_room()
+        self._room()
         info = self.session.client.publish(topic, payload, qos=self.qos)
-        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self.counters.dropped += 1
-            return
-        if self.qos == 0:
-            return
-        with self._lock:
-            if info.mid in self._early:
-                self._early.remove(info.mid)
-            else:
-                self._unacked.add(info.mid)
+        self._track([(info.mid, info.rc)])
 
-    def _wait_for_room(self) -> None:
-        """Backpressure: with max_pending messages unconfirmed, wait (the engine waits too,
-        the ingest queue fills, and the broker holds the input)."""
-        if self.unconfirmed < self.max_pending:
-            return
-        self.session.client.wake()  # what this batch queued must go out for acks to come
-        self.counters.waits += 1
-        while self.unconfirmed >= self.max_pending and not self._cancel.is_set():
-            time.sleep(0.002)
+    def _track(self, published: list[tuple[int, mqtt.MQTTErrorCode]]) -> None:
+        """Count what paho refused; remember the rest until the broker acknowledges it."""
+        with self._lock:
+            for mid, rc in published:
+                if rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    self.counters.dropped += 1
+                elif self.qos == 0:
+                    continue
+                elif mid in self._early:
+                    self._early.remove(mid)
+                else:
+                    self._unacked.add(mid)
+
+    def _room(self) -> int:
+        """How many more messages may be handed to paho now (at least 1). Backpressure:
+        with max_pending messages unconfirmed, wait (the engine waits too, the ingest
+        queue fills, and the broker holds the input). Once cancelled, no more waiting."""
+        if self.unconfirmed >= self.max_pending:
+            self.session.client.wake()  # what this batch queued must go out for acks to come
+            self.counters.waits += 1
+            while self.unconfirmed >= self.max_pending and not self._cancel.is_set():
+                time.sleep(0.002)
+        return max(self.max_pending - self.unconfirmed, 1)
 
     def _on_publish(self, client: object, userdata: object, mid: int, *rest: object) -> None:
         with self._lock:
