@@ -31,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from connectors.mqtt_publish import publish_packet
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -283,11 +284,42 @@ class BufferedClient(mqtt.Client):
     ) -> mqtt.MQTTErrorCode:
         if not (self._batching and self._thread is not None):
             return super()._packet_queue(command, packet, mid, qos, info)
-        # paho's own queue entry, without the wake-up; the loop thread writes it once woken
+        self._append_packet(command, packet, mid, qos, info)
+        self._unwoken = True
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _append_packet(
+        self, command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None
+    ) -> None:
+        """paho's own queue entry, without the wake-up; the loop thread writes it once woken
+        (or on its next pass, if it queued it itself)."""
         entry: Any = {"command": command, "mid": mid, "qos": qos, "pos": 0}
         entry.update(to_process=len(packet), packet=packet, info=info)
         self._out_packet.append(entry)
-        self._unwoken = True
+
+    def _update_inflight(self) -> mqtt.MQTTErrorCode:
+        """paho's: send the queued messages that the in-flight window now admits, in
+        order. paho runs it after PUBACKs, in its loop thread, and sends each message
+        through ``_send_publish`` (debug logging) and ``_packet_queue`` (a wake-up
+        write per packet, to its own loop). Here a QoS 1 message's packet is built by
+        ``publish_packet`` and queued as it is; anything else takes paho's path."""
+        v5 = self._protocol == mqtt.MQTTv5
+        for m in self._out_messages.values():
+            if self._inflight_messages >= self._max_inflight_messages:
+                break
+            if m.qos == 0 or m.state != mqtt.mqtt_ms_queued:
+                continue
+            if m.qos != 1 or m.retain or m.properties is not None:
+                return super()._update_inflight()  # goes on from here: the rest is queued
+            self._inflight_messages += 1
+            m.state = mqtt.mqtt_ms_wait_for_puback
+            if self._sock is None:  # as paho's _send_publish: re-sent after a reconnect
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            packet = publish_packet(m._topic, m.payload, m.mid, 1, v5, m.dup)
+            self._append_packet(PUBLISH, packet, m.mid, 1)
+        if threading.current_thread() is not self._thread:
+            self._unwoken = True
+            self.wake()
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _forget_old_bytes(self) -> None:

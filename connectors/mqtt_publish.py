@@ -65,16 +65,19 @@ class OutgoingMessage(mqtt.MQTTMessage):
         self.properties = None
 
 
-def publish_packet(topic: bytes, payload: bytes | bytearray, mid: int, qos: int, v5: bool) -> bytes:
-    """A PUBLISH packet: fixed header, topic, message id (QoS 1), properties (MQTT 5),
-    payload."""
+def publish_packet(
+    topic: bytes, payload: bytes | bytearray, mid: int, qos: int, v5: bool, dup: bool = False
+) -> bytes:
+    """A PUBLISH packet (not retained, no properties): fixed header, topic, message id
+    (QoS 1), properties (MQTT 5), payload."""
     variable = [_U16.pack(len(topic)), topic]
     if qos:
         variable.append(_U16.pack(mid))
     if v5:
         variable.append(_NO_PROPERTIES)
     body = b"".join(variable) + payload
-    return bytes((mqtt.PUBLISH | qos << 1,)) + remaining_length(len(body)) + body
+    header = mqtt.PUBLISH | (0x08 if dup else 0) | qos << 1
+    return bytes((header,)) + remaining_length(len(body)) + body
 
 
 def remaining_length(n: int) -> bytes:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_PAYLOAD_BYTES = 1024  # of the original payload, kept in a dead letter
 TOPIC_CACHE = 100_000  # streams whose topics are kept; escaping a key costs ~4 us
+# messages handed to paho under one hold of its lock, which its loop thread needs to
+# take PUBACKs: a tick's first forecasts are sent while its last are handed over
+HANDOVER = 500
 
 
 @dataclass
@@ -89,8 +92,9 @@ class MqttSink:
         with client.batch():
             start = 0
             while start < len(messages):
-                part = messages[start : start + self._room()]
+                part = messages[start : start + min(self._room(), HANDOVER)]
                 self._track(publish_many(client, part, self.qos))
+                client.wake()  # the first forecasts go out while the rest are handed over
                 start += len(part)
 
     def _messages(self, verdicts: VerdictBatch) -> list[tuple[str, bytes]]:

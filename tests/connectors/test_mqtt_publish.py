@@ -31,14 +31,15 @@ class _Capturing(mqtt.Client):
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
 @pytest.mark.parametrize("qos", [0, 1])
 @pytest.mark.parametrize("size", [0, 1, 100, 127, 200, 20_000, 3_000_000])
-def test_a_packet_is_the_one_pahos_publish_builds(protocol, qos, size):
+@pytest.mark.parametrize("dup", [False, True])
+def test_a_packet_is_the_one_paho_builds(protocol, qos, size, dup):
     paho = _Capturing(protocol)
     payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    info = paho.publish("sensorcast/forecast/site/dev/temp", payload, qos=qos)
+    topic = b"sensorcast/forecast/site/dev/temp"
+    paho._send_publish(7, topic, payload, qos, False, dup)  # what publish and re-sends use
     paho._sock = None  # nothing to close
     v5 = protocol == mqtt.MQTTv5
-    ours = publish_packet(b"sensorcast/forecast/site/dev/temp", payload, info.mid, qos, v5)
-    assert paho.packets == [ours]
+    assert paho.packets == [publish_packet(topic, payload, 7, qos, v5, dup)]
 
 
 class _Subscriber:
@@ -93,22 +94,25 @@ def test_many_messages_arrive_in_order_through_a_small_in_flight_window(mosquitt
     assert not session.client._out_messages  # every one acknowledged, none kept to resend
 
 
-def test_messages_handed_over_while_the_broker_is_down_arrive_after_it_is_back(mosquitto):
+@pytest.mark.parametrize("window", [5, 1_000])  # 5: most wait to be sent as PUBACKs come
+def test_messages_handed_over_while_the_broker_is_down_arrive_after_it_is_back(mosquitto, window):
     subscriber = _Subscriber(mosquitto.port, "out/#")
-    session, acked = _session(mosquitto.port, window=100)
+    session, acked = _session(mosquitto.port, window=window)
     try:
         mosquitto.stop()
         wait_until(lambda: not session.connected.is_set(), 10)
         with session.client.batch():
-            done = publish_many(session.client, [("out/a", b"%d" % i) for i in range(50)], qos=1)
-        assert {rc for _, rc in done} == {mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN}
+            done = publish_many(session.client, [("out/a", b"%d" % i) for i in range(200)], 1)
+        assert {rc for _, rc in done} <= {mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN,
+                                          mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS}  # fmt: skip
         mosquitto.start()
-        wait_until(lambda: len(acked) >= 50, 20)
-        wait_until(lambda: len(subscriber.payloads) >= 50, 20)
+        wait_until(lambda: len(acked) >= 200, 20)
+        wait_until(lambda: len(subscriber.payloads) >= 200, 20)
     finally:
         session.stop()
         subscriber.close()
-    assert sorted(subscriber.payloads, key=int) == [b"%d" % i for i in range(50)]
+    assert sorted(subscriber.payloads, key=int) == [b"%d" % i for i in range(200)]
+    assert not session.client._out_messages
 
 
 def test_a_topic_paho_refuses_is_refused_and_nothing_is_kept(mosquitto):
