@@ -123,3 +123,19 @@ def test_a_topic_paho_refuses_is_refused_and_nothing_is_kept(mosquitto):
         assert not session.client._out_messages
     finally:
         session.stop()
+
+
+def test_qos_0_messages_are_sent_at_once_and_nothing_is_kept(mosquitto):
+    subscriber = _Subscriber(mosquitto.port, "out/#")
+    session, acked = _session(mosquitto.port, window=5)  # the window is QoS 1's only
+    messages = [(f"out/s{i % 3}", str(i).encode()) for i in range(300)]
+    try:
+        with session.client.batch():
+            done = publish_many(session.client, messages, qos=0)
+        wait_until(lambda: len(subscriber.payloads) >= 300, 20)
+    finally:
+        session.stop()
+        subscriber.close()
+    assert [rc for _, rc in done] == [mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS] * 300
+    assert subscriber.payloads == [payload for _, payload in messages]
+    assert not session.client._out_messages and session.client._inflight_messages == 0

@@ -12,6 +12,7 @@ from helpers import make_engine
 
 from connectors.mqtt_client import Connection
 from connectors.mqtt_sink import MqttSink, dead_letter_record
+from connectors.records import verdict_records
 from pipeline.types import Reading, ReadingBatch, Reason, Rejection, StreamKey
 
 
@@ -101,3 +102,22 @@ def test_a_dead_letter_of_bytes_that_are_not_utf8_is_base64():
     record = dead_letter_record(Rejection(Reason.DECODE_ERROR, "x", raw=raw, topic="s/a/b"))
     assert record["payload_encoding"] == "base64"
     assert base64.b64decode(record["payload"]) == raw[:1024]
+
+
+def test_at_qos_0_every_forecast_is_sent_and_none_waits_for_an_acknowledgement(mosquitto):
+    items = [Reading(StreamKey(f"site/dev-{k}/temp"), 60.0 * t, float(t)) for t in range(50)
+             for k in range(4)]  # fmt: skip
+    verdicts = make_engine().process(ReadingBatch.from_readings(items))
+    collector = Collector(mosquitto.port, "out/forecast/#")
+    sink = MqttSink(Connection("127.0.0.1", mosquitto.port, "sink-qos0-test"), "out", qos=0)
+    sink.start()
+    try:
+        sink.add(verdicts)
+        got = collector.wait_for(len(verdicts))
+        sink.flush()  # nothing to wait for
+    finally:
+        sink.close()
+        collector.close()
+    assert sink.unconfirmed == 0 and sink.counters.forecasts == len(verdicts) == 200
+    assert sorted(m["timestamp"] for _, m in got) == sorted(m["timestamp"] for m in
+                                                            verdict_records(verdicts))  # fmt: skip
