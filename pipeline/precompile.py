@@ -33,6 +33,7 @@ from pipeline.config import PipelineConfig
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
 from pipeline.errors import ConfigError, SensorcastError
+from pipeline.writable import writable_folder
 
 MODELS = ("default", "persistence")  # the forecasters a run can name without a file
 OUTPUTS = ("csv", "parquet", "arrow")  # every --out format replay writes
@@ -88,14 +89,8 @@ def run_precompile(args: argparse.Namespace) -> int:
 def _check_cache_folder(folder: str) -> None:
     """NUMBA_CACHE_DIR must be a folder this process can write (made if missing): found
     out now, not after a minute of compiling."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        msg = f"NUMBA_CACHE_DIR: {folder} is not a folder this process can write "
-        msg += f"({exc.strerror}); point it at one, or unset it to cache beside the code"
-        raise ConfigError(msg) from exc
+    fix = "point it at a folder you can write to, or unset it to cache beside the code"
+    writable_folder(folder, "NUMBA_CACHE_DIR", fix)
 
 
 def compile_portable() -> None:

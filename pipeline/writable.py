@@ -16,20 +16,21 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 
 
-def writable_folder(folder: str | Path, what: str) -> Path:
+def writable_folder(
+    folder: str | Path, what: str, fix: str = "give a folder you can write to"
+) -> Path:
     """``folder``, made if missing, once a probe file in it was created and removed;
-    ConfigError naming ``what`` (a flag or setting) when that fails."""
+    ConfigError naming ``what`` (a flag or setting) and ``fix`` when that fails."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        msg = f"{what}: {folder} is a file, not a folder; give a folder you can write to"
+        msg = f"{what}: {folder} is a file, not a folder; {fix}"
         raise ConfigError(msg)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".sensorcast-probe-"):
             pass
     except OSError as exc:
-        msg = f"{what}: cannot write in {folder} ({exc.strerror or exc}); "
-        msg += "give a folder you can write to"
+        msg = f"{what}: cannot write in {folder} ({exc.strerror or exc}); {fix}"
         raise ConfigError(msg) from exc
     return folder
 

@@ -115,5 +115,6 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line_before_compiling(
     assert main(["precompile"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
-    assert err.startswith(f"sensorcast: error: NUMBA_CACHE_DIR: {taken} is not a folder this ")
+    assert err.startswith(f"sensorcast: error: NUMBA_CACHE_DIR: {taken} is a file, not a folder")
+    assert "unset it to cache beside the code" in err
     assert taken.read_text() == "x"
