@@ -297,6 +297,18 @@ def _trim(buf, end):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _put_zero_point(buf, pos, zeros):
+    """``0.`` and ``zeros`` zeros, the start of a number below 1; the new position."""
+    buf[pos] = 48
+    buf[pos + 1] = 46
+    pos += 2
+    for _ in range(zeros):
+        buf[pos] = 48
+        pos += 1
+    return pos
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_digits(buf, pos, d, s, negative):
     """d * 10**-s (d > 0) laid out as double-conversion's shortest form lays it out:
     trailing zeros of a fraction left out (the layout does not depend on them)."""
@@ -308,12 +320,7 @@ def _put_digits(buf, pos, d, s, negative):
     exponent = point - 1
     if -6 <= exponent < 10:
         if point <= 0:
-            buf[pos] = 48
-            buf[pos + 1] = 46
-            pos += 2
-            for _ in range(-point):
-                buf[pos] = 48
-                pos += 1
+            pos = _put_zero_point(buf, pos, -point)
             return _trim(buf, _put_figures(buf, pos, d, n, n))
         if point >= n:
             pos = _put_figures(buf, pos, d, n, n)
@@ -384,12 +391,7 @@ def _put_model(buf, pos, x):
         buf[pos] = 45
         pos += 1
     if point <= 0:  # 0.000ddd
-        buf[pos] = 48
-        buf[pos + 1] = 46
-        pos += 2
-        for _ in range(-point):
-            buf[pos] = 48
-            pos += 1
+        pos = _put_zero_point(buf, pos, -point)
         _put12(buf, pos, d)
         return _trim(buf, pos + MODEL_DIGITS)
     _put12(buf, pos + 1, d)

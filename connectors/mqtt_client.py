@@ -316,10 +316,7 @@ class BufferedClient(mqtt.Client):
             if self._sock is None:  # as paho's _send_publish: re-sent after a reconnect
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
             packet = publish_packet(m._topic, m.payload, m.mid, 1, v5, m.dup)
-            self._append_packet(PUBLISH, packet, m.mid, 1)
-        if threading.current_thread() is not self._thread:
-            self._unwoken = True
-            self.wake()
+            self._append_packet(PUBLISH, packet, m.mid, 1)  # the loop writes it next pass
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _forget_old_bytes(self) -> None:

@@ -27,18 +27,10 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from connectors.mqtt_publish import publish_packet, remaining_length
+
 MAX_UNACKED = 30_000  # QoS 1 packets in flight before the publisher waits for PUBACKs
 SEND_BLOCK = 2_000  # packets per sendall()
-
-
-def remaining_length(n: int) -> bytes:
-    """MQTT's variable-length integer."""
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (128 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def topic(root: str, k: int, streams: int) -> bytes:
@@ -48,8 +40,7 @@ def topic(root: str, k: int, streams: int) -> bytes:
 
 def frame(topic_name: bytes, payload: bytes, mid: int) -> bytes:
     """A QoS 1 PUBLISH packet (MQTT 3.1.1)."""
-    body = struct.pack(">H", len(topic_name)) + topic_name + struct.pack(">H", mid) + payload
-    return b"\x32" + remaining_length(len(body)) + body
+    return publish_packet(topic_name, payload, mid, 1, v5=False)
 
 
 def frames(root: str, streams: int, readings: int, t0: float) -> list[bytes]:
