@@ -41,7 +41,7 @@ import re
 import numba
 import numpy as np
 
-from connectors.byte_copy import copy_bytes, eight_digits, store8
+from connectors.byte_copy import copy_bytes, data_pointer, eight_digits, store8
 from connectors.records import LAST_ISO_SECOND, iso_times
 from pipeline.types import Reason, VerdictBatch
 
@@ -421,12 +421,20 @@ def _put_time(buf, pos, seconds, early):
     """``iso_times``' text: to the second when whole, else to the millisecond; nothing
     for NaN and for times ISO 8601 cannot spell. Times before the year 1, where
     numpy's calendar parts from the proleptic Gregorian one, are looked up in
-    ``early``: (sorted distinct times, their text, its offsets), see ``_early``."""
+    ``early``: pointers to (sorted distinct times, their text, its offsets) and the
+    count of times, see ``_early``."""
     if not (math.isfinite(seconds) and abs(seconds) <= LAST_ISO_SECOND):
         return pos
     if seconds < FIRST_YEAR_ONE:
-        k = np.searchsorted(early[0], seconds)
-        return _put_text(buf, pos, early[1], early[2], k)
+        times, text, offsets, count = early
+        low, high = 0, count  # the first time >= seconds (it is there)
+        while low < high:
+            middle = (low + high) // 2
+            if times[middle] < seconds:
+                low = middle + 1
+            else:
+                high = middle
+        return copy_bytes(buf, pos, text, offsets[low], offsets[low + 1])
     millis = np.int64(np.rint(seconds * 1000.0))
     whole = millis // 1000  # floor: before 1970 too
     ms = millis - whole * 1000
@@ -464,16 +472,16 @@ def _put_time(buf, pos, seconds, early):
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_time_again(buf, pos, seconds, early, seen, seen_at, column):
     """``_put_time``, or a copy of the text already written for the same time: the last
-    time of either time column (``seen``, (2,); its text ``buf[seen_at[c, 0]:seen_at[c,
+    time of either time column (``seen``, 2; its text ``buf[seen_at[2 c]:seen_at[2 c +
     1]]``). Streams that share a clock repeat their times row after row, and a regular
     stream's time is its previous row's next time: most times are copied, not spelled."""
     for c in range(2):
         if seen[c] == seconds:  # NaN, spelled by nothing, is never equal
-            return copy_bytes(buf, pos, buf, seen_at[c, 0], seen_at[c, 1])  # earlier: apart
+            return copy_bytes(buf, pos, buf, seen_at[2 * c], seen_at[2 * c + 1])  # apart
     end = _put_time(buf, pos, seconds, early)
     seen[column] = seconds
-    seen_at[column, 0] = pos
-    seen_at[column, 1] = end
+    seen_at[2 * column] = pos
+    seen_at[2 * column + 1] = end
     return end
 
 
@@ -485,10 +493,14 @@ def _same_number(a, b):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _same_numbers(a, b):
-    """Whether the numbers are spelled alike, one by one."""
-    for j in range(a.shape[0]):
-        if not _same_number(a[j], b[j]):
+def _same_numbers(model, i, numbers, k):
+    """Whether ``model[:3, i]`` and ``numbers[k]`` are spelled alike, one by one.
+
+    Indexes, not slices: a slice is an array view whose reference count is an atomic
+    add and subtract per row, and those atomics were 40% of the writer's time on an
+    Intel host (perf, 2026-12-07)."""
+    for j in range(3):
+        if not _same_number(model[j, i], numbers[k, j]):
             return False
     return True
 
@@ -514,7 +526,7 @@ def _put_int(buf, pos, n):
 
 @numba.njit(cache=True, error_model="numpy")
 def write_rows(
-    buf,
+    buffer,
     key_code,
     key_blob,
     key_offsets,
@@ -531,10 +543,20 @@ def write_rows(
     label_blob,
     label_offsets,
     model_name,
+    seen_times,
+    seen_spans,
 ):
-    """Every row into ``buf``; the bytes written. ``exact`` is (3, n): value, min, max,
-    with their ``exact_digits``; ``model`` is (7, n): forecast, lower, upper,
-    anomaly_score, next_forecast, next_lower, next_upper."""
+    """Every row into ``buffer``, which must hold ``row_bound`` bytes a row; the bytes
+    written. ``seen_times`` (2,) float64 and ``seen_spans`` (4,) int64 are scratch.
+    ``exact`` is (3, n): value, min, max, with their ``exact_digits``; ``model`` is
+    (7, n): forecast, lower, upper, anomaly_score, next_forecast, next_lower,
+    next_upper."""
+    # The helpers get bare pointers, never arrays (see data_pointer); the caller holds
+    # every array they point into.
+    buf = data_pointer(buffer)
+    early_times, early_text, early_offsets = early
+    early_at = (data_pointer(early_times), data_pointer(early_text),
+                data_pointer(early_offsets), early_times.shape[0])  # fmt: skip
     pos = 0
     # A step's forecast and interval are what its stream's previous row forecast as
     # next: where the numbers are the same, their text is copied from that row (three
@@ -543,13 +565,14 @@ def write_rows(
     next_start = np.full(streams, -1, np.int64)  # a stream's last ",next_forecast,..."
     next_end = np.zeros(streams, np.int64)
     next_numbers = np.empty((streams, 3))
-    seen = np.full(2, np.nan)  # the last time spelled in each time column
-    seen_at = np.zeros((2, 2), np.int64)  # where its text is in ``buf``: [start, end)
+    seen_times[:] = np.nan
+    seen = data_pointer(seen_times)  # the last time spelled in each time column
+    seen_at = data_pointer(seen_spans)  # where their text is in ``buf``: [start, end) each
     for i in range(timestamp.shape[0]):
         k = key_code[i]
         pos = _put_text(buf, pos, key_blob, key_offsets, k)
         buf[pos] = 44
-        pos = _put_time_again(buf, pos + 1, timestamp[i], early, seen, seen_at, 0)
+        pos = _put_time_again(buf, pos + 1, timestamp[i], early_at, seen, seen_at, 0)
         # Each helper has as few call sites as the row allows: numba copies an inlined
         # helper, with the helpers it inlines, into every site (compile time, not speed).
         value_at = value_end = pos + 1  # the value's text: a min or max equal to it copies it
@@ -566,7 +589,7 @@ def write_rows(
                 continue
             value_end = pos
             first = 0
-            if next_start[k] >= 0 and _same_numbers(model[:3, i], next_numbers[k]):
+            if next_start[k] >= 0 and _same_numbers(model, i, next_numbers, k):
                 pos = copy_bytes(buf, pos, buf, next_start[k], next_end[k])
                 first = 3
             for c in range(first, 7):  # forecast, lower, upper, anomaly_score; next_forecast, ...
@@ -574,12 +597,15 @@ def write_rows(
                     buf[pos] = 44
                     buf[pos + 1] = 49 if flag[i] else 48
                     buf[pos + 2] = 44
-                    pos = _put_time_again(buf, pos + 3, next_timestamp[i], early, seen, seen_at, 1)
+                    pos = _put_time_again(
+                        buf, pos + 3, next_timestamp[i], early_at, seen, seen_at, 1
+                    )
                     next_start[k] = pos
                 buf[pos] = 44
                 pos = _put_model(buf, pos + 1, model[c, i])
             next_end[k] = pos
-            next_numbers[k] = model[4:, i]
+            for j in range(3):
+                next_numbers[k, j] = model[4 + j, i]
         buf[pos] = 44
         pos += 1
         for j in range(model_name.shape[0]):
@@ -686,6 +712,8 @@ class CsvRows:
             label_blob,
             label_offsets,
             model_name,
+            np.empty(2),
+            np.empty(4, np.int64),
         )
         return self._buffer.data[:written]
 

@@ -6,12 +6,17 @@ import numba
 import numpy as np
 import pytest
 
-from connectors.byte_copy import copy_bytes, eight_digits
+from connectors.byte_copy import copy_bytes, data_pointer, eight_digits
 
 
 @numba.njit(cache=True)
 def _copy(dst, at, src, start, end):
     return copy_bytes(dst, at, src, start, end)
+
+
+@numba.njit(cache=True)
+def _copy_through_pointers(dst, at, src, start, end):
+    return copy_bytes(data_pointer(dst), at, data_pointer(src), start, end)
 
 
 @numba.njit(cache=True)
@@ -54,3 +59,14 @@ def test_eight_digits_spell_every_kind_of_number_below_10_to_the_8():
     _spelled(numbers, words)
     text = words.astype("<u8").view("S8")  # the first digit in the lowest byte
     assert [t.decode() for t in text] == [f"{n:08d}" for n in numbers.tolist()]
+
+
+@pytest.mark.parametrize("length", [0, 5, 8, 9, 20])
+def test_a_copy_through_data_pointers_is_the_copy_through_the_arrays(length):
+    rng = np.random.default_rng(length)
+    src = rng.integers(0, 256, 64, dtype=np.uint8)
+    by_array, by_pointer = (rng.integers(0, 256, 64, dtype=np.uint8) for _ in range(2))
+    by_pointer[:] = by_array
+    assert _copy(by_array, 3, src, 7, 7 + length) == 3 + length
+    assert _copy_through_pointers(by_pointer, 3, src, 7, 7 + length) == 3 + length
+    assert (by_pointer == by_array).all()
