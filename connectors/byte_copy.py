@@ -25,23 +25,6 @@ if sys.byteorder != "little":  # eight_digits' first digit must be the first byt
     raise ImportError(_MSG)
 
 
-@intrinsic
-def data_pointer(typingctx: Any, array: Any) -> Any:
-    """An array's data as a bare pointer, indexed like a 1-D array (no bounds check).
-
-    An array handed to an inlined helper is a new reference to it: an atomic add and
-    subtract on its count, each time, which the compiler's pruning leaves in where
-    the helper branches. A kernel that writes a byte buffer through dozens of helpers
-    a row hands them this pointer instead (the array stays alive: the kernel's
-    caller holds it). On an Intel host those atomics had been 40% of the CSV
-    writer's time (perf, 2026-12-07)."""
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return context.make_array(signature.args[0])(context, builder, args[0]).data
-
-    return types.CPointer(array.dtype)(array), codegen
-
-
 def _data(context: Any, builder: Any, kind: Any, value: Any) -> Any:
     """The first byte's address of a uint8 array or of a ``data_pointer``."""
     if isinstance(kind, types.CPointer):

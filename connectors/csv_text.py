@@ -41,8 +41,9 @@ import re
 import numba
 import numpy as np
 
-from connectors.byte_copy import copy_bytes, data_pointer, eight_digits, store8
+from connectors.byte_copy import copy_bytes, eight_digits, store8
 from connectors.records import LAST_ISO_SECOND, iso_times
+from pipeline.pointers import data_pointer
 from pipeline.types import Reason, VerdictBatch
 
 MODEL_DIGITS = 12  # significant digits of the model's numbers in CSV

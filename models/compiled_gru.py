@@ -28,14 +28,17 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from pipeline.pointers import data_pointer
+
 if TYPE_CHECKING:
     from models.gru import GaussianGRU
 
 # Up to this many rows run row by row; above, batched: the batched loop's fixed
-# ~3.5 us a step (two BLAS calls and the gates' call) beats the per-row ~330 ns
-# from ~16 rows on for chunks, and from ~48 for single steps.
-ROW_BY_ROW = 16
-ROW_BY_ROW_TICK = 48
+# ~3.5 us a step (two BLAS calls and the gates' call) beats the per-row ~270 ns
+# from 16-32 rows on for chunks of 500 steps, and from 64-96 for single steps
+# (Intel Xeon, 2026-12-08: the cost per row and step of each loop, at 8 to 256 rows).
+ROW_BY_ROW = 24
+ROW_BY_ROW_TICK = 64
 # The batched loop takes at most this many rows at a time: its gate arrays, (3H, rows)
 # float32 each, then stay in the core's cache. A tick of 65,536 streams in one piece
 # (25 MB a gate array) ran at half the speed of 64 pieces.
@@ -121,16 +124,16 @@ class CompiledGRU:
             return self._forward_in_pieces(x, h, length)
         if rows > (ROW_BY_ROW_TICK if steps == 1 else ROW_BY_ROW):
             return self._forward_batched(x, h, length)
-        layer_input = x
+        layer_input = x.reshape(rows * steps, -1)  # (B*T, F): row b's step t at b*T + t
         states = []
         for k in range(len(self.w_ih)):
-            out = np.zeros((rows, steps, self.w_hh[k].shape[0]), np.float32)  # (B, T, H)
+            out = np.zeros((rows * steps, self.w_hh[k].shape[0]), np.float32)  # (B*T, H)
             weights = (self.w_ih[k], self.b_ih[k], self.w_hh[k], self.b_hh[k])
-            states.append(_layer(layer_input, h[k], *weights, length, out))
+            states.append(_layer(layer_input, h[k], *weights, length, steps, out))
             layer_input = out
-        y = np.zeros((rows, steps, 2), np.float32)
-        _affine(layer_input, self.head_w, self.head_b, length, y)
-        return y, np.stack(states)
+        y = np.zeros((rows * steps, 2), np.float32)
+        _affine(layer_input, self.head_w, self.head_b, length, steps, y)
+        return y.reshape(rows, steps, 2), np.stack(states)
 
     def _forward_in_pieces(
         self, x: np.ndarray, h: np.ndarray, length: np.ndarray
@@ -174,33 +177,40 @@ _NO_REASSOC = {"contract", "nsz", "arcp"}
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FAST)
-def _affine(x, w, bias, length, out):
-    """``out[b, t] = x[b, t] @ w + bias`` for each row's steps: w (in, out)."""
-    for b in range(x.shape[0]):
+def _affine(x, w, bias, length, steps, out):
+    """``out[r] = x[r] @ w + bias`` for each row's steps: x (B*T, in), w (in, out), out
+    (B*T, out), row b's step t at ``r = b*steps + t``."""
+    for b in range(length.shape[0]):
         for t in range(length[b]):
-            _gemv(x[b, t], w, bias, out[b, t])
+            _gemv(x, b * steps + t, w, bias, out, b * steps + t)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FAST, inline="always")
-def _gemv(v, w, bias, out):
-    """``out = v @ w + bias``: v (in,), w (in, out), out (out,).
+def _gemv(v, row, w, bias, out, out_row):
+    """``out[out_row] = v[row] @ w + bias``: v (rows, in), w (in, out), out (rows', out).
 
+    Rows by index, not as views: a view made in the time loop costs two atomic
+    reference counts, and those were a quarter of a single stream's replay.
     Four inputs per pass over ``out``: the compiler cannot keep ``out`` in
     registers (it might alias ``w``), so every pass loads and stores it, and
     a quarter of the passes made the recurrent product ~1.3x faster
     (32 units: ~200 -> ~150 ns a step).
     """
-    out[:] = bias
+    width = w.shape[1]
+    for k in range(width):
+        out[out_row, k] = bias[k]
     inputs, i = w.shape[0], 0
     while i + 4 <= inputs:
-        v0, v1, v2, v3 = v[i], v[i + 1], v[i + 2], v[i + 3]
-        for k in range(w.shape[1]):
-            out[k] += (w[i, k] * v0 + w[i + 1, k] * v1) + (w[i + 2, k] * v2 + w[i + 3, k] * v3)
+        v0, v1, v2, v3 = v[row, i], v[row, i + 1], v[row, i + 2], v[row, i + 3]
+        for k in range(width):
+            out[out_row, k] += (w[i, k] * v0 + w[i + 1, k] * v1) + (
+                w[i + 2, k] * v2 + w[i + 3, k] * v3
+            )
         i += 4
     for j in range(i, inputs):
-        vj = v[j]
-        for k in range(w.shape[1]):
-            out[k] += w[j, k] * vj
+        vj = v[row, j]
+        for k in range(width):
+            out[out_row, k] += w[j, k] * vj
 
 
 # float32 constants, so that the arithmetic below stays in float32 (8 lanes, not 4)
@@ -218,58 +228,67 @@ P0, P1, P2, P3, P4, P5 = EXP_POLY
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_NO_REASSOC)
-def _exp(v, bits):
-    """``v[k] = exp(v[k])`` in place, to about a float32 ulp, arguments clipped to [-87, 88].
+def _exp(v, n, bits, powers):
+    """``v[k] = exp(v[k])`` in place for k < n, to about a float32 ulp, arguments
+    clipped to [-87, 88]. ``v`` is an array or a ``data_pointer``.
 
     ``math.exp`` is a library call per element, two thirds of a step's time;
     this is the same function as branch-free arithmetic (exp(a) = 2^m * exp(r),
     a = m ln 2 + r, a polynomial for exp(r), 2^m built from its exponent bits),
-    which the compiler turns into vector instructions. ``bits`` is scratch.
+    which the compiler turns into vector instructions (it did not for loops from
+    an offset: 7x slower). ``bits`` is int32 scratch of at least n, ``powers`` the
+    same memory as float32 (``bits.view(np.float32)``), made once by the caller. The
+    row-by-row loop passes ``data_pointer``s: arrays are reference-counted at every
+    call, and it calls this twice a step.
     """
-    for k in range(v.shape[0]):
+    for k in range(n):
         a = min(max(v[k], EXP_LOW), EXP_HIGH)
         m = np.floor(a * LOG2E + HALF)  # float32 (math.floor's int made it all float64)
         r = a - m * LN2_HIGH - m * LN2_LOW
         p = ((((P0 * r + P1) * r + P2) * r + P3) * r + P4) * r + P5
         v[k] = p * r * r + r + ONE
         bits[k] = (np.int32(m) + np.int32(127)) << np.int32(23)  # the float32 2^m
-    powers = bits[: v.shape[0]].view(np.float32)
-    for k in range(v.shape[0]):
+    for k in range(n):
         v[k] *= powers[k]
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FAST)
-def _layer(x, h0, w_ih, b_ih, w_hh, b_hh, length, out):
-    """One layer's time loop: ``out[b, t]`` is the hidden state after step t; returns
-    the state after each row's last step. Same equations as ``nn.GRU``:
+def _layer(x, h0, w_ih, b_ih, w_hh, b_hh, length, steps, out):
+    """One layer's time loop: x (B*T, F), out (B*T, H), row b's step t at b*steps + t;
+    ``out`` gets the hidden state after each step; returns the state after each row's
+    last step. Same equations as ``nn.GRU``:
     r = sigmoid(a_r), z = sigmoid(a_z), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
     h' = (1 - z) * n + z * h, with sigmoid(a) = 1 / (1 + exp(-a)) and
     tanh(a) = 1 - 2 / (1 + exp(2a)), the exponentials taken a gate vector at a time."""
-    rows = x.shape[0]
     three_h = w_hh.shape[1]
     size = three_h // 3
-    h = h0.copy()
-    g_in = np.empty(three_h, np.float32)  # W_ih x + b_ih
-    g_h = np.empty(three_h, np.float32)  # W_hh h + b_hh
-    e = np.empty(three_h, np.float32)  # the exponentials of the gates
-    bits = np.empty(three_h, np.int32)
-    for b in range(rows):
-        hb = h[b]
+    h = h0.copy()  # (B, H)
+    g_in = np.empty((1, three_h), np.float32)  # W_ih x + b_ih
+    g_h = np.empty((1, three_h), np.float32)  # W_hh h + b_hh
+    # the gates' exponentials: reset and update, then new, in two arrays (slices of
+    # one would be views made every step)
+    e = np.empty(2 * size, np.float32)
+    e_new = np.empty(size, np.float32)
+    bits = np.empty(2 * size, np.int32)
+    powers = bits.view(np.float32)
+    e_p, e_new_p = data_pointer(e), data_pointer(e_new)
+    bits_p, powers_p = data_pointer(bits), data_pointer(powers)
+    for b in range(h.shape[0]):
         for t in range(length[b]):
-            _gemv(x[b, t], w_ih, b_ih, g_in)
-            _gemv(hb, w_hh, b_hh, g_h)
+            _gemv(x, b * steps + t, w_ih, b_ih, g_in, 0)
+            _gemv(h, b, w_hh, b_hh, g_h, 0)
             for k in range(2 * size):  # reset and update: exp(-a)
-                e[k] = -(g_in[k] + g_h[k])
-            _exp(e[: 2 * size], bits)
+                e[k] = -(g_in[0, k] + g_h[0, k])
+            _exp(e_p, 2 * size, bits_p, powers_p)
             for i in range(size):  # new: exp(2a)
                 reset = ONE / (ONE + e[i])
-                e[2 * size + i] = TWO * (g_in[2 * size + i] + reset * g_h[2 * size + i])
-            _exp(e[2 * size :], bits)
+                e_new[i] = TWO * (g_in[0, 2 * size + i] + reset * g_h[0, 2 * size + i])
+            _exp(e_new_p, size, bits_p, powers_p)
             for i in range(size):
                 update = ONE / (ONE + e[size + i])
-                new = ONE - TWO / (ONE + e[2 * size + i])
-                hb[i] = (ONE - update) * new + update * hb[i]
-                out[b, t, i] = hb[i]
+                new = ONE - TWO / (ONE + e_new[i])
+                h[b, i] = (ONE - update) * new + update * h[b, i]
+                out[b * steps + t, i] = h[b, i]
     return h
 
 
@@ -309,13 +328,14 @@ def _batched_gates(g_in, b_ih, g_h, b_hh, active, h, out, e, bits):
         bias = b_ih[i] + b_hh[i]
         for b in range(h.shape[1]):
             e[i, b] = -(g_in[i, b] + g_h[i, b] + bias)
-    _exp(e[: 2 * size].reshape(-1), bits)
+    powers = bits.view(np.float32)
+    _exp(e[: 2 * size].reshape(-1), 2 * size * h.shape[1], bits, powers)
     for i in range(size):  # new: exp(2a)
         j = 2 * size + i
         for b in range(h.shape[1]):
             reset = ONE / (ONE + e[i, b])
             e[j, b] = TWO * (g_in[j, b] + b_ih[j] + reset * (g_h[j, b] + b_hh[j]))
-    _exp(e[2 * size :].reshape(-1), bits)
+    _exp(e[2 * size :].reshape(-1), size * h.shape[1], bits, powers)
     for i in range(size):
         for b in range(h.shape[1]):
             update = ONE / (ONE + e[size + i, b])

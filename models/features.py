@@ -102,24 +102,25 @@ def _clock_cache(steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _clock(t, times, features):
-    """(sin, cos) of the time of day and of the week of ``t``, and its hour of the day.
+    """The row of ``features`` that holds (sin, cos) of the time of day and of the week
+    of ``t``, and its hour of the day.
 
     Streams that report together share their times (a long log's rows, a tick of
     sensors on one clock), and the sines cost ~50 ns a step: each time's features
-    are kept in a direct-mapped cache, and a hit gives the very same numbers."""
+    are kept in a direct-mapped cache, and a hit gives the very same numbers. A row
+    index, not the row: a view made in the loop costs two atomic reference counts."""
     whole = np.int64(min(max(t, -1e18), 1e18))  # any finite time to an int64
     slot = (np.uint64(whole) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(52)
-    slot = slot & np.uint64(times.shape[0] - 1)
-    f = features[slot]
+    slot = np.int64(slot & np.uint64(times.shape[0] - 1))
     if times[slot] != t:
         of_day, of_week = t % DAY, t % WEEK  # each once: a modulo costs ~10 ns
-        f[0] = math.sin(2 * math.pi * of_day / DAY)
-        f[1] = math.cos(2 * math.pi * of_day / DAY)
-        f[2] = math.sin(2 * math.pi * of_week / WEEK)
-        f[3] = math.cos(2 * math.pi * of_week / WEEK)
-        f[4] = of_day // 3600.0
+        features[slot, 0] = math.sin(2 * math.pi * of_day / DAY)
+        features[slot, 1] = math.cos(2 * math.pi * of_day / DAY)
+        features[slot, 2] = math.sin(2 * math.pi * of_week / WEEK)
+        features[slot, 3] = math.cos(2 * math.pi * of_week / WEEK)
+        features[slot, 4] = of_day // 3600.0
         times[slot] = t
-    return f
+    return slot
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -127,8 +128,8 @@ def _features_kernel(
     stats, timestamp, value, dt, missing, next_t, length, x, anchor, unit, times, clocks
 ):
     for b in range(value.shape[0]):
+        s = stats[b]  # a view: made once a row, not once a step (each is a reference count)
         for j in range(length[b]):
-            s = stats[b]
             v = value[b, j]
             change = _observe(s, v, missing[b, j] > 0)
             scale_c = _change_scale(s)
@@ -143,12 +144,13 @@ def _features_kernel(
             # a time's hour indexes the profile: an infinite time (no hour) must not
             if change == change and typical > 0 and math.isfinite(timestamp[b, j]):
                 # the step's time was the step before's next: its hour is in the cache
-                hour = _clock(timestamp[b, j], times, clocks)[4]
+                hour = clocks[_clock(timestamp[b, j], times, clocks), 4]
                 _learn_profile(s, hour, change / scale_c, typical)
             if math.isfinite(t):
-                clock = _clock(t, times, clocks)
-                x[b, j, 4:8] = clock[:4]  # time of day and of week, sin and cos
-                x[b, j, 9] = _clip(s[PROFILE + int(clock[4])])
+                slot = _clock(t, times, clocks)
+                for k in range(4):  # time of day and of week, sin and cos
+                    x[b, j, 4 + k] = clocks[slot, k]
+                x[b, j, 9] = _clip(s[PROFILE + int(clocks[slot, 4])])
             anchor[b, j] = v
             unit[b, j] = scale_c
 

@@ -6,7 +6,8 @@ import numba
 import numpy as np
 import pytest
 
-from connectors.byte_copy import copy_bytes, data_pointer, eight_digits
+from connectors.byte_copy import copy_bytes, eight_digits
+from pipeline.pointers import data_pointer
 
 
 @numba.njit(cache=True)

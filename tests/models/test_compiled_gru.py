@@ -12,7 +12,8 @@ from models.gru import GaussianGRU
 
 def exp_of(values) -> np.ndarray:
     v = np.asarray(values, np.float32).copy()
-    _exp(v, np.empty(len(v), np.int32))
+    bits = np.empty(len(v), np.int32)
+    _exp(v, len(v), bits, bits.view(np.float32))
     return v
 
 
