@@ -12,11 +12,16 @@ Latency: at half of sensorcast's measured rate the publisher stamps each
 reading with its send time; a paho subscriber on ``sensorcast/forecast/#``
 reads the stamp back from each forecast (publish -> forecast received). The
 baseline is the bare subscriber's publish -> message received at the same rate.
+Each run also reads the daemon's own latency histogram before and after
+(``sensorcast_forecast_latency_seconds``: a message's arrival to its forecasts
+handed to the sink), so that a run says how much of its tail is inside the
+daemon and how much is the broker's two trips and the machine.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -140,6 +145,50 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+LATENCY_BUCKET = 'sensorcast_forecast_latency_seconds_bucket{le="'
+
+
+def latency_buckets(port: int) -> dict[float, float]:
+    """The daemon's own latency histogram: cumulative counts by upper bound (seconds,
+    ``inf`` the last)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(LATENCY_BUCKET):
+            bound, _, count = line[len(LATENCY_BUCKET) :].partition('"} ')
+            out[float(bound)] = float(count)  # "+Inf" parses as inf
+    return out
+
+
+def histogram_quantile(q: float, cumulative: dict[float, float]) -> float:
+    """Prometheus' ``histogram_quantile`` of cumulative bucket counts: linear within
+    the bucket that holds the q-th observation; the largest finite bound when that is
+    the ``+Inf`` bucket; NaN with no observations."""
+    bounds = sorted(cumulative)
+    total = cumulative.get(math.inf, 0.0)
+    if not total:
+        return math.nan
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if cumulative[bound] >= rank:
+            if bound == math.inf:
+                return bounds[-2] if len(bounds) > 1 else math.nan
+            inside = cumulative[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative[bound]
+    return math.nan
+
+
+def daemon_latency(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """What the daemon's histogram saw between two scrapes: its p99 (ms, by
+    ``histogram_quantile``) and the share of messages it forecast within 10 ms."""
+    seen = {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+    total = seen.get(math.inf, 0.0)
+    within = seen.get(0.01, math.nan) / total if total else math.nan
+    return {"daemon_p99_ms": 1000 * histogram_quantile(0.99, seen), "daemon_within_10ms": within}
+
+
 def wait_steps(
     port: int, steps: float, timeout: float, remaining: float = 1.0, delivered: bool = False
 ) -> float:
@@ -213,8 +262,12 @@ class Rig:
                           "--readings", str(expect), "--idle", "10", mode=watch)  # fmt: skip
         pace = ["--root", root, "--streams", str(self.size.streams),
                 "--rate", f"{rate:.1f}", "--seconds", str(seconds)]  # fmt: skip
+        before = latency_buckets(self.metrics_port) if watch == "probe" else {}
         result(load("pace", self.broker_port, *pace))
-        return result(watcher, self.timeout(expect))
+        timed = result(watcher, self.timeout(expect))
+        if watch == "probe":  # the daemon's own share of the time, over the same run
+            timed |= daemon_latency(before, latency_buckets(self.metrics_port))
+        return timed
 
 
 def throughput(rig: Rig, runs: int) -> tuple[list[float], list[float]]:
@@ -248,8 +301,14 @@ def rows(
                 f"median rate), {size.latency_seconds:g} s per run; baseline: publish -> "
                 "message received by a bare paho subscriber at the same rate.")  # fmt: skip
     mine, base = lat
+    inside = median([r["daemon_p99_ms"] for r in mine])
+    lat_note += (f" Inside the daemon (a message's arrival to its forecasts handed to the "
+                 f"sink, its own histogram): p99 {inside:.3g} ms, the median run's; the rest "
+                 "is the broker's two trips and the machine.")  # fmt: skip
     samples = {"sensorcast_samples": [r["n"] for r in mine],
-               "baseline_samples": [r["n"] for r in base], "rate": rate}  # fmt: skip
+               "baseline_samples": [r["n"] for r in base], "rate": rate,
+               "daemon_p99_ms": [r["daemon_p99_ms"] for r in mine],
+               "daemon_within_10ms": [r["daemon_within_10ms"] for r in mine]}  # fmt: skip
     return [
         Row("mqtt", "throughput", "readings/s", ours, bare, BARE, Target(ratio=0.8), note,
             {"daemon_stage_seconds": stages}),

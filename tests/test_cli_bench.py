@@ -170,6 +170,11 @@ def test_mqtt_against_bare_paho(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert p50["extra"] == p99["extra"]
     probed = p50["extra"]["sensorcast_samples"]
     assert probed == p50["extra"]["baseline_samples"] and probed[0] > 0
+    # and the daemon's own histogram over the same run: its part of the time, never more
+    # than the whole tail (a bucket's bound may pass it by at most one bucket, 25 ms)
+    inside, share = p99["extra"]["daemon_p99_ms"], p99["extra"]["daemon_within_10ms"]
+    assert within(inside, 0, p99["sensorcast_runs"][0] + 25) and 0 <= share[0] <= 1
+    assert "Inside the daemon" in p99["note"]
 
 
 def test_the_probe_frames_whole_packets_and_keeps_a_cut_one() -> None:
@@ -331,6 +336,23 @@ def test_latency_percentiles_are_by_nearest_rank() -> None:
     assert latency_summary(hundred) == {"p50_ms": 50.0, "p99_ms": 99.0, "n": 100}
     assert latency_summary([0.002]) == {"p50_ms": 2.0, "p99_ms": 2.0, "n": 1}
     assert math.isnan(latency_summary([])["p99_ms"])
+
+
+def test_the_daemons_latency_quantile_is_prometheus_histogram_quantile() -> None:
+    from pipeline.bench_mqtt import daemon_latency, histogram_quantile
+
+    inf = math.inf
+    buckets = {0.001: 10.0, 0.005: 50.0, 0.01: 90.0, 0.025: 100.0, inf: 100.0}
+    # rank 99 lies in (0.01, 0.025], 9 of its 10: 0.01 + 0.015 * 0.9
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.0235)
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.005)  # (0.001, 0.005], 40 of 40
+    assert histogram_quantile(0.05, buckets) == pytest.approx(0.0005)  # the first from 0
+    # past the last finite bound: that bound, as Prometheus answers
+    assert histogram_quantile(0.99, {0.01: 90.0, inf: 100.0}) == 0.01
+    assert math.isnan(histogram_quantile(0.99, {0.01: 0.0, inf: 0.0}))
+    # between two scrapes: the difference of the counts
+    seen = daemon_latency({0.01: 5.0, inf: 10.0}, {0.01: 95.0, inf: 110.0})
+    assert seen == {"daemon_p99_ms": pytest.approx(10.0), "daemon_within_10ms": 0.9}
 
 
 def test_an_unwritable_json_path_is_refused_before_any_run(
