@@ -32,6 +32,8 @@ import math
 import numba
 import numpy as np
 
+from pipeline.pointers import data_pointer
+
 HOURS = 24
 STATS = 8 + HOURS
 LAST, MEAN, VAR, LEVEL_W, CHANGE_SQ, CHANGE_W, RESOLUTION, STEPS, PROFILE = range(9)
@@ -93,40 +95,66 @@ def compute_features(
 CLOCK_SLOTS = 4096  # at most: times of a chunk remembered for their clock features
 
 
-def _clock_cache(steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """An empty cache of clock features for a chunk of ``steps`` steps: (slots,) times
-    (NaN: empty) and (slots, 5) features, slots a power of two."""
+def _clock_cache(steps: int) -> tuple[np.ndarray, ...]:
+    """An empty cache of clock features for a chunk of ``steps`` steps, slots a power
+    of two: times (slots,) (NaN: empty) and the features (slots, 5) of each; times of
+    day and of the week (slots,) each, and the parts (slots, 5) of each time of day
+    (columns 0, 1 and 4) and of the week (2 and 3)."""
     slots = min(CLOCK_SLOTS, 1 << max(steps - 1, 0).bit_length())
-    return np.full(slots, math.nan), np.empty((slots, 5))
+    times, days, weeks = (np.full(slots, math.nan) for _ in range(3))
+    return times, np.empty((slots, 5)), days, weeks, np.empty((slots, 5))
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _clock(t, times, features):
-    """The row of ``features`` that holds (sin, cos) of the time of day and of the week
-    of ``t``, and its hour of the day.
+def _slot(key, slots):
+    """A direct-mapped cache's slot of ``key`` (any float) among ``slots`` (a power of 2)."""
+    whole = np.int64(min(max(key, -1e18), 1e18))  # any finite number to an int64
+    slot = (np.uint64(whole) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(52)
+    return np.int64(slot & np.uint64(slots - 1))
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _clock(t, slots, times, features, days, weeks, parts):
+    """The slot of ``features`` that holds (sin, cos) of the time of day and of the
+    week of ``t``, and its hour of the day (at ``5 * slot`` + 0, 1; 2, 3; 4).
 
     Streams that report together share their times (a long log's rows, a tick of
     sensors on one clock), and the sines cost ~50 ns a step: each time's features
-    are kept in a direct-mapped cache, and a hit gives the very same numbers. A row
-    index, not the row: a view made in the loop costs two atomic reference counts."""
-    whole = np.int64(min(max(t, -1e18), 1e18))  # any finite time to an int64
-    slot = (np.uint64(whole) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(52)
-    slot = np.int64(slot & np.uint64(times.shape[0] - 1))
+    are kept in a direct-mapped cache, and a hit gives the very same numbers. A
+    stream alone has a new time at every step, but the same times of day every day:
+    the day's and the week's parts are cached by those as well. The caches are
+    ``data_pointer``s (``_clock_cache``'s arrays, held by the caller): arrays handed
+    to this inlined helper were counted up and down at every call."""
+    slot = _slot(t, slots)
     if times[slot] != t:
         of_day, of_week = t % DAY, t % WEEK  # each once: a modulo costs ~10 ns
-        features[slot, 0] = math.sin(2 * math.pi * of_day / DAY)
-        features[slot, 1] = math.cos(2 * math.pi * of_day / DAY)
-        features[slot, 2] = math.sin(2 * math.pi * of_week / WEEK)
-        features[slot, 3] = math.cos(2 * math.pi * of_week / WEEK)
-        features[slot, 4] = of_day // 3600.0
+        day = _slot(of_day, slots)
+        if days[day] != of_day:
+            parts[5 * day] = math.sin(2 * math.pi * of_day / DAY)
+            parts[5 * day + 1] = math.cos(2 * math.pi * of_day / DAY)
+            parts[5 * day + 4] = of_day // 3600.0
+            days[day] = of_day
+        week = _slot(of_week, slots)
+        if weeks[week] != of_week:
+            parts[5 * week + 2] = math.sin(2 * math.pi * of_week / WEEK)
+            parts[5 * week + 3] = math.cos(2 * math.pi * of_week / WEEK)
+            weeks[week] = of_week
+        features[5 * slot] = parts[5 * day]
+        features[5 * slot + 1] = parts[5 * day + 1]
+        features[5 * slot + 4] = parts[5 * day + 4]
+        features[5 * slot + 2] = parts[5 * week + 2]
+        features[5 * slot + 3] = parts[5 * week + 3]
         times[slot] = t
     return slot
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _features_kernel(
-    stats, timestamp, value, dt, missing, next_t, length, x, anchor, unit, times, clocks
-):
+def _features_kernel(stats, timestamp, value, dt, missing, next_t, length, x, anchor, unit, *cache):
+    times, features, days, weeks, parts = cache  # see _clock_cache
+    slots = times.shape[0]
+    # the caches as pointers (see _clock); features (slots * 5,): a time's from 5 * its slot
+    times, features = data_pointer(times), data_pointer(features)
+    days, weeks, parts = data_pointer(days), data_pointer(weeks), data_pointer(parts)
     for b in range(value.shape[0]):
         s = stats[b]  # a view: made once a row, not once a step (each is a reference count)
         for j in range(length[b]):
@@ -147,13 +175,14 @@ def _features_kernel(
             # a time's hour indexes the profile: an infinite time (no hour) must not
             if change == change and typical > 0 and math.isfinite(timestamp[b, j]):
                 # the step's time was the step before's next: its hour is in the cache
-                hour = clocks[_clock(timestamp[b, j], times, clocks), 4]
+                slot = _clock(timestamp[b, j], slots, times, features, days, weeks, parts)
+                hour = features[5 * slot + 4]
                 _learn_profile(s, hour, change / scale_c, typical)
             if math.isfinite(t):
-                slot = _clock(t, times, clocks)
+                at = 5 * _clock(t, slots, times, features, days, weeks, parts)
                 for k in range(4):  # time of day and of week, sin and cos
-                    x[b, j, 4 + k] = clocks[slot, k]
-                x[b, j, 9] = _clip(s[PROFILE + int(clocks[slot, 4])])
+                    x[b, j, 4 + k] = features[at + k]
+                x[b, j, 9] = _clip(s[PROFILE + int(features[at + 4])])
             anchor[b, j] = v
             unit[b, j] = scale_c
 
