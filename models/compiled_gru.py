@@ -129,7 +129,9 @@ class CompiledGRU:
         for k in range(len(self.w_ih)):
             out = np.zeros((rows * steps, self.w_hh[k].shape[0]), np.float32)  # (B*T, H)
             weights = (self.w_ih[k], self.b_ih[k], self.w_hh[k], self.b_hh[k])
-            states.append(_layer(layer_input, h[k], *weights, length, steps, out))
+            size = self.w_hh[k].shape[0]
+            scratch = (np.empty(3 * size, np.float32), np.empty(2 * size, np.int32))
+            states.append(_layer(layer_input, h[k], *weights, length, steps, out, *scratch))
             layer_input = out
         y = np.zeros((rows * steps, 2), np.float32)
         _affine(layer_input, self.head_w, self.head_b, length, steps, y)
@@ -253,10 +255,13 @@ def _exp(v, n, bits, powers):
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FAST)
-def _layer(x, h0, w_ih, b_ih, w_hh, b_hh, length, steps, out):
+def _layer(x, h0, w_ih, b_ih, w_hh, b_hh, length, steps, out, gates, bits):
     """One layer's time loop: x (B*T, F), out (B*T, H), row b's step t at b*steps + t;
     ``out`` gets the hidden state after each step; returns the state after each row's
-    last step. Same equations as ``nn.GRU``:
+    last step. ``gates`` (3H,) float32 and ``bits`` (2H,) int32 are scratch, from the
+    caller: the exponentials get pointers into them, which must outlive the loop, and
+    numba frees an array made here after its last use as an array. Same equations as
+    ``nn.GRU``:
     r = sigmoid(a_r), z = sigmoid(a_z), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
     h' = (1 - z) * n + z * h, with sigmoid(a) = 1 / (1 + exp(-a)) and
     tanh(a) = 1 - 2 / (1 + exp(2a)), the exponentials taken a gate vector at a time."""
@@ -265,11 +270,9 @@ def _layer(x, h0, w_ih, b_ih, w_hh, b_hh, length, steps, out):
     h = h0.copy()  # (B, H)
     g_in = np.empty((1, three_h), np.float32)  # W_ih x + b_ih
     g_h = np.empty((1, three_h), np.float32)  # W_hh h + b_hh
-    # the gates' exponentials: reset and update, then new, in two arrays (slices of
-    # one would be views made every step)
-    e = np.empty(2 * size, np.float32)
-    e_new = np.empty(size, np.float32)
-    bits = np.empty(2 * size, np.int32)
+    # the gates' exponentials: reset and update, then new, as two views made once
+    # (slices made in the loop would be views made every step)
+    e, e_new = gates[: 2 * size], gates[2 * size :]
     powers = bits.view(np.float32)
     e_p, e_new_p = data_pointer(e), data_pointer(e_new)
     bits_p, powers_p = data_pointer(bits), data_pointer(powers)

@@ -8,8 +8,11 @@ reference that the compiler's pruning leaves in wherever the helper branches.
 Inside a loop that runs once a reading, those atomics cost more than the
 arithmetic: 40% of the CSV writer's time, and a quarter of a single stream's
 model step, on Intel hosts (perf, 2026-12). A kernel hands its helpers
-``data_pointer(array)`` instead; the array stays alive because the kernel (or its
-caller) holds it. A pointer is indexed like a 1-D array, with no bounds check.
+``data_pointer(array)`` instead. A pointer is indexed like a 1-D array, with no
+bounds check, and keeps nothing alive: take it only into an array the kernel's
+caller holds (an argument, or a view of one). Numba frees an array the kernel
+made itself after that array's last use, and a pointer taken from it is not a
+use: the loop would write into freed memory.
 """
 
 from __future__ import annotations
