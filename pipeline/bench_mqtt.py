@@ -133,12 +133,16 @@ def wait_ready(
     raise TimeoutError(msg)
 
 
+def scrape(port: int) -> list[str]:
+    """The lines of the daemon's ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return reply.read().decode().splitlines()
+
+
 def metrics(port: int) -> dict[str, float]:
     """Unlabelled samples (and stage seconds) of the daemon's ``/metrics``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
     out = {}
-    for line in text.splitlines():
+    for line in scrape(port):
         name, _, value = line.rpartition(" ")
         if line.startswith("sensorcast_") and ("{" not in name or "stage=" in name):
             out[name] = float(value)
@@ -151,10 +155,8 @@ LATENCY_BUCKET = 'sensorcast_forecast_latency_seconds_bucket{le="'
 def latency_buckets(port: int) -> dict[float, float]:
     """The daemon's own latency histogram: cumulative counts by upper bound (seconds,
     ``inf`` the last)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
     out = {}
-    for line in text.splitlines():
+    for line in scrape(port):
         if line.startswith(LATENCY_BUCKET):
             bound, _, count = line[len(LATENCY_BUCKET) :].partition('"} ')
             out[float(bound)] = float(count)  # "+Inf" parses as inf
