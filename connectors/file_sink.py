@@ -50,8 +50,9 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as parquet
 
+from connectors.arrow_table import verdict_table
 from connectors.csv_text import CsvRows
-from connectors.records import CSV_COLUMNS, verdict_records, verdict_table
+from connectors.records import CSV_COLUMNS, verdict_records
 from pipeline.errors import ConfigError, SinkError
 from pipeline.types import VerdictBatch
 from pipeline.writable import beside

@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from pipeline.types import Reason, VerdictBatch
 
@@ -33,10 +32,9 @@ CSV_COLUMNS = (
     "model",
     "dropped",
 )
-_TIME_COLUMNS = ("timestamp", "next_timestamp")
+TIME_COLUMNS = ("timestamp", "next_timestamp")
 # reason code -> label; "" for a step
-_REASON_LABELS = np.array(["", *(Reason(c).label for c in range(1, max(Reason) + 1))], object)
-_REASON_DICTIONARY = pa.array(_REASON_LABELS.tolist(), pa.string())
+REASON_LABELS = np.array(["", *(Reason(c).label for c in range(1, max(Reason) + 1))], object)
 
 
 LAST_ISO_SECOND = 253_402_300_799.0  # 9999-12-31T23:59:59Z
@@ -54,7 +52,7 @@ def iso_times(seconds: np.ndarray) -> np.ndarray:
     >>> iso_times(np.array([60.0, 1e300])).tolist()
     ['1970-01-01T00:01:00Z', '']
     """
-    finite, millis = _epoch_millis(seconds)
+    finite, millis = epoch_millis(seconds)
     text = np.full(len(seconds), "", object)
     whole = finite & (millis % 1000 == 0)
     seconds_only = (millis[whole] // 1000).astype("datetime64[s]")
@@ -65,49 +63,12 @@ def iso_times(seconds: np.ndarray) -> np.ndarray:
     return text
 
 
-def _epoch_millis(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def epoch_millis(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(writable, milliseconds): times ISO 8601 can spell, as int64 ms (0 elsewhere)."""
     finite = np.isfinite(seconds) & (np.abs(seconds) <= LAST_ISO_SECOND)
     millis = np.zeros(len(seconds), np.int64)
     millis[finite] = np.round(seconds[finite] * 1000).astype(np.int64)
     return finite, millis
-
-
-def verdict_table(verdicts: VerdictBatch) -> pa.Table:
-    """The output columns as an Arrow table with native types, for binary files: NaN
-    as null, times as UTC millisecond timestamps, flags booleans, stream keys
-    dictionary-encoded (a replay repeats each key many times)."""
-    columns: dict[str, pa.Array] = {}
-    for name in CSV_COLUMNS:
-        # constant and few-valued text built in Arrow, not from a Python string per row
-        if name == "model":
-            column = pa.repeat(pa.scalar(verdicts.model, pa.string()), len(verdicts))
-        elif name == "dropped":
-            codes = pa.array(verdicts.dropped.astype(np.int32), mask=verdicts.dropped == 0)
-            column = pa.DictionaryArray.from_arrays(codes, _REASON_DICTIONARY).cast(pa.string())
-        elif name in _TIME_COLUMNS:
-            column = _timestamps(getattr(verdicts, name))
-        elif name == "is_anomaly":
-            column = pa.array(verdicts.is_anomaly, pa.bool_())
-        elif name == "stream":
-            column = _stream_column(verdicts)
-        else:
-            column = pa.array(getattr(verdicts, name), from_pandas=True)  # NaN -> null
-        columns[name] = column
-    return pa.table(columns)
-
-
-def _stream_column(verdicts: VerdictBatch) -> pa.DictionaryArray:
-    """The keys, dictionary-encoded from the batch's codes: each key converted once,
-    not once a row (6 ms of a 65,536-row batch of 1,000 streams)."""
-    codes, names = verdicts.stream_codes()
-    return pa.DictionaryArray.from_arrays(codes.astype(np.int32), pa.array(names, pa.string()))
-
-
-def _timestamps(seconds: np.ndarray) -> pa.TimestampArray:
-    """Epoch seconds as UTC milliseconds; null where ``iso_times`` gives ``''``."""
-    finite, millis = _epoch_millis(seconds)
-    return pa.array(millis, pa.timestamp("ms", tz="UTC"), mask=~finite)
 
 
 def verdict_records(verdicts: VerdictBatch) -> list[dict[str, Any]]:
@@ -126,8 +87,8 @@ def _json_column(verdicts: VerdictBatch, name: str) -> list[Any]:
     if name == "model":
         return [verdicts.model] * n
     if name == "dropped":
-        return [None if code == 0 else _REASON_LABELS[code] for code in verdicts.dropped.tolist()]
-    if name in _TIME_COLUMNS:
+        return [None if code == 0 else REASON_LABELS[code] for code in verdicts.dropped.tolist()]
+    if name in TIME_COLUMNS:
         return [text or None for text in iso_times(getattr(verdicts, name)).tolist()]
     values = getattr(verdicts, name).tolist()
     if name in ("stream", "count", "is_anomaly"):

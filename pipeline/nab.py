@@ -30,12 +30,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from connectors.csv_formats import read_error
 from pipeline.config import PipelineConfig
 from pipeline.detect import default_detector
 from pipeline.engine import Engine
@@ -43,6 +41,9 @@ from pipeline.errors import ConfigError, InputFileError
 from pipeline.protocols import Detector
 from pipeline.types import ReadingBatch, Reason, Rejection, stream_key_problem
 from pipeline.writable import writable_folder
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def data_files(nab_dir: str | Path) -> list[Path]:
 def read_data(path: Path, data_dir: Path) -> DataFile:
     """A ``timestamp,value`` file, every cell kept as text beside its parsed form;
     InputFileError naming the file when it has no rows."""
+    import pandas as pd  # here, not at the top: every other command starts without it
+
     frame = read_text_csv(path, ("timestamp", "value"))
     if frame.empty:
         msg = f"{path}: no rows below its header; give it a timestamp,value row per reading "
@@ -148,6 +151,10 @@ def read_data(path: Path, data_dir: Path) -> DataFile:
 
 def read_text_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     """``columns`` of a CSV as text (no NA guessing); InputFileError naming the file."""
+    import pandas as pd
+
+    from connectors.csv_formats import read_error
+
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError as exc:
@@ -181,6 +188,8 @@ def _first_long_row(path: Path, width: int) -> int:
 
 def parse_times(text: pd.Series) -> np.ndarray:
     """(n,) datetime64[ns] of ISO 8601 text (naive = UTC), NaT where unreadable."""
+    import pandas as pd
+
     stamp = pd.to_datetime(text.str.strip(), format="ISO8601", errors="coerce", utc=True)
     return stamp.dt.tz_convert(None).to_numpy("datetime64[ns]")
 
@@ -377,6 +386,8 @@ def check_results_paths(run_files: Sequence[DataFile], results_dir: Path, name: 
 def write_results(run: NabRun, labels: list[np.ndarray], results_dir: Path, name: str) -> None:
     """Every results file, each replaced whole: an interrupted run leaves each file either
     as it was or complete."""
+    import pandas as pd
+
     for file, score, label in zip(run.files, run.scores, labels, strict=True):
         path = results_path(results_dir, file.key, name)
         frame = pd.DataFrame(

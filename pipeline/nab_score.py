@@ -36,10 +36,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from pipeline.errors import ConfigError, InputFileError
 from pipeline.nab import (
@@ -53,6 +52,9 @@ from pipeline.nab import (
     read_text_csv,
     results_path,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROBATION_FRACTION_PERCENT = 15
 PROBATION_MAX = 750
@@ -305,6 +307,8 @@ def _is_window_list(value: object) -> bool:
 
 def window_rows(file: DataFile, windows: Sequence[tuple[str, str]], source: Path) -> np.ndarray:
     """(k, 2) int64 [start, end] rows: the first row at the start time, the last at the end."""
+    import pandas as pd  # here, not at the top: every other command starts without it
+
     rows = np.zeros((len(windows), 2), np.int64)
     stamps = parse_times(pd.Series([t for w in windows for t in w], dtype=str))
     for k, (start, end) in enumerate(stamps.reshape(-1, 2)):
@@ -442,6 +446,8 @@ def results_names(results_dir: str | Path, keys: Sequence[str]) -> set[str]:
 
 def read_scores(path: Path, data: DataFile) -> np.ndarray:
     """A results file's anomaly scores, checked row by row against its data file."""
+    import pandas as pd
+
     if path.is_dir():
         msg = f"{path} is a folder; the results of {data.path} must be a file there"
         raise InputFileError(msg)

@@ -162,14 +162,16 @@ def test_a_tick_of_many_streams_runs_compiled_and_equals_gru_cell():
     assert "network" not in vars(compiled)  # no torch module was made for it
 
 
-def test_a_daemon_loads_and_steps_the_model_without_torch():
+def test_a_daemon_loads_and_steps_the_model_without_torch_pandas_or_arrow():
     # importing torch is about a second of a daemon's start-up (or a stall while it
-    # serves): the daemon's modules, its model, live ticks of one step for 1,000 streams
-    # and a backlog of three steps each for 1,000 streams never need it
+    # serves), pandas and pyarrow half a second: the daemon's modules, its model, live
+    # ticks of one step for 1,000 streams, a backlog of three steps each for 1,000
+    # streams and their forecasts as MQTT messages never need any of them
     script = """
 import sys
 import numpy as np
 import pipeline.cli
+from connectors.records import verdict_records
 from pipeline.daemon import Daemon
 from pipeline.settings import load_settings
 from pipeline.types import ReadingBatch
@@ -179,12 +181,14 @@ engine.warm_up()
 streams = tuple(f"s/{i}" for i in range(1000))
 def tick(t, steps):
     n = 1000 * steps
-    engine.process(ReadingBatch(streams=streams, stream_index=np.arange(n, dtype=np.int32) % 1000,
+    return engine.process(ReadingBatch(streams=streams,
+        stream_index=np.arange(n, dtype=np.int32) % 1000,
         timestamp=1.7e9 + 60 * (t + np.arange(n) // 1000), value=np.full(n, 20.0 + t),
         seq=np.arange(n, dtype=np.int64)))
-tick(0, 1), tick(1, 1), tick(2, 3)
-assert engine.stats.steps == 5000, engine.stats.steps
-print(sorted(name for name in sys.modules if name.split(".")[0] == "torch"))
+tick(0, 1), tick(1, 1)
+messages = verdict_records(tick(2, 3))
+assert engine.stats.steps == 5000 and len(messages) == 3000, engine.stats.steps
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "pandas", "pyarrow")))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
