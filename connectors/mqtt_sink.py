@@ -87,7 +87,7 @@ class MqttSink:
         self.session.start(cancel=cancel)
 
     def add(self, verdicts: VerdictBatch) -> None:
-        messages = self._messages(verdicts)
+        messages, kinds = self._messages(verdicts)
         client = self.session.client
         with client.batch():
             start = 0
@@ -96,24 +96,31 @@ class MqttSink:
                 self._track(publish_many(client, part, self.qos))
                 client.wake()  # the first forecasts go out while the rest are handed over
                 start += len(part)
+        # counted once handed over and tracked: a scrape that sees them counted and then,
+        # later, nothing unconfirmed knows the broker has every one of them
+        counters = self.counters
+        counters.forecasts += kinds.forecasts
+        counters.anomalies += kinds.anomalies
+        counters.dropped_readings += kinds.dropped_readings
 
-    def _messages(self, verdicts: VerdictBatch) -> list[tuple[str, bytes]]:
+    def _messages(self, verdicts: VerdictBatch) -> tuple[list[tuple[str, bytes]], SinkCounters]:
         """Each verdict's ``(topic, payload)``: a forecast, and an anomaly event with the
-        same payload; or a dropped reading's row."""
+        same payload; or a dropped reading's row. And how many of each kind."""
         messages = []
+        kinds = SinkCounters()
         for record in verdict_records(verdicts):
             if record["dropped"] is not None:
                 messages.append((self.topic("dropped", record["stream"]), orjson.dumps(record)))
-                self.counters.dropped_readings += 1
+                kinds.dropped_readings += 1
                 continue
             del record["dropped"]  # a step's message, as documented
             payload = orjson.dumps(record)  # bytes, as paho sends them
             messages.append((self.topic("forecast", record["stream"]), payload))
-            self.counters.forecasts += 1
+            kinds.forecasts += 1
             if record["is_anomaly"]:
                 messages.append((self.topic("anomaly", record["stream"]), payload))
-                self.counters.anomalies += 1
-        return messages
+                kinds.anomalies += 1
+        return messages, kinds
 
     def topic(self, kind: str, stream: str) -> str:
         """``stream_topic`` of the sink's prefix, remembered for the last ~TOPIC_CACHE

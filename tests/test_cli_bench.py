@@ -355,6 +355,44 @@ def test_the_daemons_latency_quantile_is_prometheus_histogram_quantile() -> None
     assert seen == {"daemon_p99_ms": pytest.approx(10.0), "daemon_within_10ms": 0.9}
 
 
+def test_delivered_waits_for_the_forecasts_handed_over_then_a_later_scrape_confirming_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline import bench_mqtt
+
+    def page(steps: int, forecasts: int, pending: int) -> list[str]:
+        return [f"sensorcast_steps_total {steps}",
+                f'sensorcast_messages_published_total{{kind="forecast"}} {forecasts}',
+                f"sensorcast_publish_pending {pending}"]  # fmt: skip
+
+    pages = iter([
+        page(100, 60, 0),  # every step made, nothing unconfirmed: the last tick not yet handed over
+        page(100, 100, 40),  # handed over, 40 unconfirmed
+        page(100, 100, 0),  # a later scrape: the broker has them all
+        page(100, 100, 0),
+    ])  # fmt: skip
+    scraped = []
+
+    def scrape(port: int) -> list[str]:
+        scraped.append(port)
+        return next(pages)
+
+    monkeypatch.setattr(bench_mqtt, "scrape", scrape)
+    monkeypatch.setattr(bench_mqtt.time, "sleep", lambda seconds: None)
+    bench_mqtt.wait_steps(1, 100, timeout=60.0, delivered=True)
+    assert len(scraped) == 3
+    # counted and unconfirmed-free in the same scrape is not enough: the count may be
+    # read before the last forecasts were tracked
+    pages = iter([page(100, 100, 0), page(100, 100, 0)])
+    scraped.clear()
+    bench_mqtt.wait_steps(1, 100, timeout=60.0, delivered=True)
+    assert len(scraped) == 2
+    pages = iter([page(100, 0, 0)])  # without delivered: the steps alone
+    scraped.clear()
+    bench_mqtt.wait_steps(1, 100, timeout=60.0)
+    assert len(scraped) == 1
+
+
 def test_an_unwritable_json_path_is_refused_before_any_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,6 +47,34 @@ def test_a_batch_over_the_backlog_limit_is_delivered_whole_and_in_order(mosquitt
         assert len(times) == 300 and times == sorted(times)
 
 
+def test_forecasts_are_counted_once_handed_over_and_tracked(mosquitto, monkeypatch):
+    # the bench knows a run delivered when a scrape counts every forecast and a later
+    # one finds nothing unconfirmed: a forecast counted before it is tracked would let
+    # that pass while the last ones are still on their way
+    from connectors import mqtt_sink
+
+    items = [Reading(StreamKey(f"site/dev-{k}/temp"), 60.0 * t, float(t)) for t in range(20)
+             for k in range(5)]  # fmt: skip
+    verdicts = make_engine().process(ReadingBatch.from_readings(items))
+    sink = MqttSink(Connection("127.0.0.1", mosquitto.port, "sink-count-test"), "out")
+    seen = []
+    publish_many = mqtt_sink.publish_many
+
+    def counting(client, part, qos):
+        seen.append(sink.counters.forecasts)
+        return publish_many(client, part, qos)
+
+    monkeypatch.setattr(mqtt_sink, "publish_many", counting)
+    sink.start()
+    try:
+        sink.add(verdicts)
+        sink.flush()
+    finally:
+        sink.close()
+    assert seen and set(seen) == {0}  # nothing counted while being handed over
+    assert sink.counters.forecasts == len(verdicts) == 100 and sink.unconfirmed == 0
+
+
 def test_topics_are_escaped_once_per_stream_and_the_memory_is_bounded(monkeypatch):
     from connectors import mqtt_sink
     from connectors.topics import stream_topic
