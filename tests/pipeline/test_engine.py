@@ -328,16 +328,6 @@ def test_warm_up_runs_single_and_batched_steps_and_leaves_nothing(config):
     assert len(engine.table) == 1 and len(out) >= 1
 
 
-@given(st.lists(st.integers(-5, 40), max_size=60))
-def test_runs_of_a_sorted_array_are_what_unique_finds(values):
-    from pipeline.engine import _runs
-
-    ordered = np.sort(np.array(values, np.int64))
-    expected = np.unique(ordered, return_index=True, return_counts=True)
-    for got, want in zip(_runs(ordered), expected, strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
 def test_a_chunk_of_many_streams_is_stepped_in_blocks_with_the_same_verdicts(monkeypatch):
     # the default model and detector over 150 streams, one engine in one block, one in
     # blocks of 60, 60 and 30 rows (each big enough for the GRU's batched loop)

@@ -91,3 +91,43 @@ def test_the_rows_are_the_streams_unique_finds_with_their_counts(slots: list[int
     np.testing.assert_array_equal(chunk.slots, streams)
     np.testing.assert_array_equal(chunk.length, counts)
     assert chunk.value.shape == (len(streams), counts.max() if len(slots) else 0)
+
+
+def test_keep_last_leaves_in_each_slot_what_its_rows_last_step_left() -> None:
+    from models.persistence import PersistenceForecaster
+    from pipeline.detect import RecordDetector
+    from pipeline.gather import keep_last
+    from pipeline.state import StateTable
+    from pipeline.types import DetectionChunk, ForecastChunk
+
+    forecaster, detector = PersistenceForecaster(), RecordDetector()
+    table = StateTable(forecaster, detector, capacity=8)
+    table.slots_for(tuple(f"s/{i}" for i in range(6)), 0.0)
+    rng = np.random.default_rng(0)
+    steps = random_steps(rng, 9, 1)
+    steps.slot[:] = [4, 1, 4, 4, 5, 1, 4, 5, 1]
+    gathered = Gathered.of(steps)
+    chunk = gathered.chunk
+    rows, width = chunk.shape
+    forecast = ForecastChunk(mean=rng.normal(size=(rows, width)), scale=rng.random((rows, width)),
+                             state=rng.normal(size=(rows, forecaster.state_width)))  # fmt: skip
+    flagged = rng.random((rows, width)) < 0.5
+    detector_state = rng.random((rows, detector.state_width)).astype(np.float32)
+    detection = DetectionChunk(rng.random((rows, width)), flagged, detector_state)
+    mean, scale = rng.normal(size=(rows, width)), rng.random((rows, width))
+    table.anomalies[1] = 7  # counts add up
+    keep_last(table, chunk, forecast, detection, mean, scale)
+    for b, slot in enumerate(chunk.slots.tolist()):
+        j = chunk.length[b] - 1
+        np.testing.assert_array_equal(table.model_state[slot], forecast.state[b])
+        np.testing.assert_array_equal(table.detector_state[slot], detection.state[b])
+        assert table.pred_mean[slot] == forecast.mean[b, j]
+        assert table.pred_scale[slot] == forecast.scale[b, j]
+        assert table.pred_t[slot] == chunk.next_timestamp[b, j]
+        assert table.last_value[slot] == chunk.value[b, j]
+        assert table.last_forecast[slot] == mean[b, j] and table.last_scale[slot] == scale[b, j]
+        assert table.last_score[slot] == detection.score[b, j]
+        counted = int((flagged[b] & chunk.mask[b]).sum())  # padding never counts
+        assert table.anomalies[slot] == counted + (7 if slot == 1 else 0)
+    untouched = [s for s in range(6) if s not in chunk.slots.tolist()]
+    assert all(np.isnan(table.pred_mean[s]) and table.anomalies[s] == 0 for s in untouched)
