@@ -89,7 +89,9 @@ def _json_column(verdicts: VerdictBatch, name: str) -> list[Any]:
     if name == "dropped":
         return [None if code == 0 else REASON_LABELS[code] for code in verdicts.dropped.tolist()]
     if name in TIME_COLUMNS:
-        return [text or None for text in iso_times(getattr(verdicts, name)).tolist()]
+        from connectors.csv_text import iso_texts  # it imports this module
+
+        return iso_texts(getattr(verdicts, name))
     values = getattr(verdicts, name).tolist()
     if name in ("stream", "count", "is_anomaly"):
         return values

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.csv_text import MODEL_DIGITS, CsvRows, key_table, quoted, text_table
+from connectors.csv_text import MODEL_DIGITS, CsvRows, iso_texts, key_table, quoted, text_table
 from connectors.records import CSV_COLUMNS, LAST_ISO_SECOND, iso_times
 from pipeline.types import VerdictBatch
 
@@ -114,6 +114,20 @@ def test_times_are_spelled_as_iso_times_spells_them(fraction):
     seconds[1_000:1_100] = -62167219200.0 + 86_400 * np.arange(-50, 50) + fraction  # year 0
     frame = cells(batch_of(np.zeros(len(seconds)), seconds))
     assert frame["timestamp"].tolist() == iso_times(seconds).tolist()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.0005, 0.9996])
+def test_the_json_times_are_iso_times_with_none_for_its_blanks(fraction):
+    rng = np.random.default_rng(3)
+    seconds = np.round(rng.uniform(-3e11, 3e11, 5_000)) + fraction  # years -7500 .. 11500
+    seconds[:6] = [np.nan, np.inf, -np.inf, LAST_ISO_SECOND, -LAST_ISO_SECOND, 0.0]
+    seconds[6:1_000] = 1.6e9 + 60 * np.arange(994) + fraction
+    seconds[1_000:1_100] = -62167219200.0 + 86_400 * np.arange(-50, 50) + fraction  # year 0
+    expected = [text or None for text in iso_times(seconds).tolist()]
+    assert iso_texts(seconds) == expected
+    assert iso_texts(seconds[1_000:1_001]) == expected[1_000:1_001]  # before the year 1 alone
+    assert iso_texts(seconds[6:40]) == expected[6:40]  # a tick's worth, none early
+    assert iso_texts(np.empty(0)) == []
 
 
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=50))
