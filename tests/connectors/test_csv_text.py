@@ -105,24 +105,27 @@ def test_model_numbers_have_12_significant_digits_in_arrows_layout():
         assert max(len(m) for m in mantissas) <= MODEL_DIGITS
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.0005, 0.9996])
-def test_times_are_spelled_as_iso_times_spells_them(fraction):
-    rng = np.random.default_rng(2)
-    seconds = np.round(rng.uniform(-3e11, 3e11, 5_000)) + fraction  # years -7500 .. 11500
+def spread_of_times(fraction: float, seed: int) -> np.ndarray:
+    """5,000 times ending in ``fraction`` of a second: the years -7500 .. 11500, what ISO
+    8601 cannot spell, a run of minutes, and the days around the year 0."""
+    rng = np.random.default_rng(seed)
+    seconds = np.round(rng.uniform(-3e11, 3e11, 5_000)) + fraction
     seconds[:6] = [np.nan, np.inf, -np.inf, LAST_ISO_SECOND, -LAST_ISO_SECOND, 0.0]
     seconds[6:1_000] = 1.6e9 + 60 * np.arange(994) + fraction
-    seconds[1_000:1_100] = -62167219200.0 + 86_400 * np.arange(-50, 50) + fraction  # year 0
+    seconds[1_000:1_100] = -62167219200.0 + 86_400 * np.arange(-50, 50) + fraction
+    return seconds
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.0005, 0.9996])
+def test_times_are_spelled_as_iso_times_spells_them(fraction):
+    seconds = spread_of_times(fraction, seed=2)
     frame = cells(batch_of(np.zeros(len(seconds)), seconds))
     assert frame["timestamp"].tolist() == iso_times(seconds).tolist()
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 0.0005, 0.9996])
 def test_the_json_times_are_iso_times_with_none_for_its_blanks(fraction):
-    rng = np.random.default_rng(3)
-    seconds = np.round(rng.uniform(-3e11, 3e11, 5_000)) + fraction  # years -7500 .. 11500
-    seconds[:6] = [np.nan, np.inf, -np.inf, LAST_ISO_SECOND, -LAST_ISO_SECOND, 0.0]
-    seconds[6:1_000] = 1.6e9 + 60 * np.arange(994) + fraction
-    seconds[1_000:1_100] = -62167219200.0 + 86_400 * np.arange(-50, 50) + fraction  # year 0
+    seconds = spread_of_times(fraction, seed=3)
     expected = [text or None for text in iso_times(seconds).tolist()]
     assert iso_texts(seconds) == expected
     assert iso_texts(seconds[1_000:1_001]) == expected[1_000:1_001]  # before the year 1 alone
