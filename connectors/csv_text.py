@@ -57,8 +57,8 @@ _POW10 = np.array([10.0**k for k in range(23)])  # exact in float64
 _P10 = np.array([10**k for k in range(19)], np.int64)
 _U10, _U100, _U10_8 = np.uint64(10), np.uint64(100), np.uint64(10**8)
 _PAIRS = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), np.uint8).copy()
-_MAX_NUMBER = 24  # "-1.7976931348623157e+308"
-_MAX_TIME = 25  # "-1234-12-31T23:59:59.999Z" (a year past -999 takes one more)
+MAX_NUMBER = 24  # "-1.7976931348623157e+308"
+MAX_TIME = 25  # "-1234-12-31T23:59:59.999Z" (a year past -999 takes one more)
 HARD = np.int32(-(2**31))  # ``exact_digits``: no exact decimal of at most 15 digits
 
 
@@ -361,7 +361,7 @@ def _put_special(buf, pos, x):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _put_exact(buf, pos, x, d, s):
+def put_exact(buf, pos, x, d, s):
     end = _put_special(buf, pos, x)
     return end if end >= 0 else _put_digits(buf, pos, d, s, x < 0)
 
@@ -377,7 +377,7 @@ def _put12(buf, pos, d):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _put_model(buf, pos, x):
+def put_model(buf, pos, x):
     """x to ``MODEL_DIGITS`` significant digits, laid out as ``_put_digits`` lays them
     out. A model's numbers sit between 1e-5 and 1e10 as a rule: there the twelve
     digits are written in one go and the point put in, without counting digits."""
@@ -418,12 +418,12 @@ def _civil(days):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _put_time(buf, pos, seconds, early):
+def put_time(buf, pos, seconds, early):
     """``iso_times``' text: to the second when whole, else to the millisecond; nothing
     for NaN and for times ISO 8601 cannot spell. Times before the year 1, where
     numpy's calendar parts from the proleptic Gregorian one, are looked up in
     ``early``: pointers to (sorted distinct times, their text, its offsets) and the
-    count of times, see ``_early``."""
+    count of times, see ``early_times``."""
     if not (math.isfinite(seconds) and abs(seconds) <= LAST_ISO_SECOND):
         return pos
     if seconds < FIRST_YEAR_ONE:
@@ -472,14 +472,14 @@ def _put_time(buf, pos, seconds, early):
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_time_again(buf, pos, seconds, early, seen, seen_at, column):
-    """``_put_time``, or a copy of the text already written for the same time: the last
+    """``put_time``, or a copy of the text already written for the same time: the last
     time of either time column (``seen``, 2; its text ``buf[seen_at[2 c]:seen_at[2 c +
     1]]``). Streams that share a clock repeat their times row after row, and a regular
     stream's time is its previous row's next time: most times are copied, not spelled."""
     for c in range(2):
         if seen[c] == seconds:  # NaN, spelled by nothing, is never equal
             return copy_bytes(buf, pos, buf, seen_at[2 * c], seen_at[2 * c + 1])  # apart
-    end = _put_time(buf, pos, seconds, early)
+    end = put_time(buf, pos, seconds, early)
     seen[column] = seconds
     seen_at[2 * column] = pos
     seen_at[2 * column + 1] = end
@@ -507,12 +507,12 @@ def _same_numbers(model, i, numbers, k):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _put_text(buf, pos, blob, offsets, k):
+def put_text(buf, pos, blob, offsets, k):
     return copy_bytes(buf, pos, blob, offsets[k], offsets[k + 1])
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _put_int(buf, pos, n):
+def put_int(buf, pos, n):
     if n < 0:
         buf[pos] = 45
         pos += 1
@@ -555,9 +555,9 @@ def write_rows(
     # The helpers get bare pointers, never arrays (see data_pointer); the caller holds
     # every array they point into.
     buf = data_pointer(buffer)
-    early_times, early_text, early_offsets = early
-    early_at = (data_pointer(early_times), data_pointer(early_text),
-                data_pointer(early_offsets), early_times.shape[0])  # fmt: skip
+    e_times, e_text, e_offsets = early
+    early_at = (data_pointer(e_times), data_pointer(e_text),
+                data_pointer(e_offsets), e_times.shape[0])  # fmt: skip
     pos = 0
     # A step's forecast and interval are what its stream's previous row forecast as
     # next: where the numbers are the same, their text is copied from that row (three
@@ -571,7 +571,7 @@ def write_rows(
     seen_at = data_pointer(seen_spans)  # where their text is in ``buf``: [start, end) each
     for i in range(timestamp.shape[0]):
         k = key_code[i]
-        pos = _put_text(buf, pos, key_blob, key_offsets, k)
+        pos = put_text(buf, pos, key_blob, key_offsets, k)
         buf[pos] = 44
         pos = _put_time_again(buf, pos + 1, timestamp[i], early_at, seen, seen_at, 0)
         # Each helper has as few call sites as the row allows: numba copies an inlined
@@ -580,12 +580,12 @@ def write_rows(
         for e in range(3):  # value; then min and max
             if e == 1:
                 buf[pos] = 44
-                pos = _put_int(buf, pos + 1, count[i])
+                pos = put_int(buf, pos + 1, count[i])
             buf[pos] = 44
             if e > 0 and _same_number(exact[e, i], exact[0, i]):
                 pos = copy_bytes(buf, pos + 1, buf, value_at, value_end)
                 continue
-            pos = _put_exact(buf, pos + 1, exact[e, i], exact_d[e, i], exact_s[e, i])
+            pos = put_exact(buf, pos + 1, exact[e, i], exact_d[e, i], exact_s[e, i])
             if e > 0:
                 continue
             value_end = pos
@@ -603,7 +603,7 @@ def write_rows(
                     )
                     next_start[k] = pos
                 buf[pos] = 44
-                pos = _put_model(buf, pos + 1, model[c, i])
+                pos = put_model(buf, pos + 1, model[c, i])
             next_end[k] = pos
             for j in range(3):
                 next_numbers[k, j] = model[4 + j, i]
@@ -613,7 +613,7 @@ def write_rows(
             buf[pos] = model_name[j]
             pos += 1
         buf[pos] = 44
-        pos = _put_text(buf, pos + 1, label_blob, label_offsets, reason[i])
+        pos = put_text(buf, pos + 1, label_blob, label_offsets, reason[i])
         buf[pos] = 10
         pos += 1
     return pos
@@ -660,55 +660,20 @@ def key_table(keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(joined.encode(), np.uint8), offsets
 
 
-def iso_texts(seconds: np.ndarray) -> list[str | None]:
-    """``iso_times`` of ``seconds`` as a list, None where it gives ``''`` (JSON's null).
-
-    One compiled pass and one decode: numpy's datetime text costs ~35 us a call even
-    for a few times, and each message a tick publishes spells two of them.
-
-    >>> iso_texts(np.array([0.0, 1.5, np.nan]))
-    ['1970-01-01T00:00:00Z', '1970-01-01T00:00:01.500Z', None]
-    """
-    seconds = np.ascontiguousarray(seconds, np.float64)
-    early = _early(seconds) if (seconds < FIRST_YEAR_ONE).any() else _NO_EARLY
-    buffer = np.empty(len(seconds) * _MAX_TIME, np.uint8)
-    ends = np.empty(len(seconds), np.int64)
-    _put_times(buffer, seconds, early, ends)
-    text = buffer[: ends[-1] if len(ends) else 0].tobytes().decode("ascii")
-    out: list[str | None] = []
-    start = 0
-    for end in ends.tolist():
-        out.append(text[start:end] or None)
-        start = end
-    return out
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _put_times(buffer, seconds, early, ends):
-    """Each time's text into ``buffer`` end to end; ``ends`` where each one ends."""
-    buf = data_pointer(buffer)
-    early_times, early_text, early_offsets = early
-    early_at = (data_pointer(early_times), data_pointer(early_text),
-                data_pointer(early_offsets), early_times.shape[0])  # fmt: skip
-    pos = 0
-    for i in range(seconds.shape[0]):
-        pos = _put_time(buf, pos, seconds[i], early_at)
-        ends[i] = pos
-
-
-def _early(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def early_times(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The times before the year 1 (a dropped reading's, as a rule none): sorted, and
     their ``iso_times`` text."""
     early = np.unique(times[times < FIRST_YEAR_ONE])
     return (early, *text_table(iso_times(early).tolist()))
 
 
-_NO_EARLY = (np.empty(0), np.empty(0, np.uint8), np.zeros(1, np.int64))  # ``_early`` of none
+# ``early_times`` of no times, typed as it types them (its text is read-only)
+NONE_EARLY = (np.empty(0), np.frombuffer(b"", np.uint8), np.zeros(1, np.int64))
 
 
 def row_bound(longest_key: int, longest_label: int, model_name: int) -> int:
     """Bytes a row can take at most."""
-    cells = 2 * _MAX_TIME + 10 * _MAX_NUMBER + 20 + 1  # times, numbers, count, flag
+    cells = 2 * MAX_TIME + 10 * MAX_NUMBER + 20 + 1  # times, numbers, count, flag
     return longest_key + cells + model_name + longest_label + 17  # 16 commas, a newline
 
 
@@ -727,7 +692,7 @@ class CsvRows:
         model_name = np.frombuffer(quoted(verdicts.model).encode(), np.uint8)
         exact = np.stack([verdicts.value, verdicts.min, verdicts.max]).astype(np.float64)
         exact_d, exact_s = shortest_digits(exact)
-        model = np.stack([getattr(verdicts, name) for name in _MODEL_COLUMNS])
+        model = np.stack([getattr(verdicts, name) for name in MODEL_COLUMNS])
         times = np.stack([verdicts.timestamp, verdicts.next_timestamp]).astype(np.float64)
         longest_key = int(np.diff(key_offsets).max(initial=0))
         longest_label = int(np.diff(label_offsets).max(initial=0))
@@ -740,7 +705,7 @@ class CsvRows:
             key_blob,
             key_offsets,
             times[0],
-            _early(times),
+            early_times(times),
             exact,
             exact_d,
             exact_s,
@@ -758,7 +723,7 @@ class CsvRows:
         return self._buffer.data[:written]
 
 
-_MODEL_COLUMNS = (
+MODEL_COLUMNS = (
     "forecast",
     "lower",
     "upper",

@@ -19,7 +19,9 @@ not the CPU.
 CSV is written by one compiled pass from the columns to the bytes
 (``connectors.csv_text``): formatting the numbers took most of a replay's time,
 with pandas' ``to_csv`` and then with Arrow's writer (``sensorcast bench
---scenario replay``). Readings (``value``, ``min``, ``max``) are written as the
+--scenario replay``). JSON lines are written the same way, with the same
+spelling (``connectors.json_text``), one object per line as the MQTT sink
+publishes it, plus ``dropped``. Readings (``value``, ``min``, ``max``) are written as the
 shortest text that reads back as the same float64; the model's numbers
 (``forecast``, the bounds, ``anomaly_score`` and the ``next_`` ones) to 12
 significant digits, which is more than the float32 network or any sensor
@@ -38,7 +40,6 @@ DuckDB's ``arrow`` extension), at about a third more bytes than Parquet.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
@@ -52,7 +53,8 @@ import pyarrow.parquet as parquet
 
 from connectors.arrow_table import verdict_table
 from connectors.csv_text import CsvRows
-from connectors.records import CSV_COLUMNS, verdict_records
+from connectors.json_text import JsonObjects
+from connectors.records import CSV_COLUMNS
 from pipeline.errors import ConfigError, SinkError
 from pipeline.types import VerdictBatch
 from pipeline.writable import beside
@@ -203,7 +205,20 @@ class _FileSink:
             self._sync.wrote(size)
 
 
-class CsvFileSink(_FileSink):
+class _TextFileSink(_FileSink):
+    """A file sink of text rows, handed over as UTF-8 bytes."""
+
+    def _write_bytes(self, data: memoryview) -> None:
+        """UTF-8 rows straight to the file's byte layer (no decode and re-encode)."""
+        raw = getattr(self._file, "buffer", None)
+        if raw is None:  # a text-only stream (a redirected stdout)
+            self._file.write(str(data, "utf-8"))
+            return
+        self._file.flush()  # what was written as text goes first
+        raw.write(data)
+
+
+class CsvFileSink(_TextFileSink):
     """Writes ``CSV_COLUMNS``, a header first."""
 
     def __init__(self, path: str | Path) -> None:
@@ -231,26 +246,21 @@ class CsvFileSink(_FileSink):
             self._file.write(",".join(CSV_COLUMNS) + "\n")
             self._header = False
 
-    def _write_bytes(self, data: memoryview) -> None:
-        """UTF-8 rows straight to the file's byte layer (no decode and re-encode)."""
-        raw = getattr(self._file, "buffer", None)
-        if raw is None:  # a text-only stream (a redirected stdout)
-            self._file.write(str(data, "utf-8"))
-            return
-        self._file.flush()  # what was written as text goes first
-        raw.write(data)
 
+class JsonlFileSink(_TextFileSink):
+    """Writes one JSON object per line: a step's MQTT message, with ``dropped``."""
 
-class JsonlFileSink(_FileSink):
-    """Writes one JSON object per step (the MQTT output message)."""
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._objects = JsonObjects(with_dropped=True, newline=True)
 
     def add(self, verdicts: VerdictBatch) -> None:
         if not len(verdicts):
             return
-        text = "".join(json.dumps(r) + "\n" for r in verdict_records(verdicts))
+        lines, _ = self._objects.of(verdicts)
         with self._writing():
-            self._file.write(text)
-            self._wrote(len(text))
+            self._write_bytes(lines)
+            self._wrote(len(lines))
 
 
 _DICTIONARY_COLUMNS = ["stream", "model", "dropped"]

@@ -24,12 +24,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import paho.mqtt.client as mqtt
 
+from connectors.json_text import JsonObjects
 from connectors.mqtt_client import Connection, Session
 from connectors.mqtt_publish import publish_many
-from connectors.records import verdict_records
 from connectors.topics import stream_topic
 from pipeline.errors import SinkError
 from pipeline.types import Rejection, VerdictBatch
@@ -80,6 +79,7 @@ class MqttSink:
         self._behind = False  # the last flush ended with messages unconfirmed
         self._early: set[int] = set()  # PUBACKs that beat publish() returning
         self._topics: dict[str, dict[str, str]] = {"forecast": {}, "anomaly": {}, "dropped": {}}
+        self._json = JsonObjects(with_dropped=False, newline=False)  # a step's has no "dropped"
 
     def start(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None:
@@ -106,19 +106,24 @@ class MqttSink:
     def _messages(self, verdicts: VerdictBatch) -> tuple[list[tuple[str, bytes]], SinkCounters]:
         """Each verdict's ``(topic, payload)``: a forecast, and an anomaly event with the
         same payload; or a dropped reading's row. And how many of each kind."""
+        objects, ends = self._json.of(verdicts)
+        payloads = bytes(objects)  # one copy; each message's payload is a slice of it
         messages = []
         kinds = SinkCounters()
-        for record in verdict_records(verdicts):
-            if record["dropped"] is not None:
-                messages.append((self.topic("dropped", record["stream"]), orjson.dumps(record)))
+        start = 0
+        rows = zip(verdicts.stream.tolist(), ends.tolist(), verdicts.dropped.tolist(),
+                   verdicts.is_anomaly.tolist(), strict=True)  # fmt: skip
+        for stream, end, dropped, is_anomaly in rows:
+            payload = payloads[start:end]
+            start = end
+            if dropped:
+                messages.append((self.topic("dropped", stream), payload))
                 kinds.dropped_readings += 1
                 continue
-            del record["dropped"]  # a step's message, as documented
-            payload = orjson.dumps(record)  # bytes, as paho sends them
-            messages.append((self.topic("forecast", record["stream"]), payload))
+            messages.append((self.topic("forecast", stream), payload))
             kinds.forecasts += 1
-            if record["is_anomaly"]:
-                messages.append((self.topic("anomaly", record["stream"]), payload))
+            if is_anomaly:
+                messages.append((self.topic("anomaly", stream), payload))
                 kinds.anomalies += 1
         return messages, kinds
 

@@ -72,11 +72,12 @@ def epoch_millis(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def verdict_records(verdicts: VerdictBatch) -> list[dict[str, Any]]:
-    """One JSON-able dict per row, keys in ``CSV_COLUMNS`` order.
+    """One JSON-able dict per row, keys in ``CSV_COLUMNS`` order: what a row's JSON
+    object holds, for Python callers (the sinks write the objects themselves, compiled:
+    ``connectors.json_text``, which is tested against this).
 
     NaN, infinities and empty times become None (JSON has no such numbers), flags
-    booleans; built column by column from plain lists, because this runs for every
-    published message.
+    booleans.
     """
     columns = [_json_column(verdicts, name) for name in CSV_COLUMNS]
     return [dict(zip(CSV_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
@@ -89,9 +90,7 @@ def _json_column(verdicts: VerdictBatch, name: str) -> list[Any]:
     if name == "dropped":
         return [None if code == 0 else REASON_LABELS[code] for code in verdicts.dropped.tolist()]
     if name in TIME_COLUMNS:
-        from connectors.csv_text import iso_texts  # it imports this module
-
-        return iso_texts(getattr(verdicts, name))
+        return [text or None for text in iso_times(getattr(verdicts, name)).tolist()]
     values = getattr(verdicts, name).tolist()
     if name in ("stream", "count", "is_anomaly"):
         return values

@@ -27,9 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from connectors.csv_text import iso_texts
+from connectors import json_text
 from pipeline.detect import default_detector
 from pipeline.engine import Engine, EngineStats
 from pipeline.errors import ConfigError, SnapshotError
@@ -179,7 +177,7 @@ class Daemon:
         try:
             self.sink.start(cancel=self.stop)  # first: the journal's forecasts go out again
             self.engine.warm_up()  # the first tick must not load the compiled kernels
-            iso_texts(np.zeros(1))  # nor the one spelling its forecasts' times
+            json_text.warm_up()  # nor the one writing its messages
             self._restore()
             self.source.start(cancel=self.stop)
             _freeze_heap()

@@ -108,14 +108,14 @@ def compile_portable() -> None:
 def warm_daemon_paths() -> None:
     """What the daemon runs before it says ready (``Engine.warm_up``), for every model a
     setting can name and for engines with and without windows."""
-    from connectors.csv_text import iso_texts
+    from connectors import json_text
     from models import load_forecaster
 
     for model in MODELS:
         for config in CONFIGS:
             engine = Engine(load_forecaster(model, config.interval), default_detector(), config)
             engine.warm_up()
-    iso_texts(np.zeros(1))  # the forecasts' times in MQTT and JSON lines
+    json_text.warm_up()  # the messages of MQTT and the lines of JSON lines
 
 
 def warm_replay_paths(folder: Path) -> None:
