@@ -10,6 +10,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from spelling import awkward_floats, spread_of_times
 
 from connectors.csv_text import CsvRows
@@ -132,3 +134,15 @@ def test_keys_are_json_strings_whatever_they_hold():
     plain, plain_offsets = string_table(["a/b", "c"])
     assert bytes(plain) == b'"a/b""c"' and plain_offsets.tolist() == [0, 5, 8]
     assert string_table([])[1].tolist() == [0]
+
+
+@given(st.lists(st.text(), min_size=1, max_size=20),
+       st.lists(st.floats(), min_size=1, max_size=20))  # fmt: skip
+def test_any_key_and_any_reading_read_back_as_themselves(keys, values):
+    n = max(len(keys), len(values))
+    batch = VerdictBatch.blank(n, model="gru")
+    batch.stream[:] = np.resize(np.array(keys, object), n)
+    batch.value[:] = np.resize(np.array(values), n)
+    for got, key, value in zip(objects(batch), batch.stream, batch.value, strict=True):
+        assert got["stream"] == key
+        assert same(got["value"], float(value)) if np.isfinite(value) else got["value"] is None
