@@ -222,8 +222,10 @@ class BufferedClient(mqtt.Client):
     ``loop_read`` and ``_loop`` for reading, ``_packet_queue`` so that ``batch``
     can queue many publishes with one wake-up of the network loop; ``ack_many``
     queues many PUBACKs as one write, and ``_packet_write`` joins queued QoS 1
-    publishes and PUBACKs into one ``send``. Everything else (protocol, reconnects) is
-    paho's own.
+    publishes and PUBACKs into one ``send``. ``write_queued`` sends them from the
+    calling thread where the connection allows (a lock keeps one writer at a time),
+    so the loop is woken only for what the socket did not take. Everything else
+    (protocol, reconnects) is paho's own.
 
     With ``on_publishes`` set, QoS 0 and 1 PUBLISH packets that lie whole in the
     buffer are parsed here and handed over as one list per read, as
@@ -243,6 +245,9 @@ class BufferedClient(mqtt.Client):
         self._rbuf = bytearray()
         self._rbuf_sock: Any = None  # the socket the buffered bytes came from
         self._batching = False  # queue packets without waking the network loop each time
+        # one writer of the socket at a time, and none while it is replaced (reentrant:
+        # the network loop writes from inside its own handlers)
+        self._write_lock = threading.RLock()
         self._unwoken = False  # packets queued in a batch that the loop was not told of
         self.on_publishes: Callable[[list[Publish]], None] | None = None
 
@@ -273,6 +278,32 @@ class BufferedClient(mqtt.Client):
             self._unwoken = False
             with contextlib.suppress(BlockingIOError, OSError):
                 self._sockpairW.send(b"0")
+
+    def write_queued(self) -> None:
+        """Send the queued packets from the calling thread, and wake the network loop
+        only for what the socket did not take (or on any trouble, which the loop handles).
+
+        Waking the loop to write costs a thread switch and two hand-overs of the
+        interpreter lock, and under load the loop waits for the lock while the caller
+        goes on. Only for packets whose writing calls back nothing (QoS 1 publishes,
+        PUBACKs: ``callback_free``), and only on plain TCP: an SSL connection must not
+        be written by one thread while another reads it.
+        """
+        if (
+            self._unwoken
+            and self._transport == "tcp"
+            and not self._ssl
+            and self._sock is not None
+            and self._write_lock.acquire(blocking=False)
+        ):
+            try:
+                rc = self._write_queue()
+            finally:
+                self._write_lock.release()
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and not self._out_packet:
+                self._unwoken = False
+                return
+        self.wake()
 
     def _packet_queue(
         self,
@@ -335,6 +366,17 @@ class BufferedClient(mqtt.Client):
         return data
 
     def _packet_write(self) -> mqtt.MQTTErrorCode:
+        with self._write_lock:
+            return self._write_queue()
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        # paho empties the write queue for the new connection: a write that failed on
+        # the old one must have put its packet back first, or it would go out before
+        # the new CONNECT
+        with self._write_lock:
+            return super().reconnect()
+
+    def _write_queue(self) -> mqtt.MQTTErrorCode:
         self._merge_queued_packets()
         return super()._packet_write()
 
@@ -379,8 +421,14 @@ class BufferedClient(mqtt.Client):
         for mid, qos in acks:
             if qos == 2:
                 self.ack(mid, qos)
-        if pubacks:
+        if not pubacks:
+            return
+        if self._thread is None:  # no network loop of paho's: its own path writes them
             self._packet_queue(PUBACK, pubacks, 0, 1)
+            return
+        self._append_packet(PUBACK, pubacks, 0, 1)
+        self._unwoken = True
+        self.write_queued()
 
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
         # select() cannot see bytes already in our buffer: handle them first, and then do

@@ -94,7 +94,12 @@ class MqttSink:
             while start < len(messages):
                 part = messages[start : start + min(self._room(), HANDOVER)]
                 self._track(publish_many(client, part, self.qos))
-                client.wake()  # the first forecasts go out while the rest are handed over
+                # the first forecasts go out while the rest are handed over; written here
+                # at QoS 1 (QoS 0 calls back as it is written: the network loop does it)
+                if self.qos == 1:
+                    client.write_queued()
+                else:
+                    client.wake()
                 start += len(part)
         # counted once handed over and tracked: a scrape that sees them counted and then,
         # later, nothing unconfirmed knows the broker has every one of them

@@ -75,6 +75,64 @@ def test_forecasts_are_counted_once_handed_over_and_tracked(mosquitto, monkeypat
     assert sink.counters.forecasts == len(verdicts) == 100 and sink.unconfirmed == 0
 
 
+def woken(client, monkeypatch) -> list[int]:
+    """Counts of the network loop's wake-ups (writes to its socket pair) by ``client``."""
+    wakes = [0]
+    wake = client.wake
+
+    def counting():
+        wakes[0] += client._unwoken  # a wake-up only when something was left unsent
+        wake()
+
+    monkeypatch.setattr(client, "wake", counting)
+    return wakes
+
+
+def test_at_qos_1_a_tick_is_sent_by_the_caller_without_waking_the_network_loop(
+    mosquitto, monkeypatch
+):
+    # waking the loop to write costs a thread switch and the interpreter lock changing
+    # hands twice; the socket takes a small tick's forecasts at once
+    items = [Reading(StreamKey(f"site/dev-{k}/temp"), 60.0 * t, float(t)) for t in range(4)
+             for k in range(5)]  # fmt: skip
+    verdicts = make_engine().process(ReadingBatch.from_readings(items))
+    collector = Collector(mosquitto.port, "out/forecast/#")
+    sink = MqttSink(Connection("127.0.0.1", mosquitto.port, "sink-direct-test"), "out")
+    sink.start()
+    wakes = woken(sink.session.client, monkeypatch)
+    try:
+        sink.add(verdicts)
+        got = collector.wait_for(len(verdicts))
+        sink.flush()
+    finally:
+        sink.close()
+        collector.close()
+    assert len(got) == len(verdicts) == 20 and sink.unconfirmed == 0
+    assert wakes == [0]
+
+
+def test_over_tls_the_network_loop_writes_what_was_queued(mosquitto, monkeypatch):
+    """One thread must not write an SSL connection while another reads it: there the
+    caller only wakes the loop (the flag is faked on a plain connection)."""
+    from connectors.mqtt_client import Session
+
+    session = Session(Connection("127.0.0.1", mosquitto.port, "tls-guard-test"))
+    session.start()
+    client = session.client
+    wakes = woken(client, monkeypatch)
+    collector = Collector(mosquitto.port, "out/#")
+    try:
+        monkeypatch.setattr(client, "_ssl", True)
+        with client.batch():
+            client.publish("out/a", b"1", qos=1)
+            client.write_queued()
+        assert collector.wait_for(1)
+    finally:
+        session.stop()
+        collector.close()
+    assert wakes == [1]
+
+
 def test_topics_are_escaped_once_per_stream_and_the_memory_is_bounded(monkeypatch):
     from connectors import mqtt_sink
     from connectors.topics import stream_topic
