@@ -32,6 +32,11 @@ import paho.mqtt.client as mqtt
 _SHARED = threading.Condition()
 _NO_PROPERTIES = b"\x00"  # MQTT 5: a properties length of 0
 _U16 = struct.Struct("!H")
+# a PUBLISH's first byte by ``qos << 1 | dup``
+_HEADERS = [bytes((mqtt.PUBLISH | (0x08 if i & 1 else 0) | (i >> 1) << 1,)) for i in range(4)]
+# topics paho would accept, as a PUBLISH's topic field (length, UTF-8) and their UTF-8
+_TOPICS: dict[str, tuple[bytes, bytes]] = {}
+TOPIC_CACHE = 100_000  # topics kept; a stream publishes under the same ones every step
 
 
 class SharedInfo(mqtt.MQTTMessageInfo):
@@ -70,14 +75,18 @@ def publish_packet(
 ) -> bytes:
     """A PUBLISH packet (not retained, no properties): fixed header, topic, message id
     (QoS 1), properties (MQTT 5), payload."""
-    variable = [_U16.pack(len(topic)), topic]
-    if qos:
-        variable.append(_U16.pack(mid))
-    if v5:
-        variable.append(_NO_PROPERTIES)
-    body = b"".join(variable) + payload
-    header = mqtt.PUBLISH | (0x08 if dup else 0) | qos << 1
-    return bytes((header,)) + remaining_length(len(body)) + body
+    return _packet(_U16.pack(len(topic)) + topic, payload, mid, qos, v5, dup)
+
+
+def _packet(
+    topic_field: bytes, payload: bytes | bytearray, mid: int, qos: int, v5: bool, dup: bool
+) -> bytes:
+    """``publish_packet`` of a topic already laid out as its field (length, UTF-8)."""
+    mid_field = _U16.pack(mid) if qos else b""
+    properties = _NO_PROPERTIES if v5 else b""
+    size = len(topic_field) + len(mid_field) + len(properties) + len(payload)
+    header = _HEADERS[qos << 1 | dup]
+    return b"".join((header, remaining_length(size), topic_field, mid_field, properties, payload))
 
 
 def remaining_length(n: int) -> bytes:
@@ -103,9 +112,8 @@ def publish_many(
     done: list[tuple[int, mqtt.MQTTErrorCode]] = []
     with c._out_message_mutex:
         for topic, payload in messages:
-            topic_bytes = topic.encode()
-            c._raise_for_invalid_topic(topic_bytes)
-            mid = c._mid_generate()
+            topic_field, topic_bytes = _TOPICS.get(topic) or _checked(topic)
+            mid = _next_mid(c)
             message = OutgoingMessage(mid, topic_bytes, payload, qos, now)
             if qos and _queue_full(c, mid):
                 done.append((mid, mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE))
@@ -118,7 +126,7 @@ def publish_many(
                     continue
                 c._inflight_messages += 1
                 message.state = mqtt.mqtt_ms_wait_for_puback
-            rc = _queue(c, message, v5)
+            rc = _queue(c, message, topic_field, v5)
             if qos and rc == mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN:
                 c._inflight_messages -= 1  # re-sent from _out_messages on reconnect
                 message.state = mqtt.mqtt_ms_publish
@@ -132,11 +140,29 @@ def _queue_full(c: Any, mid: int) -> bool:
     return mid in c._out_messages or 0 < c._max_queued_messages <= len(c._out_messages)
 
 
-def _queue(c: Any, message: OutgoingMessage, v5: bool) -> mqtt.MQTTErrorCode:
+def _checked(topic: str) -> tuple[bytes, bytes]:
+    """The topic's field and UTF-8, once paho's check has passed (ValueError if not)."""
+    encoded = topic.encode()
+    mqtt.Client._raise_for_invalid_topic(encoded)
+    if len(_TOPICS) >= TOPIC_CACHE:
+        _TOPICS.clear()  # the busy topics come back within a tick or two
+    laid_out = _TOPICS[topic] = (_U16.pack(len(encoded)) + encoded, encoded)
+    return laid_out
+
+
+def _next_mid(c: Any) -> int:
+    """paho's ``_mid_generate``: 1 to 65,535, then 1 again."""
+    with c._mid_generate_mutex:
+        c._last_mid = c._last_mid % 65535 + 1
+        mid: int = c._last_mid
+    return mid
+
+
+def _queue(c: Any, message: OutgoingMessage, topic_field: bytes, v5: bool) -> mqtt.MQTTErrorCode:
     """paho's ``_send_publish`` for this message, without its debug logging."""
     if c._sock is None:
         return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
-    packet = publish_packet(message._topic, message.payload, message.mid, message.qos, v5)
+    packet = _packet(topic_field, message.payload, message.mid, message.qos, v5, False)
     rc: mqtt.MQTTErrorCode = c._packet_queue(
         mqtt.PUBLISH, packet, message.mid, message.qos, message.info
     )

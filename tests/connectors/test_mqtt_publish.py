@@ -139,3 +139,28 @@ def test_qos_0_messages_are_sent_at_once_and_nothing_is_kept(mosquitto):
     assert [rc for _, rc in done] == [mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS] * 300
     assert subscriber.payloads == [payload for _, payload in messages]
     assert not session.client._out_messages and session.client._inflight_messages == 0
+
+
+def test_message_ids_follow_pahos_and_wrap_as_its_do():
+    from connectors.mqtt_publish import _next_mid
+
+    ours, pahos = mqtt.Client(CallbackAPIVersion.VERSION2), mqtt.Client(CallbackAPIVersion.VERSION2)
+    for start in (0, 1, 65_533):
+        ours._last_mid = pahos._last_mid = start
+        assert [_next_mid(ours) for _ in range(5)] == [pahos._mid_generate() for _ in range(5)]
+    ours._last_mid = 65_534
+    assert [_next_mid(ours) for _ in range(3)] == [65_535, 1, 2]
+
+
+def test_topics_are_checked_before_they_are_kept_and_the_kept_ones_are_bounded(monkeypatch):
+    from connectors import mqtt_publish
+
+    monkeypatch.setattr(mqtt_publish, "_TOPICS", {})
+    monkeypatch.setattr(mqtt_publish, "TOPIC_CACHE", 3)
+    with pytest.raises(ValueError, match="wildcards"):
+        mqtt_publish._checked("out/+/x")
+    assert mqtt_publish._TOPICS == {}
+    for k in range(10):
+        field, encoded = mqtt_publish._checked(f"out/é/{k}")
+        assert encoded == f"out/é/{k}".encode() and field == bytes((0, len(encoded))) + encoded
+        assert len(mqtt_publish._TOPICS) <= 3
