@@ -286,8 +286,9 @@ class BufferedClient(mqtt.Client):
         Waking the loop to write costs a thread switch and two hand-overs of the
         interpreter lock, and under load the loop waits for the lock while the caller
         goes on. Only for packets whose writing calls back nothing (QoS 1 publishes,
-        PUBACKs: ``callback_free``), and only on plain TCP: an SSL connection must not
-        be written by one thread while another reads it.
+        PUBACKs; a QoS 0 publish calls ``on_publish`` as it is written, so its sender
+        wakes the loop instead), and only on plain TCP: an SSL connection must not be
+        written by one thread while another reads it.
         """
         if (
             self._unwoken
