@@ -294,23 +294,34 @@ def _epoch(data: object, field: str) -> float:
     if isinstance(data, bool) or not isinstance(data, int | float | str):
         msg = f"field {_quote(field)}: {_kind_of(data)} is not a timestamp"
         raise PayloadError(Reason.BAD_TIMESTAMP, msg)
-    what = f"field {_quote(field)}"
     if not isinstance(data, str):
-        return _checked_time(_epoch_seconds(data), what, data)
+        return _field_time(_epoch_seconds(data), field, data)
     digits = data.strip().removeprefix("-")
     if digits.isascii() and digits.isdigit() and len(digits) <= 30:
         # exact: nanoseconds have more digits than a float holds
-        return _checked_time(_epoch_seconds(int(data)), what, data)
+        return _field_time(_epoch_seconds(int(data)), field, data)
     number = None if data[4:5] == "-" else _number_text(data)  # YYYY-...: not a number
     if number is None:
-        return _checked_time(_iso(data, field), what, data)
-    return _checked_time(_epoch_seconds(number), what, data)
+        return _field_time(_iso(data, field), field, data)
+    return _field_time(_epoch_seconds(number), field, data)
+
+
+def _field_time(seconds: float, field: str, shown: object) -> float:
+    """``_checked_time`` of a JSON field's time: its name is spelled for the error only
+    (this runs for every message)."""
+    if MIN_TIME <= seconds < MAX_TIME:
+        return seconds
+    return _checked_time(seconds, f"field {_quote(field)}", shown)
 
 
 def _epoch_seconds(count: int | float) -> float:
     """An epoch count in s, ms, µs or ns (told apart by size) as seconds; an integer
     count is divided exactly, and one too large for a float is infinite."""
-    per_second = next((p for threshold, p in EPOCH_UNITS if abs(count) >= threshold), 1)
+    per_second = 1
+    for threshold, unit in EPOCH_UNITS:  # a loop, not next(generator): half the cost
+        if abs(count) >= threshold:
+            per_second = unit
+            break
     try:
         return count / per_second
     except OverflowError:
