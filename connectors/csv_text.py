@@ -525,22 +525,21 @@ def put_int(buf, pos, n):
     return _put_uint(buf, pos, n, 1)
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def early_pointers(early):
+    """``put_time``'s ``early``: pointers to ``early_times``' arrays, and its count of
+    times. The caller holds the arrays."""
+    times, text, offsets = early
+    return data_pointer(times), data_pointer(text), data_pointer(offsets), times.shape[0]
+
+
 @numba.njit(cache=True, error_model="numpy")
 def write_rows(
     buffer,
     key_code,
     key_blob,
     key_offsets,
-    timestamp,
-    early,
-    exact,
-    exact_d,
-    exact_s,
-    model,
-    flag,
-    next_timestamp,
-    count,
-    reason,
+    columns,
     label_blob,
     label_offsets,
     model_name,
@@ -548,16 +547,13 @@ def write_rows(
     seen_spans,
 ):
     """Every row into ``buffer``, which must hold ``row_bound`` bytes a row; the bytes
-    written. ``seen_times`` (2,) float64 and ``seen_spans`` (4,) int64 are scratch.
-    ``exact`` is (3, n): value, min, max, with their ``exact_digits``; ``model`` is
-    (7, n): forecast, lower, upper, anomaly_score, next_forecast, next_lower,
-    next_upper."""
+    written. ``columns`` is ``column_args``'s tuple. ``seen_times`` (2,) float64 and
+    ``seen_spans`` (4,) int64 are scratch."""
+    timestamp, early, exact, exact_d, exact_s, model, flag, next_timestamp, count, reason = columns
     # The helpers get bare pointers, never arrays (see data_pointer); the caller holds
     # every array they point into.
     buf = data_pointer(buffer)
-    e_times, e_text, e_offsets = early
-    early_at = (data_pointer(e_times), data_pointer(e_text),
-                data_pointer(e_offsets), e_times.shape[0])  # fmt: skip
+    early_at = early_pointers(early)
     pos = 0
     # A step's forecast and interval are what its stream's previous row forecast as
     # next: where the numbers are the same, their text is copied from that row (three
@@ -663,7 +659,10 @@ def key_table(keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def early_times(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The times before the year 1 (a dropped reading's, as a rule none): sorted, and
     their ``iso_times`` text."""
-    early = np.unique(times[times < FIRST_YEAR_ONE])
+    before = times < FIRST_YEAR_ONE
+    if not before.any():
+        return NONE_EARLY  # the rule, without numpy's unique and datetime text (~20 us)
+    early = np.unique(times[before])
     return (early, *text_table(iso_times(early).tolist()))
 
 
@@ -675,6 +674,40 @@ def row_bound(longest_key: int, longest_label: int, model_name: int) -> int:
     """Bytes a row can take at most."""
     cells = 2 * MAX_TIME + 10 * MAX_NUMBER + 20 + 1  # times, numbers, count, flag
     return longest_key + cells + model_name + longest_label + 17  # 16 commas, a newline
+
+
+def column_args(verdicts: VerdictBatch) -> tuple[np.ndarray | tuple[np.ndarray, ...], ...]:
+    """The columns the compiled writers take (``write_rows``, ``json_text.write_objects``):
+    timestamp, ``early_times``, exact (3, n: value, min, max) with its ``exact_digits``
+    digits and scale, model (7, n: ``MODEL_COLUMNS``), flag, next_timestamp, count and
+    the dropped reason, each as the kernels type it."""
+    exact = np.stack([verdicts.value, verdicts.min, verdicts.max]).astype(np.float64)
+    exact_d, exact_s = shortest_digits(exact)
+    model = np.stack([getattr(verdicts, name) for name in MODEL_COLUMNS])
+    times = np.stack([verdicts.timestamp, verdicts.next_timestamp]).astype(np.float64)
+    return (
+        times[0],
+        early_times(times),
+        exact,
+        exact_d,
+        exact_s,
+        model.astype(np.float64, copy=False),
+        verdicts.is_anomaly.astype(np.bool_, copy=False),
+        times[1],
+        verdicts.count.astype(np.int64, copy=False),
+        verdicts.dropped.astype(np.int64),
+    )
+
+
+def longest(offsets: np.ndarray) -> int:
+    """The longest of the texts a ``text_table``'s offsets delimit (0 for none)."""
+    return int(np.diff(offsets).max(initial=0))
+
+
+def room(buffer: np.ndarray, size: int) -> np.ndarray:
+    """``buffer`` if it holds ``size`` items, else a larger one: a writer keeps its buffer
+    between batches (a fresh one would be paged in again for every batch)."""
+    return buffer if len(buffer) >= size else np.empty(size, buffer.dtype)
 
 
 class CsvRows:
@@ -690,30 +723,14 @@ class CsvRows:
         key_blob, key_offsets = key_table(keys.tolist())
         label_blob, label_offsets = _LABEL_TABLE
         model_name = np.frombuffer(quoted(verdicts.model).encode(), np.uint8)
-        exact = np.stack([verdicts.value, verdicts.min, verdicts.max]).astype(np.float64)
-        exact_d, exact_s = shortest_digits(exact)
-        model = np.stack([getattr(verdicts, name) for name in MODEL_COLUMNS])
-        times = np.stack([verdicts.timestamp, verdicts.next_timestamp]).astype(np.float64)
-        longest_key = int(np.diff(key_offsets).max(initial=0))
-        longest_label = int(np.diff(label_offsets).max(initial=0))
-        size = len(verdicts) * row_bound(longest_key, longest_label, len(model_name))
-        if len(self._buffer) < size:
-            self._buffer = np.empty(size, np.uint8)
+        bound = row_bound(longest(key_offsets), longest(label_offsets), len(model_name))
+        self._buffer = room(self._buffer, len(verdicts) * bound)
         written = write_rows(
             self._buffer,
             codes,
             key_blob,
             key_offsets,
-            times[0],
-            early_times(times),
-            exact,
-            exact_d,
-            exact_s,
-            model.astype(np.float64, copy=False),
-            verdicts.is_anomaly.astype(np.bool_, copy=False),
-            times[1],
-            verdicts.count.astype(np.int64, copy=False),
-            verdicts.dropped.astype(np.int64),
+            column_args(verdicts),
             label_blob,
             label_offsets,
             model_name,

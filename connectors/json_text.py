@@ -34,18 +34,17 @@ import orjson
 
 from connectors.byte_copy import copy_bytes
 from connectors.csv_text import (
-    FIRST_YEAR_ONE,
     MAX_NUMBER,
     MAX_TIME,
-    MODEL_COLUMNS,
-    NONE_EARLY,
-    early_times,
+    column_args,
+    early_pointers,
+    longest,
     put_exact,
     put_int,
     put_model,
     put_text,
     put_time,
-    shortest_digits,
+    room,
     text_table,
 )
 from connectors.records import CSV_COLUMNS
@@ -120,9 +119,7 @@ def _as_float(buf, start, end):
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _put_word(buf, pos, word):
-    for j in range(word.shape[0]):
-        buf[pos + j] = word[j]
-    return pos + word.shape[0]
+    return copy_bytes(buf, pos, word, 0, word.shape[0])
 
 
 # The three below are called, not inlined: each inlined site is compiled again, with
@@ -161,31 +158,19 @@ def write_objects(
     key_code,
     key_blob,
     key_offsets,
-    timestamp,
-    early,
-    exact,
-    exact_d,
-    exact_s,
-    model,
-    flag,
-    next_timestamp,
-    count,
-    reason,
+    columns,
     model_name,
     with_dropped,
     newline,
     ends,
 ):
     """Each row's JSON object into ``buffer`` (``object_bound`` bytes a row), end to
-    end; ``ends[i]`` where row i's ends. ``exact`` is (3, n): value, min, max, with
-    their ``exact_digits``; ``model`` (7, n): forecast, lower, upper, anomaly_score,
-    next_forecast, next_lower, next_upper. Keys and the model name are JSON strings
-    already. A step's ``dropped`` is written (``null``) only ``with_dropped``; a
-    newline ends each object if ``newline``."""
+    end; ``ends[i]`` where row i's ends. ``columns`` is ``column_args``'s tuple. Keys
+    and the model name are JSON strings already. A step's ``dropped`` is written
+    (``null``) only ``with_dropped``; a newline ends each object if ``newline``."""
+    timestamp, early, exact, exact_d, exact_s, model, flag, next_timestamp, count, reason = columns
     buf = data_pointer(buffer)
-    e_times, e_text, e_offsets = early
-    early_at = (data_pointer(e_times), data_pointer(e_text),
-                data_pointer(e_offsets), e_times.shape[0])  # fmt: skip
+    early_at = early_pointers(early)
     pos = 0
     for i in range(timestamp.shape[0]):
         pos = _put_field(buf, pos, _STREAM)
@@ -258,32 +243,15 @@ class JsonObjects:
         if self._model[0] != verdicts.model:
             self._model = (verdicts.model, json_string(verdicts.model))
         model_name = np.frombuffer(self._model[1], np.uint8)
-        exact = np.stack([verdicts.value, verdicts.min, verdicts.max]).astype(np.float64)
-        exact_d, exact_s = shortest_digits(exact)
-        model = np.stack([getattr(verdicts, name) for name in MODEL_COLUMNS])
-        times = np.stack([verdicts.timestamp, verdicts.next_timestamp]).astype(np.float64)
         n = len(verdicts)
-        longest_key = int((key_offsets[1:] - key_offsets[:-1]).max(initial=0))
-        size = n * object_bound(longest_key, len(model_name))
-        if len(self._buffer) < size:
-            self._buffer = np.empty(size, np.uint8)
-        if len(self._ends) < n:
-            self._ends = np.empty(n, np.int64)
+        self._buffer = room(self._buffer, n * object_bound(longest(key_offsets), len(model_name)))
+        self._ends = room(self._ends, n)
         written = write_objects(
             self._buffer,
             codes,
             key_blob,
             key_offsets,
-            times[0],
-            early_times(times) if (times < FIRST_YEAR_ONE).any() else NONE_EARLY,
-            exact,
-            exact_d,
-            exact_s,
-            model.astype(np.float64, copy=False),
-            verdicts.is_anomaly.astype(np.bool_, copy=False),
-            times[1],
-            verdicts.count.astype(np.int64, copy=False),
-            verdicts.dropped.astype(np.int64),
+            column_args(verdicts),
             model_name,
             self.with_dropped,
             self.newline,

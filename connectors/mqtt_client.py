@@ -422,14 +422,10 @@ class BufferedClient(mqtt.Client):
         for mid, qos in acks:
             if qos == 2:
                 self.ack(mid, qos)
-        if not pubacks:
-            return
-        if self._thread is None:  # no network loop of paho's: its own path writes them
-            self._packet_queue(PUBACK, pubacks, 0, 1)
-            return
-        self._append_packet(PUBACK, pubacks, 0, 1)
-        self._unwoken = True
-        self.write_queued()
+        if pubacks:
+            with self.batch():  # without a network loop of paho's, its own path writes them
+                self._packet_queue(PUBACK, pubacks, 0, 1)
+                self.write_queued()
 
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
         # select() cannot see bytes already in our buffer: handle them first, and then do
